@@ -1,0 +1,249 @@
+"""What a model costs: parameters, MACs and FLOPs with FFTs counted, latency, training memory.
+
+Counting (``params``, ``flops``) runs on the meta device: no weights are allocated and
+no arithmetic is done, so a 1080x1080 attention model is counted as fast as a tiny one.
+Timing and memory run real steps on the model's own device.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+import weakref
+from collections.abc import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+from blocks.builder import build
+from blocks.spec import ArchSpec
+
+aten = torch.ops.aten
+
+
+# -- parameters --------------------------------------------------------------------------
+
+
+def count_params(model: nn.Module) -> tuple[int, int]:
+    """``(total, trainable)`` parameter counts: every tensor that training updates."""
+    params = list(model.parameters())
+    return sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad)
+
+
+def count_layer_params(model: nn.Module) -> int:
+    """Parameters named ``weight`` or ``bias`` on their own module, nothing else.
+
+    This is how per-layer summaries (torchsummary, and so the Vision X-formers tables)
+    count: a class token, a position table, a Linformer sequence projection or a GFNet
+    filter are free-standing parameters and are left out.
+    """
+    total = 0
+    for module in model.modules():
+        for name in ("weight", "bias"):
+            p = module._parameters.get(name)
+            total += p.numel() if p is not None else 0
+    return total
+
+
+# -- FLOPs -------------------------------------------------------------------------------
+# FlopCounterMode counts matmuls, convolutions and the CUDA attention kernels; it counts
+# FFTs, complex products and the CPU flash-attention kernel as zero. The formulas below
+# fill those gaps: 5 n log2 n per complex n-point transform and half that for a real one
+# (FFTW's benchFFT convention), 6 flops per complex product.
+
+
+def _transform_size(shape: torch.Size, dims: Iterable[int]) -> tuple[int, int]:
+    n = math.prod(shape[d] for d in dims)
+    return n, math.prod(shape) // max(n, 1)
+
+
+def _fft_flops(n: int, batch: int, per_point: float) -> int:
+    return int(per_point * n * math.log2(n) * batch) if n > 1 else 0
+
+
+def _fft_r2c(x, dim, *args, out_val=None, **kwargs) -> int:
+    return _fft_flops(*_transform_size(x.shape, dim), 2.5)
+
+
+def _fft_c2r(x, dim, *args, out_val=None, **kwargs) -> int:
+    return _fft_flops(*_transform_size(out_val.shape, dim), 2.5)
+
+
+def _fft_c2c(x, dim, *args, out_val=None, **kwargs) -> int:
+    return _fft_flops(*_transform_size(x.shape, dim), 5.0)
+
+
+def _complex_mul(a, b, *args, out_val=None, **kwargs) -> int:
+    complex_inputs = sum(isinstance(t, torch.Tensor) and t.is_complex() for t in (a, b))
+    return {0: 0, 1: 2, 2: 6}[complex_inputs] * out_val.numel()
+
+
+def _cpu_sdpa(q, k, v, *args, out_val=None, **kwargs) -> int:
+    return sdpa_flop_count(q.shape, k.shape, v.shape)
+
+
+FLOP_FORMULAS = {
+    aten._fft_r2c: _fft_r2c,
+    aten._fft_c2r: _fft_c2r,
+    aten._fft_c2c: _fft_c2c,
+    aten.mul: _complex_mul,
+    aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa,
+}
+for _formula in FLOP_FORMULAS.values():
+    _formula._get_raw = True  # give the formulas tensors (for dtypes), not shapes
+
+
+def count_flops(model: nn.Module, images: torch.Tensor) -> int:
+    """Forward FLOPs of ``model(images)`` (2 per multiply-accumulate, FFTs counted)."""
+    with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=FLOP_FORMULAS) as counter:
+        model(images)
+    return counter.get_total_flops()
+
+
+def flops_per_image(arch: ArchSpec) -> int:
+    """Forward FLOPs for one image, counted on a meta-device model (nothing allocated)."""
+    model = build(arch, device="meta")
+    return count_flops(model, torch.empty(1, arch.in_channels, *arch.image_size, device="meta"))
+
+
+# -- latency -----------------------------------------------------------------------------
+
+
+def latency_ms(model: nn.Module, images: torch.Tensor, *, repeats: int = 20, warmup: int = 5) -> float:
+    """Median forward latency in ms (eval, inference mode).
+
+    The warm-up runs include cuDNN autotuning and cuFFT plan creation; on CUDA each run
+    is timed with events and synchronised.
+    """
+    was_training = model.training
+    model.eval()
+    cuda = images.is_cuda
+    times = []
+    with torch.inference_mode():
+        for _ in range(warmup):
+            model(images)
+        for _ in range(repeats):
+            if cuda:
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                model(images)
+                end.record()
+                torch.cuda.synchronize()
+                times.append(start.elapsed_time(end))
+            else:
+                t0 = time.perf_counter()
+                model(images)
+                times.append((time.perf_counter() - t0) * 1e3)
+    model.train(was_training)
+    return statistics.median(times)
+
+
+# -- memory ------------------------------------------------------------------------------
+
+
+class LiveTensorBytes(TorchDispatchMode):
+    """Tracks the bytes of tensor storages that ops create while the mode is active.
+
+    Each new storage is counted once (views and in-place results share their input's
+    storage) and uncounted when Python frees it, so ``peak`` is the high-water mark of
+    live tensor memory: the quantity CUDA's ``max_memory_allocated`` reports, without
+    the caching allocator's rounding. Scratch space inside a kernel is not seen.
+    """
+
+    def __init__(self, existing: Iterable[torch.Tensor] = ()) -> None:
+        super().__init__()
+        self._live: dict[int, int] = {}
+        self.live = 0
+        for t in existing:
+            self._add(t)
+        self.base = self.peak = self.live
+
+    def _add(self, t: torch.Tensor) -> None:
+        storage = t.untyped_storage()
+        key, size = storage.data_ptr(), storage.nbytes()
+        if size == 0 or key in self._live:
+            return
+        self._live[key] = size
+        self.live += size
+        weakref.finalize(storage, self._free, key)
+
+    def _free(self, key: int) -> None:
+        self.live -= self._live.pop(key, 0)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor):
+                self._add(t)
+        self.peak = max(self.peak, self.live)
+        return out
+
+
+def _train_step(model: nn.Module, images: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+    logits = model(images)
+    loss = F.cross_entropy(logits.float(), torch.zeros(len(images), dtype=torch.long, device=images.device))
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def peak_memory_mb(model: nn.Module, images: torch.Tensor) -> float:
+    """Peak memory (MiB) of one AdamW training step on ``images``: weights, gradients,
+    optimizer state, activations kept for backward and temporaries.
+
+    CUDA: ``max_memory_allocated`` around the step. CPU: ``LiveTensorBytes`` (same
+    quantity, counted from the tensors themselves, since the CPU allocator keeps no
+    statistics). A first step creates the optimizer state, the second is measured;
+    the learning rate is 0, so the weights are left as they were.
+    """
+    was_training = model.training
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.0)
+    _train_step(model, images, optimizer)
+    if images.is_cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        _train_step(model, images, optimizer)
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated()
+    else:
+        state = [t for s in optimizer.state.values() for t in s.values() if isinstance(t, torch.Tensor)]
+        with LiveTensorBytes([*model.parameters(), *model.buffers(), *state, images]) as tracker:
+            _train_step(model, images, optimizer)
+        peak = tracker.peak
+    model.train(was_training)
+    return peak / 2**20
+
+
+# -- everything at once ------------------------------------------------------------------
+
+
+def measure(
+    arch: ArchSpec,
+    *,
+    device: torch.device | str = "cpu",
+    batch_size: int = 32,
+    repeats: int = 20,
+    timing: bool = True,
+) -> dict[str, float]:
+    """The cost metrics of ``arch``: params, gmacs, gflops and (with ``timing``)
+    latency_ms at batch 1 and peak_mem_mb of a training step at ``batch_size``."""
+    flops = flops_per_image(arch)
+    total, trainable = count_params(build(arch, device="meta"))
+    out = {
+        "params": float(total),
+        "params_trainable": float(trainable),
+        "gflops": flops / 1e9,
+        "gmacs": flops / 2e9,
+    }
+    if timing:
+        model = build(arch, device=device)
+        shape = (arch.in_channels, *arch.image_size)
+        out["latency_ms"] = latency_ms(model, torch.randn(1, *shape, device=device), repeats=repeats)
+        out["peak_mem_mb"] = peak_memory_mb(model, torch.randn(batch_size, *shape, device=device))
+    return out

@@ -1,0 +1,73 @@
+"""Pieces shared by the mixers: option checks, head splitting, q/k/v projections."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from blocks.precision import autocast_off, in_float32  # noqa: F401  (re-exported)
+from blocks.rope import Rotary2D
+
+
+def positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def one_of(name: str, value: object, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def resolve_heads(dim: int, heads: int, head_dim: int | None) -> tuple[int, int]:
+    """``(heads, head_dim)``; without an explicit head_dim the width is split evenly."""
+    positive_int("heads", heads)
+    if head_dim is None:
+        if dim % heads:
+            raise ValueError(
+                f"width {dim} does not split into {heads} heads; pick heads dividing it or set head_dim"
+            )
+        return heads, dim // heads
+    return heads, positive_int("head_dim", head_dim)
+
+
+def split_heads(t: torch.Tensor, heads: int) -> torch.Tensor:
+    B, N, _ = t.shape
+    return t.reshape(B, N, heads, -1).transpose(1, 2)  # (B, H, N, d)
+
+
+def merge_heads(t: torch.Tensor) -> torch.Tensor:
+    B, H, N, d = t.shape
+    return t.transpose(1, 2).reshape(B, N, H * d)  # (B, N, H*d)
+
+
+class QKV(nn.Module):
+    """Query, key and value projections, with optional 2-D RoPE on queries and keys.
+
+    Queries come from ``x``, keys and values from ``kv`` (``x`` itself unless a
+    funnel pool-query-only block passes the unpooled tokens).
+    """
+
+    def __init__(self, dim: int, heads: int, head_dim: int, *, bias: bool, rope: bool) -> None:
+        super().__init__()
+        self.heads = heads
+        inner = heads * head_dim
+        self.to_q = nn.Linear(dim, inner, bias=bias)
+        self.to_kv = nn.Linear(dim, 2 * inner, bias=bias)
+        self.rotary = Rotary2D(head_dim) if rope else None
+
+    def forward(self, x, hw, prefix, kv=None, kv_hw=None):
+        kv, kv_hw = (x, hw) if kv is None else (kv, kv_hw)
+        q = split_heads(self.to_q(x), self.heads)  # (B, H, N, d)
+        k, v = (split_heads(t, self.heads) for t in self.to_kv(kv).chunk(2, dim=-1))  # (B, H, M, d)
+        if self.rotary is not None:
+            q = self.rotary(q, hw, prefix, stride=_pool_stride(hw, kv_hw))
+            k = self.rotary(k, kv_hw, prefix)
+        return q, k, v
+
+
+def _pool_stride(hw: tuple[int, int], kv_hw: tuple[int, int]) -> tuple[int, int]:
+    """The pooling stride that took a ``kv_hw`` grid to ``hw`` (1, 1 when equal)."""
+    return (-(-kv_hw[0] // hw[0]), -(-kv_hw[1] // hw[1]))

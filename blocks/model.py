@@ -1,0 +1,121 @@
+"""The stage graph: residual blocks grouped into stages, an embedding in front, a head behind."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class MLP(nn.Sequential):
+    """Channel MLP: Linear -> GELU -> Dropout -> Linear -> Dropout, (B, N, D) -> (B, N, D)."""
+
+    def __init__(self, dim: int, hidden: int, dropout: float = 0.0) -> None:
+        super().__init__(
+            nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim), nn.Dropout(dropout)
+        )
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drops a whole residual branch per sample while training."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = x.new_empty(x.shape[0], *([1] * (x.dim() - 1))).bernoulli_(1 - self.p)
+        return x * keep / (1 - self.p)
+
+
+class Block(nn.Module):
+    """Token mixer then MLP, each residual; pre-norm by default, post-norm (FNet) on request."""
+
+    def __init__(
+        self,
+        dim: int,
+        mixer: nn.Module,
+        *,
+        mlp_hidden: int,
+        dropout: float = 0.0,
+        drop_path: float = 0.0,
+        post_norm: bool = False,
+    ) -> None:
+        super().__init__()
+        self.post_norm = post_norm
+        self.norm1, self.mixer = nn.LayerNorm(dim), mixer
+        self.norm2, self.mlp = nn.LayerNorm(dim), MLP(dim, mlp_hidden, dropout)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x, hw, kv=None, kv_hw=None) -> torch.Tensor:
+        # kv/kv_hw: the unpooled tokens of a funnel pool-query-only block.
+        kw = {} if kv is None else {"kv": kv if self.post_norm else self.norm1(kv), "kv_hw": kv_hw}
+        if self.post_norm:
+            x = self.norm1(x + self.drop_path(self.mixer(x, hw, **kw)))
+            return self.norm2(x + self.drop_path(self.mlp(x)))
+        x = x + self.drop_path(self.mixer(self.norm1(x), hw, **kw))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class Stage(nn.Module):
+    """A transition into the stage, then its blocks at one width and one token grid."""
+
+    def __init__(self, transition: nn.Module, blocks: list[Block], *, query_only: bool = False) -> None:
+        super().__init__()
+        self.transition, self.blocks, self.query_only = transition, nn.ModuleList(blocks), query_only
+
+    def forward(self, x: torch.Tensor, hw: tuple[int, int]):
+        blocks = list(self.blocks)
+        if self.query_only:  # Funnel-Transformer: pooled queries attend to unpooled tokens
+            kv, kv_hw = self.transition.proj(x), hw
+            x, hw = self.transition.pool(kv, hw)
+            x = blocks.pop(0)(x, hw, kv=kv, kv_hw=kv_hw)
+        else:
+            x, hw = self.transition(x, hw)
+        for block in blocks:
+            x = block(x, hw)
+        return x, hw
+
+
+class VisionModel(nn.Module):
+    """images (B, C, H, W) -> logits (B, classes). ``summary`` is its one-line layout."""
+
+    def __init__(
+        self,
+        embed: nn.Module,
+        positional: nn.Module,
+        stages: list[Stage],
+        *,
+        width_in: int,
+        width_out: int,
+        num_classes: int,
+        cls_token: bool,
+        summary: str = "",
+    ) -> None:
+        super().__init__()
+        self.embed, self.positional, self.stages = embed, positional, nn.ModuleList(stages)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, width_in)) if cls_token else None
+        if self.cls_token is not None:
+            nn.init.trunc_normal_(self.cls_token, std=0.02)
+        self.norm = nn.LayerNorm(width_out)
+        self.head = nn.Linear(width_out, num_classes)
+        self.summary = summary
+
+    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
+        if images.is_cuda:  # cuDNN convolutions prefer NHWC
+            images = images.contiguous(memory_format=torch.channels_last)
+        x, hw = self.embed(images)  # (B, N, D)
+        if self.cls_token is not None:
+            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)  # (B, 1+N, D)
+        x = self.positional(x, hw)
+        for stage in self.stages:
+            x, hw = stage(x, hw)
+        x = self.norm(x)
+        return x[:, 0] if self.cls_token is not None else x.mean(dim=1)  # (B, D)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.forward_features(images))  # (B, classes)
+
+    def extra_repr(self) -> str:
+        return self.summary

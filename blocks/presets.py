@@ -1,0 +1,79 @@
+"""The papers' models as one-line functions returning an ``ArchSpec``.
+
+Each names the table it comes from. They are the baselines of the reproduction specs
+and the subjects of the faithfulness tests.
+"""
+
+from __future__ import annotations
+
+from blocks.spec import ArchSpec, EmbeddingSpec, MixerSpec, StageSpec, Transition
+
+# Vision X-formers (Jeevan & Sethi 2022), section 4: CIFAR-10 at patch 1, width 128,
+# 4 layers, 4 heads of 32, MLP 256, and each mixer with its reference settings.
+VIX_MIXERS = {
+    "attention": {"heads": 4, "head_dim": 32},
+    "performer": {"heads": 4, "head_dim": 32, "qkv_bias": True, "features": 256, "kernel": "relu"},
+    "linformer": {"heads": 4, "head_dim": 32, "k": 256, "share_kv": True, "one_kv_head": True},
+    "nystrom": {"heads": 4, "head_dim": 32, "landmarks": 64, "conv_kernel": 33},
+    "fourier": {"norm": "backward"},
+    "mlp_mixer": {"token_ratio": 0.5},
+}
+
+
+def vix(mixer: str = "attention", *, hybrid: bool = False, positional: str = "learned") -> ArchSpec:
+    """ViT / ViP / ViL / ViN / FNet / MLP-Mixer of ViX Tables 1 (linear), 2 (hybrid) and 5 (rope)."""
+    embedding = EmbeddingSpec("conv", 1, {"channels": [32, 64]}) if hybrid else EmbeddingSpec("patch", 1)
+    stage = StageSpec(depth=4, width=128, mlp_ratio=2.0, mixer=MixerSpec(mixer, VIX_MIXERS[mixer]))
+    head = "gap" if mixer == "mlp_mixer" else "cls"
+    return ArchSpec((32, 32), 10, (stage,), embedding=embedding, positional=positional, head=head)
+
+
+# GFNet (Rao et al. 2021), Table "Complexity and Variants": patch 16, MLP ratio 4, GAP head.
+GFNET = {"ti": (256, 12), "xs": (384, 12), "s": (384, 19), "b": (512, 19)}
+
+
+def gfnet(size: str = "xs", *, image_size: int = 224, num_classes: int = 1000) -> ArchSpec:
+    """GFNet-Ti / XS / S / B at 224x224 (about 7 / 16 / 25 / 43 M parameters)."""
+    width, depth = GFNET[size]
+    stage = StageSpec(depth=depth, width=width, mixer=MixerSpec("global_filter"))
+    return ArchSpec((image_size, image_size), num_classes, (stage,), embedding=EmbeddingSpec("patch", 16))
+
+
+def vit(
+    mixer: str = "attention",
+    *,
+    image_size: int = 224,
+    patch_size: int = 16,
+    width: int = 384,
+    depth: int = 12,
+    heads: int = 6,
+    num_classes: int = 1000,
+) -> ArchSpec:
+    """A plain isotropic ViT with any mixer (the FiT scaling comparison: same width and
+    depth, only the mixer differs)."""
+    options = {"heads": heads} if mixer in ("attention", "performer", "linformer", "nystrom") else {}
+    stage = StageSpec(depth=depth, width=width, mixer=MixerSpec(mixer, options))
+    head = "cls" if MIXER_TAKES_CLS.get(mixer, True) else "gap"
+    return ArchSpec(
+        (image_size, image_size), num_classes, (stage,), embedding=EmbeddingSpec("patch", patch_size), head=head
+    )
+
+
+MIXER_TAKES_CLS = {"global_filter": False, "fft_conv": False, "mlp_mixer": False}
+
+
+def funnel_vit(layout: tuple[int, ...] = (6, 6), *, mode: str = "mean", stride=(1, 2), query_only: bool = True):
+    """Funnel-ViT (Zhang 2022) Table 2 on ViT-B/16: blocks of ``layout`` layers, each block
+    after the first pooled by ``stride`` (1x2 halves the 197 tokens to 99, then 50; 2x2
+    quarters them), the first layer after a pool attending from pooled queries."""
+    strides = [stride, stride[::-1]] * len(layout)
+    stages = tuple(
+        StageSpec(
+            depth=d,
+            width=768,
+            mixer=MixerSpec("attention", {"heads": 12}),
+            transition=Transition("pool", mode, strides[i - 1], query_only) if i else Transition(),
+        )
+        for i, d in enumerate(layout)
+    )
+    return ArchSpec((224, 224), 1000, stages, embedding=EmbeddingSpec("patch", 16), head="cls")

@@ -1,0 +1,129 @@
+"""The concrete architecture: frozen, typed, and the only thing the builder reads.
+
+An ``ArchSpec`` holds primitives only (names, ints, floats, tuples and a read-only
+mapping of each mixer's own options), so it can be logged, hashed into a trial id,
+compared and rebuilt. Whether a combination *works* is the builder's business
+(``blocks.check``); these classes only normalise shapes of values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from types import MappingProxyType
+from typing import Any
+
+
+def _freeze(options: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    return MappingProxyType(dict(options or {}))
+
+
+def _pair(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    if isinstance(value, int):
+        return (value, value)
+    return (value[0], value[1])
+
+
+@dataclass(frozen=True)
+class MixerSpec:
+    """A registered token mixer and its own keyword options."""
+
+    name: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "options", _freeze(self.options))
+
+
+@dataclass(frozen=True)
+class Transition:
+    """How tokens enter a stage: unchanged, funnel-pooled, or merged by a strided conv.
+
+    ``kind`` is ``none``, ``pool`` or ``merge``. For ``pool``: ``mode`` is ``mean`` or
+    ``max``; ``stride`` is per grid axis, (2, 2) quarters the tokens, (1, 2) halves them
+    as Funnel-Transformer does on a sequence; ``query_only`` makes the first block
+    attend from pooled queries to the unpooled keys and values.
+    """
+
+    kind: str = "none"
+    mode: str = "mean"
+    stride: tuple[int, int] = (2, 2)
+    query_only: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "stride", _pair(self.stride))
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """``depth`` blocks of one mixer at one width. A stage of depth 0 is left out."""
+
+    depth: int
+    width: int
+    mixer: MixerSpec
+    mlp_ratio: float = 4.0
+    dropout: float = 0.0
+    drop_path: float = 0.0
+    transition: Transition = field(default_factory=Transition)
+
+
+@dataclass(frozen=True)
+class EmbeddingSpec:
+    """Image -> tokens: ``patch`` (linear), ``conv`` (3x3 stem) or ``overlap`` (strided conv)."""
+
+    kind: str = "patch"
+    patch_size: int = 4
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "options", _freeze(self.options))
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """A whole model: input, embedding, positional encoding, stages, head.
+
+    ``norm`` is ``pre`` (pre-norm residual blocks, the default) or ``post`` (the
+    original Transformer / FNet placement). ``head`` is ``cls`` (a class token) or
+    ``gap`` (global average pooling of the final tokens).
+    """
+
+    image_size: tuple[int, int]
+    num_classes: int
+    stages: tuple[StageSpec, ...]
+    in_channels: int = 3
+    embedding: EmbeddingSpec = field(default_factory=EmbeddingSpec)
+    positional: str = "learned"
+    head: str = "gap"
+    norm: str = "pre"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "image_size", _pair(self.image_size))
+        object.__setattr__(self, "stages", tuple(self.stages))
+
+    @property
+    def active_stages(self) -> tuple[StageSpec, ...]:
+        return tuple(s for s in self.stages if s.depth > 0)
+
+
+def to_dict(spec: Any) -> Any:
+    """A plain nested dict/list form of any spec (for logging and YAML)."""
+    if isinstance(spec, Mapping):
+        return {k: to_dict(v) for k, v in spec.items()}
+    if isinstance(spec, (tuple, list)):
+        return [to_dict(v) for v in spec]
+    if hasattr(spec, "__dataclass_fields__"):
+        return {f.name: to_dict(getattr(spec, f.name)) for f in fields(spec)}
+    return spec
+
+
+def from_dict(data: Mapping[str, Any]) -> ArchSpec:
+    """Inverse of ``to_dict`` for an ``ArchSpec``."""
+    stages = []
+    for s in data["stages"]:
+        s = dict(s)
+        s["mixer"] = MixerSpec(**s["mixer"])
+        s["transition"] = Transition(**s.get("transition", {}))
+        stages.append(StageSpec(**s))
+    rest = {k: v for k, v in data.items() if k not in ("stages", "embedding")}
+    return ArchSpec(stages=tuple(stages), embedding=EmbeddingSpec(**data.get("embedding", {})), **rest)

@@ -1,0 +1,82 @@
+"""How tokens enter a stage: ``((B, N, Din), hw) -> ((B, N', Dout), hw')``."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from blocks.registry import TRANSITIONS, register
+
+
+def _project(dim_in: int, dim_out: int) -> nn.Module:
+    return nn.Identity() if dim_in == dim_out else nn.Linear(dim_in, dim_out)
+
+
+def split_grid(x: torch.Tensor, hw: tuple[int, int], prefix: int):
+    """(B, P+h*w, D) -> (B, P, D) prefix tokens and (B, D, h, w) grid."""
+    B, _, D = x.shape
+    return x[:, :prefix], x[:, prefix:].transpose(1, 2).reshape(B, D, *hw)
+
+
+def join_grid(head: torch.Tensor, grid: torch.Tensor):
+    tokens = grid.flatten(2).transpose(1, 2)  # (B, h*w, D)
+    return torch.cat([head, tokens], dim=1), (grid.shape[-2], grid.shape[-1])
+
+
+@register(TRANSITIONS, "none")
+class Keep(nn.Module):
+    """Tokens pass unchanged (through a linear projection when the width changes)."""
+
+    def __init__(self, dim_in: int, dim_out: int, *, prefix: int) -> None:
+        super().__init__()
+        self.proj = _project(dim_in, dim_out)
+
+    def forward(self, x: torch.Tensor, hw: tuple[int, int]):
+        return self.proj(x), hw
+
+
+@register(TRANSITIONS, "pool")
+class FunnelPool(nn.Module):
+    """Funnel pooling: mean or max over stride windows of the 2-D grid, class token kept apart.
+
+    Odd sides are pooled with ceil mode (the last window is partial), as
+    Funnel-Transformer pools odd lengths. A width change projects before pooling, so that
+    a pool-query-only block sees keys and values at the new width.
+    """
+
+    def __init__(
+        self,
+        dim_in: int,
+        dim_out: int,
+        *,
+        prefix: int,
+        mode: str = "mean",
+        stride: tuple[int, int] = (2, 2),
+    ) -> None:
+        super().__init__()
+        self.proj = _project(dim_in, dim_out)
+        self.prefix, self.mode, self.stride = prefix, mode, tuple(stride)
+
+    def pool(self, x: torch.Tensor, hw: tuple[int, int]):
+        head, grid = split_grid(x, hw, self.prefix)  # (B, P, D), (B, D, h, w)
+        pool = F.avg_pool2d if self.mode == "mean" else F.max_pool2d
+        return join_grid(head, pool(grid, self.stride, self.stride, ceil_mode=True))
+
+    def forward(self, x: torch.Tensor, hw: tuple[int, int]):
+        return self.pool(self.proj(x), hw)
+
+
+@register(TRANSITIONS, "merge")
+class PatchMerge(nn.Module):
+    """Patch merging (GFNet-H's DownLayer): a 2x2 stride-2 conv to the new width; grid halves."""
+
+    def __init__(self, dim_in: int, dim_out: int, *, prefix: int) -> None:
+        super().__init__()
+        self.prefix = prefix
+        self.conv = nn.Conv2d(dim_in, dim_out, 2, stride=2)
+        self.head_proj = _project(dim_in, dim_out)
+
+    def forward(self, x: torch.Tensor, hw: tuple[int, int]):
+        head, grid = split_grid(x, hw, self.prefix)
+        return join_grid(self.head_proj(head), self.conv(grid))
