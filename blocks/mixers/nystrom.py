@@ -35,6 +35,18 @@ def newton_schulz_pinv(a: torch.Tensor, iters: int) -> torch.Tensor:
 
 
 
+def nystrom_attention(q, k, v, landmarks: int, pinv_iters: int) -> torch.Tensor:
+    """softmax(Q K~^T) pinv(softmax(Q~ K~^T)) softmax(Q~ K^T) V for (B, H, N, d) inputs,
+    with m = min(landmarks, N) landmarks; exact softmax attention when m = N."""
+    m = min(landmarks, q.shape[2])
+    q = q * q.shape[-1] ** -0.5
+    q_l, k_l = landmarks_of(q, m), landmarks_of(k, m)  # (B, H, m, d)
+    kernel_1 = torch.softmax(q @ k_l.transpose(-2, -1), dim=-1)  # (B, H, N, m)
+    kernel_2 = torch.softmax(q_l @ k_l.transpose(-2, -1), dim=-1)  # (B, H, m, m)
+    kernel_3 = torch.softmax(q_l @ k.transpose(-2, -1), dim=-1)  # (B, H, m, N)
+    return kernel_1 @ (newton_schulz_pinv(kernel_2, pinv_iters) @ (kernel_3 @ v))
+
+
 @register(MIXERS, "nystrom")
 class Nystrom(nn.Module):
     """Nystromformer: softmax attention through m landmarks and a pseudo-inverse, O(N m d)."""
@@ -60,7 +72,7 @@ class Nystrom(nn.Module):
     ) -> None:
         super().__init__()
         heads, head_dim = resolve_heads(dim, heads, head_dim)
-        self.prefix, self.scale = prefix, head_dim**-0.5
+        self.prefix = prefix
         self.landmarks = positive_int("landmarks", landmarks)
         self.pinv_iters = positive_int("pinv_iters", pinv_iters)
         self.qkv = QKV(dim, heads, head_dim, bias=qkv_bias, rope=rope)
@@ -76,14 +88,8 @@ class Nystrom(nn.Module):
 
     def forward(self, x: torch.Tensor, hw) -> torch.Tensor:
         q, k, v = self.qkv(x, hw, self.prefix)  # (B, H, N, d)
-        m = min(self.landmarks, q.shape[2])
         with autocast_off(x):  # the pseudo-inverse needs float32
-            qf, kf, vf = q.float() * self.scale, k.float(), v.float()
-            q_l, k_l = landmarks_of(qf, m), landmarks_of(kf, m)  # (B, H, m, d)
-            kernel_1 = torch.softmax(qf @ k_l.transpose(-2, -1), dim=-1)  # (B, H, N, m)
-            kernel_2 = torch.softmax(q_l @ k_l.transpose(-2, -1), dim=-1)  # (B, H, m, m)
-            kernel_3 = torch.softmax(q_l @ kf.transpose(-2, -1), dim=-1)  # (B, H, m, N)
-            out = kernel_1 @ (newton_schulz_pinv(kernel_2, self.pinv_iters) @ (kernel_3 @ vf))
+            out = nystrom_attention(q.float(), k.float(), v.float(), self.landmarks, self.pinv_iters)
         out = out.to(x.dtype)
         if self.res_conv is not None:
             out = out + self.res_conv(v)

@@ -46,6 +46,17 @@ def relu_features(t: torch.Tensor, proj: torch.Tensor) -> torch.Tensor:
     return F.relu((t * t.shape[-1] ** -0.25) @ proj.T) + 1e-3
 
 
+def favor_attention(q, k, v, proj: torch.Tensor, kernel: str = "softmax") -> torch.Tensor:
+    """D^-1 phi(Q) (phi(K)^T V): (B, H, N, d) queries, (B, H, M, d) keys and values."""
+    if kernel == "softmax":
+        qf, kf = softmax_features(q, proj, is_query=True), softmax_features(k, proj, is_query=False)
+    else:
+        qf, kf = relu_features(q, proj), relu_features(k, proj)  # (B, H, N|M, F)
+    context = kf.transpose(-2, -1) @ v  # (B, H, F, d)
+    normaliser = qf @ kf.sum(dim=-2).unsqueeze(-1)  # (B, H, N, 1)
+    return (qf @ context) / normaliser  # (B, H, N, d)
+
+
 @register(MIXERS, "performer")
 class Performer(nn.Module):
     """Performer: FAVOR+ linear attention with positive orthogonal random features, O(N F d)."""
@@ -80,7 +91,7 @@ class Performer(nn.Module):
         self.qkv = QKV(dim, heads, head_dim, bias=qkv_bias, rope=rope)
         self.to_out = nn.Linear(heads * head_dim, dim)
         # A buffer, so it is saved with the weights and eval is deterministic.
-        self.register_buffer("proj", orthogonal_features(self.features, head_dim))
+        self.register_buffer("proj", orthogonal_features(self.features, head_dim).to(self.to_out.weight.device))
 
     @torch.no_grad()
     def redraw_features(self) -> None:
@@ -93,12 +104,5 @@ class Performer(nn.Module):
             self._steps += 1
         q, k, v = self.qkv(x, hw, self.prefix, kv, kv_hw)  # (B, H, N, d), (B, H, M, d)
         with autocast_off(x):  # the normaliser needs float32
-            q, k, v, proj = q.float(), k.float(), v.float(), self.proj.float()
-            if self.kernel == "softmax":
-                qf, kf = softmax_features(q, proj, is_query=True), softmax_features(k, proj, is_query=False)
-            else:
-                qf, kf = relu_features(q, proj), relu_features(k, proj)  # (B, H, N|M, F)
-            context = kf.transpose(-2, -1) @ v  # (B, H, F, d)
-            normaliser = qf @ kf.sum(dim=-2).unsqueeze(-1)  # (B, H, N, 1)
-            out = (qf @ context) / normaliser  # (B, H, N, d)
+            out = favor_attention(q.float(), k.float(), v.float(), self.proj.float(), self.kernel)
         return self.to_out(merge_heads(out.to(x.dtype)))

@@ -1,0 +1,242 @@
+"""What the builder builds, and what it refuses, with what sentence."""
+
+import pytest
+import torch
+
+from blocks import (
+    ArchError,
+    ArchSpec,
+    EmbeddingSpec,
+    MixerSpec,
+    StageSpec,
+    Transition,
+    build,
+    check,
+    describe,
+    from_dict,
+    summary,
+    to_dict,
+    token_grids,
+)
+from blocks.registry import MIXERS, register
+from tests.blocks.helpers import small_arch, two_stage
+
+
+def messages(arch):
+    return [str(p) for p in check(arch)]
+
+
+def test_summary_reads_as_the_layout():
+    arch = ArchSpec(
+        (16, 16),
+        10,
+        (
+            StageSpec(2, 64, MixerSpec("fourier")),
+            StageSpec(2, 128, MixerSpec("attention"), transition=Transition("pool", "mean")),
+        ),
+        embedding=EmbeddingSpec("conv", 2),
+        positional="sincos",
+    )
+    assert summary(arch) == "conv/2+sincos > [fourier x2 @64] > pool(mean) > [attention x2 @128] > gap > fc10"
+    assert build(arch).summary == summary(arch)
+
+
+def test_depth_zero_stage_is_left_out():
+    arch = two_stage("attention", "fourier", Transition("pool"))
+    arch = ArchSpec(arch.image_size, 5, (arch.stages[0], StageSpec(0, 24, MixerSpec("fourier"))))
+    assert "fourier" not in summary(arch)
+    assert len(build(arch).stages) == 1
+
+
+def test_token_grids_follow_pool_merge_and_stride():
+    stages = (
+        StageSpec(1, 8, MixerSpec("global_filter")),
+        StageSpec(1, 16, MixerSpec("global_filter"), transition=Transition("merge")),
+        StageSpec(1, 16, MixerSpec("attention", {"heads": 2}), transition=Transition("pool", stride=(1, 2))),
+        StageSpec(1, 16, MixerSpec("attention", {"heads": 2}), transition=Transition("pool", "max")),
+    )
+    arch = ArchSpec((32, 32), 3, stages, embedding=EmbeddingSpec("patch", 2))
+    assert token_grids(arch) == [(16, 16), (8, 8), (8, 4), (4, 2)]
+    assert build(arch)(torch.randn(1, 3, 32, 32)).shape == (1, 3)
+
+
+def test_spec_round_trips_through_plain_dicts():
+    arch = two_stage("performer", "attention", Transition("pool", "max", (1, 2), True), head="cls")
+    again = from_dict(to_dict(arch))
+    assert again == arch and summary(again) == summary(arch)
+
+
+def test_spec_is_frozen():
+    arch = small_arch("fourier")
+    with pytest.raises(AttributeError):
+        arch.head = "cls"
+    with pytest.raises(TypeError):
+        arch.stages[0].mixer.options["heads"] = 3
+
+
+def test_every_registered_block_has_a_one_line_description():
+    listing = describe()
+    assert set(listing["mixer"]) == set(MIXERS) and len(MIXERS) == 9
+    assert set(listing["embedding"]) == {"patch", "conv", "overlap"}
+    assert set(listing["positional"]) == {"learned", "sincos", "rope", "none"}
+    assert set(listing["transition"]) == {"none", "pool", "merge"}
+    assert set(listing["head"]) == {"cls", "gap"}
+    for kind in listing.values():
+        for name, line in kind.items():
+            assert line and "\n" not in line, name
+
+
+def test_registering_a_name_twice_raises():
+    with pytest.raises(ValueError, match="registered twice"):
+        register(MIXERS, "attention")(type("Other", (), {}))
+
+
+@pytest.mark.parametrize(
+    ("arch", "expected"),
+    [
+        (small_arch("global_filter", head="cls"), "stages[0].mixer: global_filter mixes image tokens only"),
+        (small_arch("fft_conv", head="cls"), "cannot carry a class token; use head: gap"),
+        (small_arch("mlp_mixer", head="cls"), "stages[0].mixer: mlp_mixer"),
+        (small_arch("fourier", positional="rope"), "positional rope rotates queries and keys"),
+        (small_arch("linformer", positional="rope"), "linformer has no such queries and keys"),
+        (
+            two_stage("attention", "nystrom", Transition("pool", query_only=True)),
+            "stages[1].transition.query_only: pool-query-only needs",
+        ),
+        (
+            two_stage("attention", "linformer", Transition("pool", query_only=True)),
+            "use attention, performer",
+        ),
+        (two_stage("attention", "attention", Transition("merge", query_only=True)), "applies to a pool transition"),
+        (two_stage("attention", "attention", Transition("pool", "avg")), "pool mode must be mean or max"),
+        (two_stage("attention", "attention", Transition("warp")), "unknown transition 'warp'"),
+    ],
+)
+def test_refusals_say_why_and_what_would_work(arch, expected):
+    found = messages(arch)
+    assert any(expected in m for m in found), found
+    with pytest.raises(ArchError) as err:
+        build(arch)
+    assert [str(p) for p in err.value.problems] == found
+
+
+def test_unknown_names_get_a_did_you_mean():
+    arch = small_arch("fourier")
+    typo = ArchSpec(
+        arch.image_size,
+        5,
+        (StageSpec(1, 16, MixerSpec("fourrier")),),
+        embedding=EmbeddingSpec("patches", 4),
+        positional="sin-cos",
+        head="clss",
+    )
+    found = messages(typo)
+    assert "stages[0].mixer: unknown mixer 'fourrier' (did you mean 'fourier'?)" in found[-1]
+    assert any("embedding: unknown embedding 'patches' (did you mean 'patch'?)" in m for m in found)
+    assert any("(did you mean 'sincos'?)" in m for m in found)
+    assert any("head: unknown head 'clss' (did you mean 'cls'?)" in m for m in found)
+
+
+def test_mixer_options_are_checked_by_name_and_type():
+    arch = ArchSpec(
+        (16, 16),
+        5,
+        (StageSpec(1, 16, MixerSpec("attention", {"head": 2, "qkv_bias": "yes", "tokens_hw": (2, 2)})),),
+    )
+    found = messages(arch)
+    assert "stages[0].mixer.head: attention has no option 'head' (did you mean 'heads'?)" in found[0]
+    assert "stages[0].mixer.qkv_bias: expected true or false, got 'yes'" in found
+    assert "stages[0].mixer.tokens_hw: is set by the builder; remove it" in found
+
+
+def test_constructor_refusals_are_collected_with_their_stage():
+    stages = (
+        StageSpec(1, 30, MixerSpec("attention", {"heads": 4})),
+        StageSpec(1, 16, MixerSpec("fft_conv", {"kernel_size": 4})),
+    )
+    found = messages(ArchSpec((16, 16), 5, stages))
+    assert found == [
+        "stages[0].mixer: width 30 does not split into 4 heads; pick heads dividing it or set head_dim",
+        "stages[1].mixer: kernel_size must be odd so that 'same' padding is symmetric, got 4",
+    ]
+
+
+def test_patch_size_that_does_not_divide_the_image():
+    arch = ArchSpec((30, 30), 5, (StageSpec(1, 16, MixerSpec("fourier")),), embedding=EmbeddingSpec("patch", 4))
+    assert messages(arch) == [
+        "embedding.patch_size: 4 does not divide the 30x30 image; patch sizes that do: [1, 2, 3, 5, 6, 10, 15, 30]"
+    ]
+
+
+def test_grid_refusals_merge_odd_and_pool_of_one_token():
+    stages = (
+        StageSpec(1, 8, MixerSpec("fourier")),
+        StageSpec(1, 8, MixerSpec("fourier"), transition=Transition("merge")),
+    )
+    odd = ArchSpec((12, 12), 5, stages, embedding=EmbeddingSpec("patch", 4))  # 3x3 grid
+    assert "merge halves the grid and needs even sides, got 3x3" in messages(odd)[0]
+    stages = (
+        StageSpec(1, 8, MixerSpec("fourier")),
+        StageSpec(1, 8, MixerSpec("fourier"), transition=Transition("pool")),
+    )
+    single = ArchSpec((4, 4), 5, stages, embedding=EmbeddingSpec("patch", 4))
+    assert "pooling cannot shrink a 1x1 grid" in messages(single)[0]
+
+
+def test_rope_needs_a_head_dim_divisible_by_four():
+    arch = ArchSpec((16, 16), 5, (StageSpec(1, 12, MixerSpec("attention", {"heads": 2})),), positional="rope")
+    assert messages(arch) == ["stages[0].mixer: rope needs a head dimension divisible by 4 (2 axes x rotation pairs), got 6"]
+
+
+def test_all_problems_are_reported_at_once():
+    arch = ArchSpec(
+        (16, 16),
+        5,
+        (
+            StageSpec(-1, 0, MixerSpec("global_filter")),
+            StageSpec(1, 16, MixerSpec("fourier"), transition=Transition("pool", query_only=True)),
+        ),
+        head="cls",
+        norm="sideways",
+    )
+    found = messages(arch)
+    for expected in (
+        "norm: must be pre or post",
+        "stages[0].depth: expected a non-negative integer, got -1",
+        "stages[0].width: expected a positive integer, got 0",
+        "stages[0].mixer: global_filter mixes image tokens only",
+        "stages[1].transition.query_only: pool-query-only",
+    ):
+        assert any(m.startswith(expected) for m in found), (expected, found)
+
+
+def test_linformer_refuses_another_token_count_at_run_time():
+    model = build(small_arch("linformer"))
+    with pytest.raises(ValueError, match="linformer was built for 16 tokens and got 64"):
+        model(torch.randn(1, 3, 32, 32))
+
+
+@pytest.mark.parametrize("name", ["attention", "fourier", "global_filter", "fft_conv", "performer", "long_conv"])
+def test_resolution_change_interpolates_positions_and_filters(name):
+    model = build(small_arch(name))
+    assert model(torch.randn(2, 3, 24, 24)).shape == (2, 5)
+
+
+def test_post_norm_blocks_end_each_residual_with_layernorm():
+    arch = ArchSpec((16, 16), 5, (StageSpec(1, 16, MixerSpec("fourier", {"norm": "backward"})),), norm="post")
+    model = build(arch)
+    block = model.stages[0].blocks[0]
+    out = block(torch.randn(2, 16, 16) * 50, (4, 4))
+    torch.testing.assert_close(out.mean(-1), torch.zeros(2, 16), atol=1e-5, rtol=0)
+    assert summary(arch).endswith("(post-norm)")
+
+
+def test_width_change_projects_and_conv_stem_and_overlap_embed():
+    for emb in (EmbeddingSpec("conv", 2, {"channels": [8], "norm_act": True}), EmbeddingSpec("overlap", 4)):
+        arch = ArchSpec(
+            (16, 16),
+            5,
+            (StageSpec(1, 8, MixerSpec("fourier")), StageSpec(1, 12, MixerSpec("fourier"))),
+            embedding=emb,
+        )
+        assert build(arch)(torch.randn(2, 3, 16, 16)).shape == (2, 5)
