@@ -233,7 +233,9 @@ def _build_stage(arch: ArchSpec, plan: _StagePlan, problems: list[Problem]) -> S
             return None
         hidden = max(1, round(s.width * s.mlp_ratio))
         post = arch.norm == "post"
-        blocks.append(Block(s.width, mixer, mlp_hidden=hidden, dropout=s.dropout, drop_path=s.drop_path, post_norm=post))
+        blocks.append(
+            Block(s.width, mixer, mlp_hidden=hidden, dropout=s.dropout, drop_path=s.drop_path, post_norm=post)
+        )
     extra = {"mode": t.mode, "stride": t.stride} if t.kind == "pool" else {}
     transition = TRANSITIONS[t.kind](plan.dim_in, s.width, prefix=prefix, **extra)
     return Stage(transition, blocks, query_only=t.query_only)

@@ -77,3 +77,17 @@ def funnel_vit(layout: tuple[int, ...] = (6, 6), *, mode: str = "mean", stride=(
         for i, d in enumerate(layout)
     )
     return ArchSpec((224, 224), 1000, stages, embedding=EmbeddingSpec("patch", 16), head="cls")
+
+
+_VIX_NAMES = {"attention": "vit", "performer": "vip", "linformer": "vil", "nystrom": "vin", "fourier": "fnet"}
+
+# Named presets, as ``python main.py cost`` lists them.
+PRESETS = {
+    **{f"vix-{short}": (lambda m=m: vix(m)) for m, short in _VIX_NAMES.items()},
+    **{f"vix-hybrid-{short}": (lambda m=m: vix(m, hybrid=True)) for m, short in _VIX_NAMES.items()},
+    **{f"gfnet-{size}": (lambda s=size: gfnet(s)) for size in GFNET},
+    "funnel-b12": lambda: funnel_vit((12,)),
+    "funnel-b6-6": lambda: funnel_vit((6, 6)),
+    "funnel-b4-4-4": lambda: funnel_vit((4, 4, 4)),
+    "funnel-b6-6-quarter": lambda: funnel_vit((6, 6), mode="max", stride=(2, 2)),
+}

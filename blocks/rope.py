@@ -37,9 +37,7 @@ class Rotary2D(nn.Module):
     def __init__(self, head_dim: int, *, theta: float = 100.0) -> None:
         super().__init__()
         if head_dim % 4:
-            raise ValueError(
-                f"rope needs a head dimension divisible by 4 (2 axes x rotation pairs), got {head_dim}"
-            )
+            raise ValueError(f"rope needs a head dimension divisible by 4 (2 axes x rotation pairs), got {head_dim}")
         freqs = theta ** (-torch.arange(head_dim // 4, dtype=torch.float32) * 4 / head_dim)
         self.register_buffer("freqs", freqs, persistent=False)  # (d/4,)
 

@@ -26,9 +26,7 @@ def resolve_heads(dim: int, heads: int, head_dim: int | None) -> tuple[int, int]
     positive_int("heads", heads)
     if head_dim is None:
         if dim % heads:
-            raise ValueError(
-                f"width {dim} does not split into {heads} heads; pick heads dividing it or set head_dim"
-            )
+            raise ValueError(f"width {dim} does not split into {heads} heads; pick heads dividing it or set head_dim")
         return heads, dim // heads
     return heads, positive_int("head_dim", head_dim)
 

@@ -23,9 +23,7 @@ class FourierMix(nn.Module):
     fixed_tokens = False
     query_pool = False
 
-    def __init__(
-        self, dim: int, *, tokens_hw: tuple[int, int], prefix: int = 0, norm: str = "ortho"
-    ) -> None:
+    def __init__(self, dim: int, *, tokens_hw: tuple[int, int], prefix: int = 0, norm: str = "ortho") -> None:
         super().__init__()
         self.norm = one_of("norm", norm, ("ortho", "backward", "forward"))
 

@@ -52,4 +52,3 @@ class GlobalFilter(nn.Module):
             return t.reshape(B, N, D)
 
         return in_float32(mix, x)
-

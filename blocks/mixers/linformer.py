@@ -61,7 +61,7 @@ class Linformer(nn.Module):
 
     def forward(self, x: torch.Tensor, hw=None) -> torch.Tensor:
         B, N, D = x.shape
-        if N != self.seq_len:
+        if self.seq_len != N:
             raise ValueError(
                 f"linformer was built for {self.seq_len} tokens and got {N}; build the model "
                 "at this resolution (its sequence projection has a fixed length)"

@@ -34,7 +34,6 @@ def newton_schulz_pinv(a: torch.Tensor, iters: int) -> torch.Tensor:
     return z
 
 
-
 def nystrom_attention(q, k, v, landmarks: int, pinv_iters: int) -> torch.Tensor:
     """softmax(Q K~^T) pinv(softmax(Q~ K~^T)) softmax(Q~ K^T) V for (B, H, N, d) inputs,
     with m = min(landmarks, N) landmarks; exact softmax attention when m = N."""

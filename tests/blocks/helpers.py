@@ -9,7 +9,12 @@ QK_MIXERS = ("attention", "performer", "linformer", "nystrom")
 def small_options(name: str) -> dict:
     """Options that keep every mixer tiny (2 heads of 8 where it has heads)."""
     opts = {"heads": 2} if name in QK_MIXERS else {}
-    extra = {"performer": {"features": 16}, "linformer": {"k": 8}, "nystrom": {"landmarks": 4}, "fft_conv": {"kernel_size": 5}}
+    extra = {
+        "performer": {"features": 16},
+        "linformer": {"k": 8},
+        "nystrom": {"landmarks": 4},
+        "fft_conv": {"kernel_size": 5},
+    }
     return {**opts, **extra.get(name, {})}
 
 

@@ -185,7 +185,9 @@ def test_grid_refusals_merge_odd_and_pool_of_one_token():
 
 def test_rope_needs_a_head_dim_divisible_by_four():
     arch = ArchSpec((16, 16), 5, (StageSpec(1, 12, MixerSpec("attention", {"heads": 2})),), positional="rope")
-    assert messages(arch) == ["stages[0].mixer: rope needs a head dimension divisible by 4 (2 axes x rotation pairs), got 6"]
+    assert messages(arch) == [
+        "stages[0].mixer: rope needs a head dimension divisible by 4 (2 axes x rotation pairs), got 6"
+    ]
 
 
 def test_all_problems_are_reported_at_once():
