@@ -1,8 +1,8 @@
 """archsweep command line.
 
-    python main.py blocks                 every registered block, one line each
-    python main.py cost [NAME ...]        parameters and GMACs of the papers' models
-    python main.py cost --timing NAME     ... plus latency and training-step memory
+python main.py blocks                 every registered block, one line each
+python main.py cost [NAME ...]        parameters and GMACs of the papers' models
+python main.py cost --timing NAME     ... plus latency and training-step memory
 """
 
 from __future__ import annotations
