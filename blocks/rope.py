@@ -40,6 +40,18 @@ class Rotary2D(nn.Module):
             raise ValueError(f"rope needs a head dimension divisible by 4 (2 axes x rotation pairs), got {head_dim}")
         freqs = theta ** (-torch.arange(head_dim // 4, dtype=torch.float32) * 4 / head_dim)
         self.register_buffer("freqs", freqs, persistent=False)  # (d/4,)
+        self._cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def cos_sin(self, hw, prefix: int, stride, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(P+h*w, d/2)`` cosines and sines; cached, as every step reuses the same grid."""
+        key = (tuple(hw), prefix, tuple(stride), str(device))
+        if key not in self._cache:
+            ys, xs = grid_coords(hw, stride, device=device)
+            freqs = self.freqs.to(device)
+            angles = torch.cat([xs[:, None] * freqs, ys[:, None] * freqs], dim=-1)  # (HW, d/2)
+            angles = torch.cat([angles.new_zeros(prefix, angles.shape[1]), angles])  # class tokens: angle 0
+            self._cache[key] = (angles.cos(), angles.sin())
+        return self._cache[key]
 
     def forward(
         self,
@@ -48,13 +60,7 @@ class Rotary2D(nn.Module):
         prefix: int,
         stride: tuple[int, int] = (1, 1),
     ) -> torch.Tensor:
-        ys, xs = grid_coords(hw, stride, device=t.device)
-        freqs = self.freqs.to(t.device)
-        angles = torch.cat([xs[:, None] * freqs, ys[:, None] * freqs], dim=-1)  # (HW, d/2)
-        cos, sin = angles.cos(), angles.sin()
-        if prefix:  # class tokens: angle 0
-            cos = torch.cat([cos.new_ones(prefix, cos.shape[1]), cos])
-            sin = torch.cat([sin.new_zeros(prefix, sin.shape[1]), sin])
+        cos, sin = self.cos_sin(hw, prefix, stride, t.device)
         with autocast_off(t):
             a, b = t.float().chunk(2, dim=-1)  # pairs (a_i, b_i)
             out = torch.cat([a * cos - b * sin, a * sin + b * cos], dim=-1)

@@ -163,3 +163,18 @@ def test_funnel_pool_odd_grid_averages_only_real_tokens_and_max_and_sequence_str
     out, hw = FunnelPool(2, 2, prefix=0, mode="max", stride=(1, 2))(x, (7, 7))
     assert hw == (7, 4)
     torch.testing.assert_close(out[0, 0], grid[0, 0, :2].amax(dim=0))
+
+
+def test_pool_query_only_rope_puts_pooled_queries_at_window_centroids():
+    from blocks.rope import grid_coords
+
+    ys, xs = grid_coords((2, 3), stride=(2, 2))
+    assert ys.tolist() == [0.5, 0.5, 0.5, 2.5, 2.5, 2.5] and xs.tolist() == [0.5, 2.5, 4.5] * 2
+    # Pooled queries live in the keys' frame: the window (1, 1) query (centroid (2.5, 2.5))
+    # scores key (2, 2) as the window (0, 0) query (centroid (0.5, 0.5)) scores key (0, 0).
+    rope = Rotary2D(8)
+    q = rope(torch.randn(8).expand(1, 1, 4, 8), (2, 2), prefix=0, stride=(2, 2))[0, 0]
+    k = rope(torch.randn(8).expand(1, 1, 16, 8), (4, 4), prefix=0)[0, 0]
+    scores = q @ k.T  # (4 pooled queries, 16 keys)
+    torch.testing.assert_close(scores[3, 2 * 4 + 2], scores[0, 0])
+    assert not torch.isclose(scores[3, 0], scores[0, 0])

@@ -92,3 +92,20 @@ def test_every_mixer_builds_on_the_meta_device(name):
     assert check(small_arch(name)) == []
     model = build(small_arch(name), device="meta")
     assert all(p.device.type == "meta" for p in model.parameters())
+
+
+def test_performer_redraws_features_on_its_schedule_in_training_only():
+    mixer = make_mixer("performer", redraw=2)
+    x = torch.randn(1, 16, 16)
+    first = mixer.proj.clone()
+    mixer(x, (4, 4))
+    mixer(x, (4, 4))
+    assert torch.equal(mixer.proj, first)  # steps 0 and 1
+    mixer(x, (4, 4))
+    assert not torch.equal(mixer.proj, first)  # redrawn at step 2
+    mixer.eval()
+    drawn = mixer.proj.clone()
+    for _ in range(4):
+        mixer(x, (4, 4))
+    assert torch.equal(mixer.proj, drawn)
+    assert "proj" in mixer.state_dict()  # saved, so a reloaded model computes the same

@@ -1,0 +1,32 @@
+"""The command line, run as a user runs it."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+from blocks.registry import describe
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "main.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_blocks_lists_every_registered_block():
+    out = run("blocks", "--markdown")
+    assert out.returncode == 0, out.stderr
+    rows = {tuple(c.strip() for c in line.split("|")[1:3]) for line in out.stdout.splitlines() if line.startswith("|")}
+    for kind, entries in describe().items():
+        for name in entries:
+            assert (kind, name) in rows
+
+
+def test_cost_of_a_preset_and_refusal_of_an_unknown_one():
+    out = run("cost", "vix-fnet", "--markdown")
+    assert out.returncode == 0, out.stderr
+    assert "| vix-fnet | 399,114 | 267,786 |" in out.stdout
+    bad = run("cost", "gfnet-xss")
+    assert bad.returncode == 2
+    assert bad.stderr.strip().startswith("error: unknown preset 'gfnet-xss' (did you mean 'gfnet-xs'?)")
+    assert "Traceback" not in bad.stderr
