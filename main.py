@@ -1,14 +1,19 @@
 """archsweep command line.
 
-python main.py blocks                 every registered block, one line each
-python main.py cost [NAME ...]        parameters and GMACs of the papers' models
-python main.py cost --timing NAME     ... plus latency and training-step memory
+python main.py run SPEC [-o key=value ...]   run (or resume) a sweep
+python main.py validate SPEC [--json]        check a spec, show its space and sampled models
+python main.py ui                            the MLflow UI on 127.0.0.1 over the default store
+python main.py blocks                        every registered block, one line each
+python main.py cost [NAME ...] [--timing]    parameters and GMACs of the papers' models
+
+Exit codes: 0 done, 1 the sweep ran but no trial completed, 2 bad input.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import torch
 from rich.console import Console
@@ -16,6 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from blocks import build, describe, summary
+from blocks import check as check_arch
 from blocks.builder import did_you_mean
 from blocks.cost import count_layer_params, count_params, measure
 from blocks.presets import PRESETS
@@ -68,9 +74,122 @@ def print_table(console: Console, title: str, columns: list[str], rows: list[lis
     console.print(table)
 
 
+def _load(args: argparse.Namespace):
+    """The spec, or None after printing every problem (one line each) to stderr."""
+    from search.spec import SpecError, load
+
+    try:
+        return load(args.spec, args.override or [])
+    except SpecError as err:
+        for issue in err.issues:
+            print(issue, file=sys.stderr)
+        print(f"{len(err.issues)} problem(s); nothing was run.", file=sys.stderr)
+        return None
+
+
+def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    spec = _load(args)
+    if spec is None:
+        return 2
+    from search.local import LocalSweep
+    from search.view import LiveView, front_table
+
+    view = LiveView(spec.objectives, console)
+    sweep = LocalSweep(spec, device=args.device, on_change=view.update)
+    sweep.open()
+    console.print(f"sweep {spec.name}: {sweep.remaining()} of {spec.search.trials} trials to run on {sweep.device}")
+    try:
+        with view:
+            sweep.run()
+    except KeyboardInterrupt:
+        sweep.finish("KILLED")
+        console.print("interrupted; run the same command again to resume")
+        return 130
+    front = sweep.finish()
+    rows = sweep.front_rows()[0]
+    console.print(front_table(front, spec.objectives, f"Pareto front of {spec.name} ({len(rows)} feasible trials)"))
+    console.print(f"results: MLflow experiment {spec.experiment!r} in {spec.tracking_uri or sweep.store}; "
+                  "open it with: python main.py ui")
+    return 0 if rows else 1
+
+
+def cmd_validate(args: argparse.Namespace, console: Console) -> int:
+    spec = _load(args)
+    if spec is None:
+        return 2
+    import json
+    import random
+
+    from blocks.cost import count_params, flops_per_image
+    from runs.data import geometry
+    from search.fields import _RandomTrial, to_arch
+    from search.space import describe as describe_dim
+    from search.space import dimensions, sample, size
+
+    dims = {**dimensions(spec.model, "model"), **dimensions(spec.train, "train")}
+    geo, rng = geometry(spec.data), random.Random(args.seed)
+    samples = []
+    for _ in range(args.samples):
+        arch = to_arch(sample(spec.model, _RandomTrial(rng), "model"), geo.image_size, geo.num_classes, geo.channels)
+        problems = [str(p) for p in check_arch(arch)]
+        row = {"summary": summary(arch), "refused": problems}
+        if not problems:
+            row["params"] = count_params(build(arch, device="meta"))[0]
+            row["gmacs"] = flops_per_image(arch) / 2e9
+        samples.append(row)
+    report = {
+        "name": spec.name,
+        "dimensions": {p: describe_dim(d) for p, d in dims.items()},
+        "size": size(spec.model) * size(spec.train),
+        "objectives": [f"{o.metric} ({o.direction})" for o in spec.objectives],
+        "constraints": [str(c) for c in spec.constraints],
+        "samples": samples,
+    }
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+        return 0
+    console.print(f"{spec.file}: valid. {len(dims)} dimensions, {report['size']:g} points.")
+    print_table(console, "search dimensions", ["key", "dimension"], [[k, v] for k, v in report["dimensions"].items()], markdown=False)
+    rows = [[r["summary"], f"{r.get('params', 0):,}", f"{r.get('gmacs', 0):.4f}", "; ".join(r["refused"]) or "-"] for r in samples]
+    print_table(console, "sampled architectures", ["architecture", "params", "GMACs", "refused"], rows, markdown=False)
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace, console: Console) -> int:
+    import subprocess
+
+    from runs.tracking import embedded_uri
+
+    store = Path(args.store)
+    if not (store / "mlflow.db").exists():
+        print(f"error: no sweep store at {store}/mlflow.db; run a sweep first (make run)", file=sys.stderr)
+        return 2
+    url = f"http://127.0.0.1:{args.port}"
+    console.print(f"MLflow UI on {url} (Ctrl-C to stop)")
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", embedded_uri(store),
+           "--host", "127.0.0.1", "--port", str(args.port)]
+    try:
+        return subprocess.run(cmd, check=False).returncode
+    except KeyboardInterrupt:
+        return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="main.py", description="archsweep: architecture search for vision models")
     sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a sweep (running it again resumes it)")
+    run.add_argument("spec", help="the YAML spec, e.g. spaces/quickstart.yaml")
+    run.add_argument("-o", "--override", action="append", metavar="KEY=VALUE", help="e.g. -o search.trials=50")
+    run.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    val = sub.add_parser("validate", help="check a spec without training; show its space and sampled models")
+    val.add_argument("spec")
+    val.add_argument("-o", "--override", action="append", metavar="KEY=VALUE")
+    val.add_argument("--samples", type=int, default=5, help="how many architectures to sample")
+    val.add_argument("--seed", type=int, default=0)
+    val.add_argument("--json", action="store_true", help="machine-readable output")
+    ui = sub.add_parser("ui", help="serve the MLflow UI on 127.0.0.1 over the sweep store")
+    ui.add_argument("--store", default="out", help="the store directory (tracking.dir of the spec)")
+    ui.add_argument("--port", type=int, default=5000)
     listing = sub.add_parser(
         "blocks", help="list every registered mixer, embedding, positional encoding, transition, head"
     )
@@ -86,7 +205,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    commands = {"blocks": cmd_blocks, "cost": cmd_cost}
+    commands = {"run": cmd_run, "validate": cmd_validate, "ui": cmd_ui, "blocks": cmd_blocks, "cost": cmd_cost}
     return commands[args.command](args, Console())
 
 

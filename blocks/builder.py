@@ -25,8 +25,8 @@ from blocks.registry import EMBEDDINGS, HEADS, MIXERS, POSITIONALS, TRANSITIONS
 from blocks.spec import ArchSpec, StageSpec
 
 # Keywords the builder passes itself; a spec may not set them.
-_MIXER_ARGS = ("dim", "tokens_hw", "prefix", "rope")
-_EMBEDDING_ARGS = ("in_channels", "dim", "patch_size")
+MIXER_ARGS = ("dim", "tokens_hw", "prefix", "rope")
+EMBEDDING_ARGS = ("in_channels", "dim", "patch_size")
 _POOL_MODES = ("mean", "max")
 
 
@@ -140,7 +140,7 @@ def _stage_problems(arch: ArchSpec, s: StageSpec, path: str) -> list[Problem]:
         problems.append(Problem(f"{path}.mixer", _unknown("mixer", name, MIXERS)))
         return problems
     mixer = MIXERS[name]
-    problems += option_problems(f"{path}.mixer", mixer, s.mixer.options, _MIXER_ARGS)
+    problems += option_problems(f"{path}.mixer", mixer, s.mixer.options, MIXER_ARGS)
     if arch.head == "cls" and not mixer.cls_token:
         problems.append(
             Problem(f"{path}.mixer", f"{name} mixes image tokens only and cannot carry a class token; use head: gap")
@@ -177,7 +177,7 @@ def _plan(arch: ArchSpec) -> tuple[list[Problem], list[_StagePlan]]:
     if emb.kind not in EMBEDDINGS:
         problems.append(Problem("embedding", _unknown("embedding", emb.kind, EMBEDDINGS)))
     else:
-        problems += option_problems("embedding", EMBEDDINGS[emb.kind], emb.options, _EMBEDDING_ARGS)
+        problems += option_problems("embedding", EMBEDDINGS[emb.kind], emb.options, EMBEDDING_ARGS)
     if arch.positional not in POSITIONALS:
         problems.append(Problem("positional", _unknown("positional encoding", arch.positional, POSITIONALS)))
     if arch.head not in HEADS:

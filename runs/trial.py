@@ -1,0 +1,61 @@
+"""One trial end to end: refuse, measure, check cost constraints, train."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from blocks import ArchSpec, build, check
+from blocks.cost import count_params, flops_per_image, latency_ms, peak_memory_mb
+from runs.data import Dataset
+from runs.train import TrainConfig, train
+
+
+class Infeasible(Exception):
+    """The architecture is refused by the builder or breaks a cost constraint; no
+    training was spent on it. ``violations`` follow Optuna's convention (> 0: broken)."""
+
+    def __init__(self, reason: str, cost: dict[str, float], violations: list[float]) -> None:
+        super().__init__(reason)
+        self.reason, self.cost, self.violations = reason, cost, violations
+
+
+def measure_cost(arch: ArchSpec, model: torch.nn.Module, data: Dataset, batch_size: int) -> dict[str, float]:
+    """The cost metrics known before training (counted on the meta device, timed on the
+    model's own device)."""
+    flops = flops_per_image(arch)
+    shape = data.train_x.shape[1:]
+    device = data.train_x.device
+    return {
+        "params": float(count_params(model)[0]),
+        "gflops": flops / 1e9,
+        "gmacs": flops / 2e9,
+        "latency_ms": latency_ms(model, torch.randn(1, *shape, device=device), repeats=10, warmup=2),
+        "peak_mem_mb": peak_memory_mb(model, torch.randn(min(batch_size, len(data.train_x)), *shape, device=device)),
+    }
+
+
+def run_trial(
+    arch: ArchSpec,
+    cfg: TrainConfig,
+    data: Dataset,
+    *,
+    seed: int,
+    constraints: Sequence = (),
+    report: Callable[[int, dict[str, float]], None] = lambda epoch, metrics: None,
+) -> dict[str, float]:
+    """Train ``arch`` and return every per-trial metric; raises ``Infeasible`` before
+    any training when the builder refuses it or a cost constraint is broken."""
+    problems = check(arch)
+    if problems:
+        raise Infeasible("refused by the builder: " + "; ".join(map(str, problems)), {}, [1.0] * len(constraints))
+    torch.manual_seed(seed)
+    model = build(arch, device=data.train_x.device)
+    cost = measure_cost(arch, model, data, cfg.batch_size)
+    violations = [c.violation(cost[c.metric]) if c.metric in cost else 0.0 for c in constraints]
+    broken = [str(c) for c, v in zip(constraints, violations, strict=True) if v > 0]
+    if broken:
+        raise Infeasible("breaks " + ", ".join(broken), cost, violations)
+    metrics = train(model, data, cfg, seed=seed, report=report)
+    return {**cost, **metrics}

@@ -1,0 +1,388 @@
+"""The spec's schema: which keys each section takes, what values they accept, which are
+searchable, and how a sampled model section becomes a ``blocks.ArchSpec``."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from blocks import EMBEDDINGS, HEADS, MIXERS, POSITIONALS, ArchSpec, EmbeddingSpec, MixerSpec, StageSpec, Transition
+from blocks import check as check_arch
+from blocks.builder import EMBEDDING_ARGS, MIXER_ARGS, did_you_mean, option_problems
+from search.space import Choice, FloatRange, IntRange, Option, sample
+from search.yamlio import Document, Issue, Where, join
+
+Check = Callable[[Any], "str | None"]
+
+
+# -- value checks ------------------------------------------------------------------------
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def integer(low: int = 1) -> Check:
+    word = "a positive integer" if low == 1 else f"an integer >= {low}"
+    return lambda v: None if _is_int(v) and v >= low else f"expected {word}, got {v!r}"
+
+
+def number(low: float = 0.0, high: float | None = None, *, open_low: bool = True) -> Check:
+    def check(v):
+        ok = _is_num(v) and (v > low if open_low else v >= low) and (high is None or v < high)
+        rng = f"{'>' if open_low else '>='} {low:g}" + (f" and < {high:g}" if high is not None else "")
+        return None if ok else f"expected a number {rng}, got {v!r}"
+
+    return check
+
+
+def one_of(*allowed: str) -> Check:
+    def check(v):
+        if v in allowed:
+            return None
+        return f"expected one of {', '.join(allowed)}, got {v!r}{did_you_mean(v, allowed)}"
+
+    return check
+
+
+def boolean(v: Any) -> str | None:
+    return None if isinstance(v, bool) else f"expected true or false, got {v!r}"
+
+
+def text(v: Any) -> str | None:
+    return None if isinstance(v, str) and v else f"expected a non-empty string, got {v!r}"
+
+
+def optional(check: Check) -> Check:
+    return lambda v: None if v is None else check(v)
+
+
+def stride(v: Any) -> str | None:
+    if isinstance(v, list) and len(v) == 2 and all(_is_int(s) and s >= 1 for s in v) and v != [1, 1]:
+        return None
+    return f"expected two positive integers [rows, cols], not both 1, got {v!r}"
+
+
+@dataclass(frozen=True)
+class Field:
+    check: Check
+    default: Any = None
+    searchable: bool = False
+
+
+TOP_FIELDS = {
+    k: Field(text if k in ("name", "description") else (lambda v: None))
+    for k in ("name", "description", "data", "model", "train", "objectives", "constraints", "search", "backend", "tracking")
+}
+DATA_FIELDS = {
+    "dataset": Field(one_of("digits", "synthetic", "cifar10", "cifar100", "imagefolder"), "digits"),
+    "path": Field(optional(text)),
+    "image_size": Field(optional(integer())),
+    "val_fraction": Field(number(0, 1), 0.2),
+    "num_classes": Field(integer(2), 10),
+    "samples": Field(integer(10), 2000),
+    "channels": Field(integer(), 3),
+    "crop": Field(integer(0), 0),
+    "flip": Field(boolean, False),
+}
+TRAIN_FIELDS = {
+    "optimizer": Field(one_of("adamw", "sgd"), "adamw", True),
+    "lr": Field(number(), 1e-3, True),
+    "weight_decay": Field(number(open_low=False), 0.05, True),
+    "epochs": Field(integer(), 10, True),
+    "batch_size": Field(integer(), 128, True),
+    "label_smoothing": Field(number(0, 1, open_low=False), 0.0, True),
+    "schedule": Field(one_of("cosine", "constant"), "cosine", True),
+    "warmup_epochs": Field(number(open_low=False), 1, True),
+    "grad_clip": Field(number(open_low=False), 1.0, True),
+    "momentum": Field(number(0, 1, open_low=False), 0.9, True),
+    "amp": Field(boolean, True),
+}
+SEARCH_FIELDS = {
+    "sampler": Field(one_of("tpe", "nsga2", "random", "grid"), "tpe"),
+    "trials": Field(integer(), 16),
+    "pruner": Field(one_of("none", "median", "hyperband"), "none"),
+    "seed": Field(integer(0), 0),
+    "timeout": Field(optional(number())),
+}
+
+
+def _backend_kind(v: Any) -> str | None:
+    if v == "ray":
+        return "the ray backend is not available yet; use kind: local"
+    return one_of("local")(v)
+
+
+BACKEND_FIELDS = {"kind": Field(_backend_kind, "local")}
+TRACKING_FIELDS = {"experiment": Field(optional(text)), "uri": Field(optional(text)), "dir": Field(optional(text))}
+MODEL_FIELDS = {
+    "patch_size": Field(integer(), 4, True),
+    "positional": Field(one_of(*POSITIONALS), "learned", True),
+    "head": Field(one_of(*HEADS), "gap", True),
+    "norm": Field(one_of("pre", "post"), "pre", True),
+}
+STAGE_FIELDS = {
+    "depth": Field(integer(0), None, True),
+    "width": Field(integer(), None, True),
+    "mlp_ratio": Field(number(), 4.0, True),
+    "dropout": Field(number(0, 1, open_low=False), 0.0, True),
+    "drop_path": Field(number(0, 1, open_low=False), 0.0, True),
+    "pool": Field(one_of("none", "mean", "max"), "none", True),
+    "pool_stride": Field(stride, [2, 2]),
+    "query_only": Field(boolean, False, True),
+    "merge": Field(boolean, False, True),
+}
+
+
+# -- the checker -------------------------------------------------------------------------
+
+
+class Checker:
+    """Collects located issues while a spec is walked."""
+
+    def __init__(self, docs: list[Document]) -> None:
+        self.docs, self.issues, self.has_free_floats = docs, [], False
+
+    def where(self, path: str, *, key: bool = False) -> Where | None:
+        probe = path
+        while True:
+            for doc in reversed(self.docs):
+                table = doc.keys if key else doc.values
+                if probe in table or probe in doc.keys:
+                    return table.get(probe) or doc.keys[probe]
+            if not probe:
+                return None
+            probe = probe[: max(probe.rfind("."), probe.rfind("["), 0)]
+
+    def fail(self, path: str, message: str, *, key: bool = False) -> None:
+        issue = Issue(self.where(path, key=key), path, message)
+        if issue not in self.issues:
+            self.issues.append(issue)
+
+    def section(self, raw: Any, path: str, fields: dict[str, Field], *, keep_raw: bool = False) -> dict:
+        """Validate a mapping of fixed fields; defaults filled, unknown keys refused."""
+        if not isinstance(raw, Mapping):
+            self.fail(path, f"expected a mapping of {', '.join(fields)}; got {raw!r}")
+            return {k: f.default for k, f in fields.items()}
+        for key in raw:
+            if key not in fields:
+                hint = did_you_mean(key, fields)
+                self.fail(join(path, key), f"unknown key{hint}; {path or 'the spec'} takes {', '.join(fields)}", key=True)
+        out = {}
+        for key, f in fields.items():
+            value = raw.get(key, f.default)
+            if f.searchable:
+                out[key] = self.value(join(path, key), value, f.check)
+            elif key in raw and (msg := f.check(value)) is not None:
+                self.fail(join(path, key), msg)
+                out[key] = f.default
+            else:
+                out[key] = value
+        return out
+
+    def value(self, path: str, raw: Any, check: Check | None) -> Any:
+        """A fixed value or a search dimension, every possible value checked."""
+        if not (isinstance(raw, Mapping) and raw.keys() & {"choice", "int", "float"}):
+            if check is not None and (msg := check(raw)) is not None:
+                self.fail(path, msg)
+            return raw
+        dim = self.dimension(path, raw)
+        for v in possible_values(dim):
+            if check is not None and (msg := check(v)) is not None:
+                self.fail(path, msg)
+        return dim
+
+    def dimension(self, path: str, raw: Mapping) -> Any:
+        kind = next(k for k in ("choice", "int", "float") if k in raw)
+        allowed = {"choice": set(), "int": {"step", "log"}, "float": {"step", "log"}}[kind] | {kind}
+        for key in raw:
+            if key not in allowed:
+                self.fail(join(path, key), f"a {kind} dimension takes {', '.join(sorted(allowed))}", key=True)
+        spec = raw[kind]
+        if kind == "choice":
+            if not isinstance(spec, list) or not spec:
+                self.fail(join(path, kind), f"expected a non-empty list of options, got {spec!r}")
+                return Choice((Option(None),))
+            if any(isinstance(o, (dict, list)) for o in spec):
+                self.fail(join(path, kind), "options here are plain values (named blocks such as mixers take {name: {...}})")
+            if len({repr(o) for o in spec}) < len(spec):
+                self.fail(join(path, kind), "lists an option twice")
+            return Choice(tuple(Option(o) for o in spec))
+        return self.range(path, kind, raw)
+
+    def range(self, path: str, kind: str, raw: Mapping) -> Any:
+        bounds, step, log = raw[kind], raw.get("step"), raw.get("log", False)
+        is_type = _is_int if kind == "int" else _is_num
+        if not (isinstance(bounds, list) and len(bounds) == 2 and all(is_type(b) for b in bounds)):
+            self.fail(join(path, kind), f"expected [low, high] of {kind}s, got {bounds!r}")
+            return IntRange(1, 1) if kind == "int" else FloatRange(1.0, 1.0)
+        low, high = bounds
+        if low > high:
+            self.fail(join(path, kind), f"the range [{low}, {high}] is inverted (low > high)")
+        elif low == high and kind == "float":
+            self.fail(join(path, kind), f"the range [{low}, {high}] is empty; write the value itself")
+        if not isinstance(log, bool):
+            self.fail(join(path, "log"), f"expected true or false, got {log!r}")
+        elif log and low <= 0:
+            self.fail(join(path, "log"), f"a log range needs low > 0, got {low}")
+        if step is not None and not (is_type(step) and step > 0):
+            self.fail(join(path, "step"), f"expected a positive {kind}, got {step!r}")
+        elif step is not None and log:
+            self.fail(join(path, "step"), "step and log cannot be combined (Optuna samples one or the other)")
+        if kind == "int":
+            return IntRange(low, high, step or 1, bool(log))
+        self.has_free_floats |= step is None
+        return FloatRange(float(low), float(high), step, bool(log))
+
+
+def possible_values(dim: Any) -> list:
+    if isinstance(dim, Choice):
+        return dim.labels()
+    if isinstance(dim, (IntRange, FloatRange)):
+        return [dim.low, dim.high]
+    return [dim]
+
+
+# -- named blocks (mixers, embeddings) ---------------------------------------------------
+
+
+def named_block(c: Checker, path: str, raw: Any, registry: dict, reserved: tuple[str, ...], kind: str) -> Choice:
+    """``name`` | ``{name: {options}}`` | ``{choice: [name | {name: {options}}, ...]}``."""
+    if isinstance(raw, Mapping) and "choice" in raw:
+        for key in raw:
+            if key != "choice":
+                c.fail(join(path, key), "a choice of blocks takes only 'choice'", key=True)
+        items = raw["choice"]
+        if not isinstance(items, list) or not items:
+            c.fail(join(path, "choice"), f"expected a non-empty list of {kind}s, got {items!r}")
+            return Choice(())
+        options = [_named_option(c, join(join(path, "choice"), i), o, registry, reserved, kind) for i, o in enumerate(items)]
+        names = [o.value for o in options if o is not None]
+        if len(set(names)) < len(names):
+            c.fail(join(path, "choice"), f"lists a {kind} twice; vary its options inside one entry instead")
+        return Choice(tuple(o for o in options if o is not None))
+    option = _named_option(c, path, raw, registry, reserved, kind)
+    return Choice((option,) if option else ())
+
+
+def _named_option(c: Checker, path: str, raw: Any, registry: dict, reserved, kind: str) -> Option | None:
+    if isinstance(raw, str):
+        name, opts, opts_path = raw, {}, path
+    elif isinstance(raw, Mapping) and len(raw) == 1 and not raw.keys() & {"int", "float"}:
+        ((name, opts),) = raw.items()
+        opts, opts_path = (opts or {}), join(path, name)
+    else:
+        c.fail(path, f"expected a {kind} name or {{name: {{options}}}}, got {raw!r}")
+        return None
+    if name not in registry:
+        c.fail(path, f"unknown {kind} {name!r}{did_you_mean(name, registry)}; known: {', '.join(registry)}")
+        return None
+    if not isinstance(opts, Mapping):
+        c.fail(opts_path, f"the options of {name} are a mapping, got {opts!r}")
+        return None
+    space = {k: c.value(join(opts_path, k), v, None) for k, v in opts.items()}
+    for key, dim in space.items():
+        for concrete in possible_values(dim):
+            for problem in option_problems(opts_path, registry[name], {key: concrete}, reserved):
+                c.fail(problem.path, problem.message, key="no option" in problem.message)
+    return Option(name, space)
+
+
+# -- the model and train sections --------------------------------------------------------
+
+
+def model_space(c: Checker, raw: Mapping) -> dict:
+    extra = {"embedding", "stages"}
+    fields = {**MODEL_FIELDS, **{k: Field(lambda v: None) for k in extra}}
+    space = c.section(raw, "model", fields)
+    space["embedding"] = named_block(c, "model.embedding", raw.get("embedding", "patch"), EMBEDDINGS, EMBEDDING_ARGS, "embedding")
+    stages = raw.get("stages")
+    if not isinstance(stages, list) or not stages:
+        c.fail("model.stages", f"expected a non-empty list of stages, got {stages!r}")
+        stages = []
+    space["stages"] = [_stage_space(c, join("model.stages", i), s) for i, s in enumerate(stages)]
+    if not c.issues:
+        _check_buildable(c, space)
+    return space
+
+
+def _stage_space(c: Checker, path: str, raw: Any) -> dict:
+    fields = {**STAGE_FIELDS, "mixer": Field(lambda v: None)}
+    stage = c.section(raw, path, fields)
+    if isinstance(raw, Mapping):
+        for key in ("depth", "width", "mixer"):
+            if key not in raw:
+                c.fail(path, f"a stage needs {key}")
+    stage["mixer"] = named_block(c, join(path, "mixer"), (raw or {}).get("mixer", "attention"), MIXERS, MIXER_ARGS, "mixer")
+    return stage
+
+
+def train_space(c: Checker, raw: Mapping) -> dict:
+    return c.section(raw, "train", TRAIN_FIELDS)
+
+
+class _RandomTrial:
+    """A trial that draws uniformly: for checking a space without an Optuna study."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+
+    def suggest_categorical(self, name, choices):
+        return self.rng.choice(choices)
+
+    def suggest_int(self, name, low, high, *, step=1, log=False):
+        return self.rng.randrange(low, high + 1, step)
+
+    def suggest_float(self, name, low, high, *, step=None, log=False):
+        return self.rng.uniform(low, high)
+
+
+def _check_buildable(c: Checker, space: dict, draws: int = 48) -> None:
+    """Refuse a model space in which no drawn architecture can be built.
+
+    A space where some combinations are refused is fine (those trials are recorded as
+    infeasible, at no training cost); one where all are is a mistake in the spec."""
+    rng = random.Random(0)
+    first = None
+    for _ in range(draws):
+        problems = check_arch(to_arch(sample(space, _RandomTrial(rng), "model"), (16, 16), 10, 3))
+        if not problems:
+            return
+        first = first or problems
+    for p in first or []:
+        c.fail(f"model.{p.path}", f"{p.message} (no architecture drawn from this space can be built)")
+
+
+def to_arch(model: Mapping, image_size: tuple[int, int], num_classes: int, in_channels: int) -> ArchSpec:
+    """A concrete (sampled) model section -> ``ArchSpec``."""
+    stages = []
+    for s in model["stages"]:
+        if s.get("merge"):
+            transition = Transition("merge")
+        elif s.get("pool", "none") != "none":
+            transition = Transition("pool", s["pool"], tuple(s.get("pool_stride", (2, 2))), s.get("query_only", False))
+        else:
+            transition = Transition()
+        mixer = MixerSpec(s["mixer"]["name"], s["mixer"]["options"])
+        keys = ("mlp_ratio", "dropout", "drop_path")
+        stages.append(StageSpec(s["depth"], s["width"], mixer, transition=transition, **{k: s[k] for k in keys}))
+    emb = model["embedding"]
+    return ArchSpec(
+        image_size,
+        num_classes,
+        tuple(stages),
+        in_channels=in_channels,
+        embedding=EmbeddingSpec(emb["name"], model["patch_size"], emb["options"]),
+        positional=model["positional"],
+        head=model["head"],
+        norm=model["norm"],
+    )
+
+
+__all__ = ["Checker", "Issue", "model_space", "to_arch", "train_space"]

@@ -1,0 +1,306 @@
+"""YAML -> a frozen, typed ``Spec``; every problem found at once, located, one line each.
+
+``load(path, overrides)`` returns the spec or raises ``SpecError`` whose ``issues`` read
+``file:line:col: model.stages[1].mixer: unknown mixer 'fourrier' (did you mean 'fourier'?)``.
+Nothing is created on disk while loading.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from blocks.builder import did_you_mean
+from search import fields as F
+from search.space import Choice, FloatRange, IntRange
+from search.yamlio import Document, Issue, Where, join, load as load_yaml
+
+METRICS = {  # name -> the direction that is better
+    "val_accuracy": "max",
+    "val_top5": "max",
+    "val_loss": "min",
+    "train_loss": "min",
+    "params": "min",
+    "gmacs": "min",
+    "gflops": "min",
+    "latency_ms": "min",
+    "throughput": "max",
+    "peak_mem_mb": "min",
+    "train_time_s": "min",
+    "epochs": "max",
+}
+COST_METRICS = ("params", "gmacs", "gflops", "latency_ms", "peak_mem_mb")  # known before training
+_CONSTRAINT = re.compile(r"^\s*([A-Za-z_][\w]*)\s*(<=|>=|<|>)\s*(\S+)\s*$")
+
+
+class SpecError(ValueError):
+    """A spec that cannot run; ``issues`` holds every problem, one line each."""
+
+    def __init__(self, issues: list[Issue]) -> None:
+        self.issues = list(issues)
+        super().__init__("\n".join(str(i) for i in self.issues))
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    dataset: str = "digits"
+    path: str | None = None
+    image_size: int | None = None  # None: the dataset's own
+    val_fraction: float = 0.2
+    num_classes: int = 10  # synthetic only
+    samples: int = 2000  # synthetic only
+    channels: int = 3  # synthetic only
+    crop: int = 0  # random-crop padding in pixels (0: off)
+    flip: bool = False
+
+
+@dataclass(frozen=True)
+class Objective:
+    metric: str
+    direction: str  # "max" | "min"
+
+
+@dataclass(frozen=True)
+class Constraint:
+    metric: str
+    op: str
+    bound: float
+
+    def violation(self, value: float) -> float:
+        """<= 0 when satisfied (Optuna's constraints_func convention)."""
+        return value - self.bound if self.op in ("<=", "<") else self.bound - value
+
+    def __str__(self) -> str:
+        return f"{self.metric} {self.op} {self.bound:g}"
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    sampler: str = "tpe"
+    trials: int = 16
+    pruner: str = "none"
+    seed: int = 0
+    timeout: float | None = None
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    file: str
+    model: Mapping[str, Any]  # a space (see search.space)
+    train: Mapping[str, Any]  # a space
+    data: DataSpec = field(default_factory=DataSpec)
+    objectives: tuple[Objective, ...] = (Objective("val_accuracy", "max"),)
+    constraints: tuple[Constraint, ...] = ()
+    search: SearchSpec = field(default_factory=SearchSpec)
+    backend: str = "local"
+    experiment: str = ""
+    tracking_uri: str | None = None
+    store: str = "out"  # where the embedded MLflow and Optuna stores live
+    description: str = ""
+    resolved: Mapping[str, Any] = field(default_factory=dict)  # the merged YAML, as plain data
+
+    @property
+    def sha(self) -> str:
+        return hashlib.sha256(json.dumps(self.resolved, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+# -- extends and overrides ---------------------------------------------------------------
+
+
+def _merge(base: Any, over: Any) -> Any:
+    if isinstance(base, dict) and isinstance(over, dict):
+        return {**base, **{k: _merge(base.get(k), v) for k, v in over.items()}}
+    return over
+
+
+def _load_chain(path: Path, seen: tuple[Path, ...] = ()) -> tuple[Any, list[Document], list[Issue]]:
+    doc = load_yaml(path)
+    if doc.issues or not isinstance(doc.data, dict):
+        extra = [] if doc.issues else [Issue(doc.where(""), "", "a spec is a mapping of sections")]
+        return None, [doc], doc.issues + extra
+    parent = doc.data.pop("extends", None)
+    if parent is None:
+        return doc.data, [doc], []
+    where = doc.where("extends")
+    if not isinstance(parent, str):
+        return None, [doc], [Issue(where, "extends", f"expected a file name, got {parent!r}")]
+    target = (path.parent / parent).resolve()
+    if target in seen or target == path.resolve():
+        return None, [doc], [Issue(where, "extends", f"{parent} extends itself (a cycle)")]
+    if not target.exists():
+        return None, [doc], [Issue(where, "extends", f"no such file {parent!r} (looked in {path.parent})")]
+    base, docs, issues = _load_chain(target, (*seen, path.resolve()))
+    return (_merge(base, doc.data) if not issues else None), [*docs, doc], issues
+
+
+def _parse_path(text: str) -> list[Any]:
+    return [int(p) if p.isdigit() else p for p in re.split(r"\.|\[|\]\.?", text) if p != ""]
+
+
+def _override(data: dict, text: str) -> Issue | None:
+    where = Where(f"-o {text}", 0, 0)
+    if "=" not in text:
+        return Issue(where, "", "an override is KEY.PATH=VALUE, e.g. search.trials=50")
+    key, raw = text.split("=", 1)
+    doc = load_yaml("-o", raw)
+    if doc.issues:
+        return Issue(where, key, f"the value {raw!r} is not valid YAML")
+    parts, node = _parse_path(key), data
+    for i, part in enumerate(parts[:-1]):
+        nxt = node[part] if isinstance(node, dict) and part in node else None
+        if isinstance(node, list) and isinstance(part, int) and part < len(node):
+            nxt = node[part]
+        if nxt is None:
+            if not isinstance(node, dict):
+                return Issue(where, key, f"{'.'.join(map(str, parts[: i + 1]))} does not exist")
+            nxt = node[part] = {}
+        node = nxt
+    if isinstance(node, list) and isinstance(parts[-1], int) and parts[-1] < len(node):
+        node[parts[-1]] = doc.data
+    elif isinstance(node, dict):
+        node[parts[-1]] = doc.data
+    else:
+        return Issue(where, key, "does not name a key of the spec")
+    return None
+
+
+# -- the sections ------------------------------------------------------------------------
+
+
+def _objectives(c: F.Checker, raw: Any) -> tuple[Objective, ...]:
+    if raw is None:
+        return (Objective("val_accuracy", "max"),)
+    items = raw if isinstance(raw, list) else [raw]
+    out = []
+    for i, item in enumerate(items):
+        path = join("objectives", i)
+        if isinstance(item, str):
+            item = {item: METRICS.get(item, "max")}
+        if not isinstance(item, dict) or len(item) != 1:
+            c.fail(path, "each objective is {metric: max} or {metric: min}")
+            continue
+        (metric, direction), = item.items()
+        if metric not in METRICS:
+            c.fail(join(path, metric), f"unknown metric {metric!r}{did_you_mean(metric, METRICS)}; known: {', '.join(METRICS)}", key=True)
+        elif direction not in ("max", "min"):
+            c.fail(join(path, metric), f"direction must be max or min, got {direction!r}")
+        else:
+            out.append(Objective(metric, direction))
+    if not items:
+        c.fail("objectives", "needs at least one objective")
+    if len({o.metric for o in out}) < len(out):
+        c.fail("objectives", "lists a metric twice")
+    return tuple(out)
+
+
+def _constraints(c: F.Checker, raw: Any) -> tuple[Constraint, ...]:
+    out = []
+    for i, item in enumerate(raw or []):
+        path = join("constraints", i)
+        m = _CONSTRAINT.match(item) if isinstance(item, str) else None
+        if m is None:
+            c.fail(path, f"a constraint reads 'metric <= number', e.g. 'params <= 2e6'; got {item!r}")
+            continue
+        metric, op, bound = m.groups()
+        try:
+            value = float(bound)
+        except ValueError:
+            c.fail(path, f"{bound!r} is not a number")
+            continue
+        if metric not in METRICS:
+            c.fail(path, f"unknown metric {metric!r}{did_you_mean(metric, METRICS)}; known: {', '.join(METRICS)}")
+            continue
+        out.append(Constraint(metric, op, value))
+    if raw is not None and not isinstance(raw, list):
+        c.fail("constraints", "expected a list of strings such as 'params <= 2e6'")
+    return tuple(out)
+
+
+def _data(c: F.Checker, raw: dict, base: Path) -> DataSpec:
+    d = c.section(raw, "data", F.DATA_FIELDS)
+    spec = DataSpec(**d)
+    if spec.dataset in ("cifar10", "cifar100", "imagefolder"):
+        if spec.path is None:
+            c.fail("data", f"{spec.dataset} needs data.path, the folder that holds it")
+        else:
+            folder = (base / spec.path).resolve()
+            expected = {"cifar10": "data_batch_1 ... data_batch_5 and test_batch", "cifar100": "train and test"}
+            if not folder.is_dir():
+                what = expected.get(spec.dataset, "one sub-folder of images per class")
+                c.fail("data.path", f"no such folder {str(folder)!r}; put {what} there (nothing is downloaded)")
+            spec = DataSpec(**{**d, "path": str(folder)})
+    return spec
+
+
+def _search(c: F.Checker, raw: dict, objectives) -> SearchSpec:
+    s = SearchSpec(**c.section(raw, "search", F.SEARCH_FIELDS))
+    if s.pruner != "none" and len(objectives) > 1:
+        c.fail("search.pruner", "Optuna's pruners take a single objective; use pruner: none or one objective")
+    if s.sampler == "grid" and c.has_free_floats:
+        c.fail("search.sampler", "grid needs finite dimensions; give every float range a step")
+    return s
+
+
+def _check_metrics_known(c: F.Checker, objectives, constraints) -> None:
+    for o in objectives:
+        if o.metric == "epochs":
+            c.fail("objectives", "epochs is a count, not something to optimise")
+
+
+def build_spec(data: dict, docs: list[Document], file: str) -> Spec:
+    """Validate merged YAML data into a ``Spec`` (raises ``SpecError``)."""
+    c = F.Checker(docs)
+    top = c.section(data, "", F.TOP_FIELDS, keep_raw=True)
+    if "model" not in data:
+        c.fail("", "needs a model section (the space of architectures)")
+    model = F.model_space(c, data.get("model") or {}) if isinstance(data.get("model"), dict) or "model" not in data else {}
+    train = F.train_space(c, data.get("train") or {})
+    objectives = _objectives(c, data.get("objectives"))
+    constraints = _constraints(c, data.get("constraints"))
+    spec_data = _data(c, data.get("data") or {}, Path(file).parent)
+    search = _search(c, data.get("search") or {}, objectives)
+    backend = c.section(data.get("backend") or {}, "backend", F.BACKEND_FIELDS)
+    tracking = c.section(data.get("tracking") or {}, "tracking", F.TRACKING_FIELDS)
+    _check_metrics_known(c, objectives, constraints)
+    if c.issues:
+        raise SpecError(c.issues)
+    name = top.get("name") or Path(file).stem
+    return Spec(
+        name=name,
+        file=file,
+        model=model,
+        train=train,
+        data=spec_data,
+        objectives=objectives,
+        constraints=constraints,
+        search=search,
+        backend=backend["kind"],
+        experiment=tracking.get("experiment") or name,
+        tracking_uri=tracking.get("uri"),
+        store=tracking.get("dir") or "out",
+        description=top.get("description") or "",
+        resolved=data,
+    )
+
+
+def load(path: str | Path, overrides: list[str] = ()) -> Spec:
+    """Load, merge ``extends``, apply ``-o`` overrides, validate. Raises ``SpecError``."""
+    path = Path(path)
+    if not path.exists():
+        raise SpecError([Issue(None, "", f"{path}: no such spec file")])
+    data, docs, issues = _load_chain(path)
+    if issues:
+        raise SpecError(issues)
+    issues = [i for i in (_override(data, o) for o in overrides) if i is not None]
+    if issues:
+        raise SpecError(issues)
+    return build_spec(data, docs, str(path))
+
+
+__all__ = ["COST_METRICS", "METRICS", "Choice", "FloatRange", "IntRange", "Spec", "SpecError", "load"]

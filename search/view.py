@@ -1,0 +1,47 @@
+"""The terminal: a live view while a sweep runs, and the final Pareto table."""
+
+from __future__ import annotations
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from search.local import Progress
+
+
+def front_table(front: list[dict], objectives, title: str = "Pareto front") -> Table:
+    table = Table("trial", *[f"{o.metric} ({o.direction})" for o in objectives], "params", "gmacs", "architecture", title=title)
+    for row in sorted(front, key=lambda r: r[objectives[0].metric], reverse=objectives[0].direction == "max"):
+        cells = [f"t{row['trial']:02d}", *[f"{row[o.metric]:.4g}" for o in objectives]]
+        table.add_row(*cells, f"{row['params']:,.0f}", f"{row['gmacs']:.4f}", Text(row["arch"]))
+    return table
+
+
+class LiveView:
+    """A rich Live display fed by the sweep's progress callbacks."""
+
+    def __init__(self, objectives, console: Console) -> None:
+        self.objectives, self.console = objectives, console
+        self.progress: Progress | None = None
+        self.live = Live(self, console=console, refresh_per_second=4, transient=True)
+
+    def update(self, progress: Progress) -> None:
+        self.progress = progress
+
+    def __rich__(self):
+        p = self.progress
+        if p is None:
+            return Text("starting...")
+        head = Text(
+            f"trials: {p.done} complete, {p.infeasible} infeasible, {p.pruned} pruned, {p.failed} failed "
+            f"(this session; {p.requested} requested)\nnow: {p.current} {p.epoch}"
+        )
+        return Group(head, front_table(p.front, self.objectives, "best front so far")) if p.front else head
+
+    def __enter__(self):
+        self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.live.__exit__(*exc)
