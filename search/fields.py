@@ -4,6 +4,7 @@ searchable, and how a sampled model section becomes a ``blocks.ArchSpec``."""
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -297,7 +298,7 @@ def _named_option(c: Checker, path: str, raw: Any, registry: dict, reserved, kin
 # -- the model and train sections --------------------------------------------------------
 
 
-def model_space(c: Checker, raw: Mapping) -> dict:
+def model_space(c: Checker, raw: Mapping, geometry=None) -> dict:
     extra = {"embedding", "stages"}
     fields = {**MODEL_FIELDS, **{k: Field(lambda v: None) for k in extra}}
     space = c.section(raw, "model", fields)
@@ -307,8 +308,8 @@ def model_space(c: Checker, raw: Mapping) -> dict:
         c.fail("model.stages", f"expected a non-empty list of stages, got {stages!r}")
         stages = []
     space["stages"] = [_stage_space(c, join("model.stages", i), s) for i, s in enumerate(stages)]
-    if not c.issues:
-        _check_buildable(c, space)
+    if not c.issues and geometry is not None:
+        _check_buildable(c, space, geometry)
     return space
 
 
@@ -343,7 +344,21 @@ class _RandomTrial:
         return self.rng.uniform(low, high)
 
 
-def _check_buildable(c: Checker, space: dict, draws: int = 48) -> None:
+# Builder paths that are spelled differently in the spec.
+_SPEC_PATHS = [
+    (re.compile(r"^embedding\.patch_size"), "patch_size"),
+    (re.compile(r"\.transition\.query_only$"), ".query_only"),
+    (re.compile(r"\.transition(\.\w+)?$"), ".pool"),
+]
+
+
+def spec_path(builder_path: str) -> str:
+    for pattern, replacement in _SPEC_PATHS:
+        builder_path = pattern.sub(replacement, builder_path)
+    return f"model.{builder_path}"
+
+
+def _check_buildable(c: Checker, space: dict, geometry, draws: int = 48) -> None:
     """Refuse a model space in which no drawn architecture can be built.
 
     A space where some combinations are refused is fine (those trials are recorded as
@@ -351,12 +366,13 @@ def _check_buildable(c: Checker, space: dict, draws: int = 48) -> None:
     rng = random.Random(0)
     first = None
     for _ in range(draws):
-        problems = check_arch(to_arch(sample(space, _RandomTrial(rng), "model"), (16, 16), 10, 3))
+        concrete = sample(space, _RandomTrial(rng), "model")
+        problems = check_arch(to_arch(concrete, geometry.image_size, geometry.num_classes, geometry.channels))
         if not problems:
             return
         first = first or problems
     for p in first or []:
-        c.fail(f"model.{p.path}", f"{p.message} (no architecture drawn from this space can be built)")
+        c.fail(spec_path(p.path), f"{p.message} (no architecture drawn from this space can be built)")
 
 
 def to_arch(model: Mapping, image_size: tuple[int, int], num_classes: int, in_channels: int) -> ArchSpec:

@@ -64,20 +64,16 @@ def _grid_space(spec: Spec) -> dict[str, list]:
 
 
 def make_sampler(spec: Spec) -> optuna.samplers.BaseSampler:
+    # Feasibility reaches the samplers through trial.set_constraint (see _constrain).
     s = spec.search
-    k = len(spec.constraints) + 1  # the last slot: refused by the builder
-
-    def constraints(trial: optuna.trial.FrozenTrial) -> list[float]:
-        return trial.user_attrs.get("constraints", [0.0] * k)
-
     if s.sampler == "nsga2":
         population = max(4, min(50, s.trials // 3))
-        return optuna.samplers.NSGAIISampler(population_size=population, seed=s.seed, constraints_func=constraints)
+        return optuna.samplers.NSGAIISampler(population_size=population, seed=s.seed)
     if s.sampler == "random":
         return optuna.samplers.RandomSampler(seed=s.seed)
     if s.sampler == "grid":
         return optuna.samplers.GridSampler(_grid_space(spec), seed=s.seed)
-    return optuna.samplers.TPESampler(seed=s.seed, constraints_func=constraints, n_startup_trials=min(10, s.trials // 2 or 1))
+    return optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=min(10, s.trials // 2 or 1))
 
 
 def make_pruner(spec: Spec) -> optuna.pruners.BasePruner:
@@ -196,9 +192,15 @@ class LocalSweep:
 
         return report
 
+    def _constrain(self, trial: optuna.Trial, violations: list[float], *, refused: bool) -> None:
+        """Every completed trial sets the same constraints (<= 0: satisfied), so that the
+        samplers rank infeasible trials below feasible ones."""
+        for constraint, value in zip(self.spec.constraints, violations, strict=True):
+            trial.set_constraint(str(constraint), value)
+        trial.set_constraint("buildable", 1.0 if refused else 0.0)
+
     def _infeasible(self, trial: optuna.Trial, run: str, err: Infeasible) -> tuple[float, ...]:
-        refused = 1.0 if not err.cost else 0.0
-        trial.set_user_attr("constraints", [*err.violations, refused])
+        self._constrain(trial, err.violations, refused=not err.cost)
         trial.set_user_attr("state", "infeasible")
         trial.set_user_attr("reason", err.reason)
         if err.cost:
@@ -210,7 +212,7 @@ class LocalSweep:
     def _complete(self, trial: optuna.Trial, run: str, metrics: dict[str, float]) -> tuple[float, ...]:
         violations = [c.violation(metrics[c.metric]) for c in self.spec.constraints]
         feasible = all(v <= 0 for v in violations)
-        trial.set_user_attr("constraints", [*violations, 0.0])
+        self._constrain(trial, violations, refused=False)
         trial.set_user_attr("metrics", metrics)
         trial.set_user_attr("state", "complete" if feasible else "infeasible")
         self.tracker.log_metrics(run, metrics, step=int(metrics["epochs"]))

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from blocks.builder import did_you_mean
+from runs import data as datasets
 from search import fields as F
 from search.space import Choice, FloatRange, IntRange
 from search.yamlio import Document, Issue, Where, join, load as load_yaml
@@ -259,11 +260,12 @@ def build_spec(data: dict, docs: list[Document], file: str) -> Spec:
     top = c.section(data, "", F.TOP_FIELDS, keep_raw=True)
     if "model" not in data:
         c.fail("", "needs a model section (the space of architectures)")
-    model = F.model_space(c, data.get("model") or {}) if isinstance(data.get("model"), dict) or "model" not in data else {}
+    spec_data = _data(c, data.get("data") or {}, Path(file).parent)
+    geo = datasets.geometry(spec_data) if not c.issues else None
+    model = F.model_space(c, data.get("model") or {}, geo)
     train = F.train_space(c, data.get("train") or {})
     objectives = _objectives(c, data.get("objectives"))
     constraints = _constraints(c, data.get("constraints"))
-    spec_data = _data(c, data.get("data") or {}, Path(file).parent)
     search = _search(c, data.get("search") or {}, objectives)
     backend = c.section(data.get("backend") or {}, "backend", F.BACKEND_FIELDS)
     tracking = c.section(data.get("tracking") or {}, "tracking", F.TRACKING_FIELDS)
