@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup run test lint format
+.PHONY: setup run ui test lint format
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -13,7 +13,10 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 setup: $(VENV)/.installed
 
 run: setup
-	$(PY) main.py cost
+	$(PY) main.py run spaces/quickstart.yaml
+
+ui: setup
+	$(PY) main.py ui
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -1,0 +1,50 @@
+"""Small real sweeps: real Optuna journal storage, real MLflow SQLite store, in a tmp dir."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+TINY = {
+    "name": "tiny",
+    "data": {"dataset": "synthetic", "image_size": 8, "num_classes": 4, "samples": 240, "channels": 1},
+    "model": {
+        "patch_size": 2,
+        "stages": [
+            {
+                "depth": 1,
+                "width": {"choice": [8, 16]},
+                "mlp_ratio": 2,
+                "mixer": {"choice": ["fourier", {"attention": {"heads": 2}}, "global_filter"]},
+            }
+        ],
+    },
+    "train": {"epochs": 2, "batch_size": 64, "lr": {"float": [1e-3, 1e-2], "log": True}},
+    "objectives": [{"val_accuracy": "max"}, {"gmacs": "min"}],
+    "search": {"sampler": "random", "trials": 5, "seed": 0},
+    "tracking": {"dir": "store"},
+}
+
+
+def write_spec(folder: Path, **changes) -> Path:
+    spec = {**TINY, **changes}
+    path = folder / f"{spec['name']}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def runs_of(folder: Path, experiment: str = "tiny"):
+    """(parent runs, child runs) of the sweep's MLflow experiment."""
+    client = MlflowClient(f"sqlite:///{folder / 'store' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("archsweep.trial") == "parent"]
+    children = [r for r in runs if r.data.tags.get("archsweep.trial") != "parent"]
+    return client, parents, children
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

@@ -1,0 +1,176 @@
+"""End-to-end sweeps through ``main.py run`` on real Optuna and MLflow stores."""
+
+import csv
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+import main
+import search.local
+from tests.e2e.conftest import runs_of, write_spec
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def study(folder: Path, name: str = "tiny") -> optuna.Study:
+    backend = optuna.storages.journal.JournalFileBackend(str(folder / "store" / "optuna" / f"{name}.journal"))
+    return optuna.load_study(study_name=name, storage=optuna.storages.JournalStorage(backend))
+
+
+def non_dominated(points):
+    """Brute force, independent of the code under test: (accuracy max, gmacs min)."""
+    keep = []
+    for i, (a, g) in enumerate(points):
+        if not any(a2 >= a and g2 <= g and (a2 > a or g2 < g) for j, (a2, g2) in enumerate(points) if j != i):
+            keep.append(i)
+    return keep
+
+
+def test_sweep_logs_parent_children_and_the_true_pareto_front(workdir):
+    assert main.main(["run", str(write_spec(workdir))]) == 0
+    client, parents, children = runs_of(workdir)
+    assert len(parents) == 1 and len(children) == 5
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert all(c.data.tags["mlflow.parentRunId"] == parent.info.run_id for c in children)
+    assert all(c.info.status == "FINISHED" for c in children)
+    assert {c.data.params["stages.0.mixer"] for c in children} <= {"fourier", "attention", "global_filter"}
+    assert all("archsweep.arch" in c.data.tags and c.info.run_name.startswith("t0") for c in children)
+    history = client.get_metric_history(children[0].info.run_id, "val_accuracy")
+    assert [m.step for m in history][:2] == [0, 1]  # per-epoch metrics
+
+    points = [(c.data.metrics["val_accuracy"], c.data.metrics["gmacs"]) for c in children]
+    expected = {int(children[i].data.tags["archsweep.trial"]) for i in non_dominated(points)}
+    path = client.download_artifacts(parent.info.run_id, "pareto.csv", str(workdir))
+    front = {int(row["trial"]) for row in csv.DictReader(io.StringIO(Path(path).read_text()))}
+    assert front == expected
+    tagged = {int(c.data.tags["archsweep.trial"]) for c in children if c.data.tags["archsweep.pareto"] == "true"}
+    assert tagged == expected
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"pareto.csv", "pareto.png", "spec.yaml", "trials.csv"} <= artifacts
+    assert parent.data.metrics["hypervolume"] > 0
+
+
+def test_running_again_resumes_to_the_requested_count(workdir):
+    spec = write_spec(workdir)
+    assert main.main(["run", str(spec), "-o", "search.trials=3"]) == 0
+    assert main.main(["run", str(spec)]) == 0  # 5 requested: two more
+    assert main.main(["run", str(spec)]) == 0  # nothing left to do
+    trials = study(workdir).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 5
+    _, parents, children = runs_of(workdir)
+    numbers = [c.data.tags["archsweep.trial"] for c in children]
+    assert len(parents) == 1 and sorted(numbers) == [str(i) for i in range(5)]
+
+
+def test_a_failing_trial_is_recorded_and_the_others_complete(workdir, monkeypatch):
+    real = search.local.run_trial
+
+    def flaky(arch, cfg, data, *, seed, **kw):
+        if seed == 1:  # trial 1 (seed 0 + trial number)
+            raise RuntimeError("injected failure")
+        return real(arch, cfg, data, seed=seed, **kw)
+
+    monkeypatch.setattr(search.local, "run_trial", flaky)
+    assert main.main(["run", str(write_spec(workdir))]) == 0
+    trials = study(workdir).trials
+    assert trials[1].state == TrialState.FAIL
+    assert trials[1].user_attrs["fail_reason"] == "RuntimeError: injected failure"
+    assert [t.state for t in trials[:1] + trials[2:]] == [TrialState.COMPLETE] * 4
+    _, _, children = runs_of(workdir)
+    failed = [c for c in children if c.info.status == "FAILED"]
+    assert len(failed) == 1 and failed[0].data.tags["archsweep.reason"] == "RuntimeError: injected failure"
+
+
+def test_a_nan_loss_fails_its_trial_at_once(workdir):
+    spec = write_spec(
+        workdir,
+        train={"epochs": 5, "optimizer": "sgd", "lr": 1.0e12, "grad_clip": 0, "batch_size": 64},
+        search={"sampler": "random", "trials": 2, "seed": 0},
+    )
+    assert main.main(["run", str(spec)]) == 1  # ran, but no trial completed
+    for t in study(workdir).trials:
+        assert t.state == TrialState.FAIL
+        assert t.user_attrs["fail_reason"].startswith("TrialFailed: non-finite training loss")
+        assert "epoch 1," in t.user_attrs["fail_reason"]  # stopped in the first epoch
+    _, _, children = runs_of(workdir)
+    assert [c.info.status for c in children] == ["FAILED", "FAILED"]
+
+
+def test_infeasible_trials_cost_no_training(workdir):
+    spec = write_spec(workdir, constraints=["params <= 10"], search={"sampler": "random", "trials": 3, "seed": 0})
+    assert main.main(["run", str(spec)]) == 1
+    for t in study(workdir).trials:
+        assert t.state == TrialState.COMPLETE and t.user_attrs["state"] == "infeasible"
+        assert t.user_attrs["reason"].startswith("breaks params <= 10")
+    _, _, children = runs_of(workdir)
+    for c in children:
+        assert c.data.tags["archsweep.state"] == "infeasible"
+        assert "params" in c.data.metrics and "train_loss" not in c.data.metrics
+
+
+def test_ctrl_c_marks_the_running_trial_and_resume_finishes(workdir, monkeypatch):
+    real = search.local.run_trial
+
+    def interrupted(arch, cfg, data, *, seed, **kw):
+        if seed == 2:
+            raise KeyboardInterrupt
+        return real(arch, cfg, data, seed=seed, **kw)
+
+    spec = write_spec(workdir)
+    monkeypatch.setattr(search.local, "run_trial", interrupted)
+    assert main.main(["run", str(spec)]) == 130
+    _, parents, children = runs_of(workdir)
+    assert parents[0].info.status == "KILLED"
+    assert sorted(c.info.status for c in children) == ["FINISHED", "FINISHED", "KILLED"]
+    monkeypatch.setattr(search.local, "run_trial", real)
+    assert main.main(["run", str(spec)]) == 0
+    states = [t.state for t in study(workdir).trials]
+    assert states.count(TrialState.COMPLETE) == 5 and states.count(TrialState.FAIL) == 1
+    _, parents, children = runs_of(workdir)
+    assert parents[0].info.status == "FINISHED" and len(parents) == 1
+    assert not [c for c in children if c.info.status == "RUNNING"]
+
+
+def test_sigkilled_sweep_resumes_without_duplicates(workdir):
+    spec = write_spec(
+        workdir,
+        train={"epochs": 40, "batch_size": 32, "lr": 0.003},
+        search={"sampler": "random", "trials": 3, "seed": 0},
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, str(ROOT / "main.py"), "run", str(spec)], cwd=workdir, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    journal = workdir / "store" / "optuna" / "tiny.journal"
+    deadline = time.time() + 120
+    while time.time() < deadline:  # kill it inside its second trial
+        if journal.exists() and len(study(workdir).trials) >= 2:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert study(workdir).trials[-1].state == TrialState.RUNNING
+    assert main.main(["run", str(spec)]) == 0
+    states = [t.state for t in study(workdir).trials]
+    assert states.count(TrialState.COMPLETE) == 3 and TrialState.RUNNING not in states
+    _, parents, children = runs_of(workdir)
+    numbers = [c.data.tags["archsweep.trial"] for c in children]
+    assert len(parents) == 1 and len(numbers) == len(set(numbers))
+    assert not [c for c in children if c.info.status == "RUNNING"]
+    assert sum(c.info.status == "KILLED" for c in children) == 1
+
+
+def test_quickstart_reaches_95_percent_on_digits(workdir):
+    """The main job as the README runs it (its full size: 16 trials, 12 epochs); its
+    wall time is recorded in BENCHMARKS.md, not asserted here."""
+    assert main.main(["run", str(ROOT / "spaces" / "quickstart.yaml")]) == 0
+    _, _, children = runs_of(workdir, "quickstart")
+    best = max(c.data.metrics.get("val_accuracy", 0) for c in children)
+    assert best >= 0.95, best
