@@ -108,8 +108,10 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     front = sweep.finish()
     rows = sweep.front_rows()[0]
     console.print(front_table(front, spec.objectives, f"Pareto front of {spec.name} ({len(rows)} feasible trials)"))
-    console.print(f"results: MLflow experiment {spec.experiment!r} in {spec.tracking_uri or sweep.store}; "
-                  "open it with: python main.py ui")
+    console.print(
+        f"results: MLflow experiment {spec.experiment!r} in {spec.tracking_uri or sweep.store}; "
+        "open it with: python main.py ui"
+    )
     return 0 if rows else 1
 
 
@@ -149,8 +151,17 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
         print(json.dumps(report, indent=2, default=str))
         return 0
     console.print(f"{spec.file}: valid. {len(dims)} dimensions, {report['size']:g} points.")
-    print_table(console, "search dimensions", ["key", "dimension"], [[k, v] for k, v in report["dimensions"].items()], markdown=False)
-    rows = [[r["summary"], f"{r.get('params', 0):,}", f"{r.get('gmacs', 0):.4f}", "; ".join(r["refused"]) or "-"] for r in samples]
+    print_table(
+        console,
+        "search dimensions",
+        ["key", "dimension"],
+        [[k, v] for k, v in report["dimensions"].items()],
+        markdown=False,
+    )
+    rows = [
+        [r["summary"], f"{r.get('params', 0):,}", f"{r.get('gmacs', 0):.4f}", "; ".join(r["refused"]) or "-"]
+        for r in samples
+    ]
     print_table(console, "sampled architectures", ["architecture", "params", "GMACs", "refused"], rows, markdown=False)
     return 0
 
@@ -166,8 +177,18 @@ def cmd_ui(args: argparse.Namespace, console: Console) -> int:
         return 2
     url = f"http://127.0.0.1:{args.port}"
     console.print(f"MLflow UI on {url} (Ctrl-C to stop)")
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", embedded_uri(store),
-           "--host", "127.0.0.1", "--port", str(args.port)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        embedded_uri(store),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(args.port),
+    ]
     try:
         return subprocess.run(cmd, check=False).returncode
     except KeyboardInterrupt:

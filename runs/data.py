@@ -53,7 +53,7 @@ def geometry(spec) -> Geometry:
 def _split(x: torch.Tensor, y: torch.Tensor, fraction: float) -> tuple:
     # A fixed split (seed 0): every trial of every sweep validates on the same images.
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
-    n_val = max(1, int(round(len(x) * fraction)))
+    n_val = max(1, round(len(x) * fraction))
     val, train = order[:n_val], order[n_val:]
     return x[train], y[train], x[val], y[val]
 
@@ -79,7 +79,7 @@ def _synthetic(spec, seed: int) -> tuple:
 
 def _cifar(spec) -> tuple:
     root = Path(spec.path)
-    names = (["data_batch_%d" % i for i in range(1, 6)], ["test_batch"])
+    names = ([f"data_batch_{i}" for i in range(1, 6)], ["test_batch"])
     label_key = b"labels"
     if spec.dataset == "cifar100":
         names, label_key = (["train"], ["test"]), b"fine_labels"

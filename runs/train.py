@@ -45,9 +45,10 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "table" not in n and "cls_token" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "table" not in n and "cls_token" not in n)]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    # foreach: one kernel per step for all tensors (PyTorch picks the per-tensor loop on CPU).
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
-    return torch.optim.AdamW(groups, lr=cfg.lr)
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True, foreach=True)
+    return torch.optim.AdamW(groups, lr=cfg.lr, foreach=True)
 
 
 def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
@@ -97,7 +98,7 @@ def train(
     optimizer = make_optimizer(model, cfg)
     n = len(data.train_x)
     steps = math.ceil(n / cfg.batch_size)
-    total, warmup = cfg.epochs * steps, int(round(cfg.warmup_epochs * steps))
+    total, warmup = cfg.epochs * steps, round(cfg.warmup_epochs * steps)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, warmup, cfg.schedule))
     model.train()
     start, seen, metrics = time.perf_counter(), 0, {}

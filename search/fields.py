@@ -79,7 +79,18 @@ class Field:
 
 TOP_FIELDS = {
     k: Field(text if k in ("name", "description") else (lambda v: None))
-    for k in ("name", "description", "data", "model", "train", "objectives", "constraints", "search", "backend", "tracking")
+    for k in (
+        "name",
+        "description",
+        "data",
+        "model",
+        "train",
+        "objectives",
+        "constraints",
+        "search",
+        "backend",
+        "tracking",
+    )
 }
 DATA_FIELDS = {
     "dataset": Field(one_of("digits", "synthetic", "cifar10", "cifar100", "imagefolder"), "digits"),
@@ -174,7 +185,9 @@ class Checker:
         for key in raw:
             if key not in fields:
                 hint = did_you_mean(key, fields)
-                self.fail(join(path, key), f"unknown key{hint}; {path or 'the spec'} takes {', '.join(fields)}", key=True)
+                self.fail(
+                    join(path, key), f"unknown key{hint}; {path or 'the spec'} takes {', '.join(fields)}", key=True
+                )
         out = {}
         for key, f in fields.items():
             value = raw.get(key, f.default)
@@ -211,7 +224,9 @@ class Checker:
                 self.fail(join(path, kind), f"expected a non-empty list of options, got {spec!r}")
                 return Choice((Option(None),))
             if any(isinstance(o, (dict, list)) for o in spec):
-                self.fail(join(path, kind), "options here are plain values (named blocks such as mixers take {name: {...}})")
+                self.fail(
+                    join(path, kind), "options here are plain values (named blocks such as mixers take {name: {...}})"
+                )
             if len({repr(o) for o in spec}) < len(spec):
                 self.fail(join(path, kind), "lists an option twice")
             return Choice(tuple(Option(o) for o in spec))
@@ -263,7 +278,9 @@ def named_block(c: Checker, path: str, raw: Any, registry: dict, reserved: tuple
         if not isinstance(items, list) or not items:
             c.fail(join(path, "choice"), f"expected a non-empty list of {kind}s, got {items!r}")
             return Choice(())
-        options = [_named_option(c, join(join(path, "choice"), i), o, registry, reserved, kind) for i, o in enumerate(items)]
+        options = [
+            _named_option(c, join(join(path, "choice"), i), o, registry, reserved, kind) for i, o in enumerate(items)
+        ]
         names = [o.value for o in options if o is not None]
         if len(set(names)) < len(names):
             c.fail(join(path, "choice"), f"lists a {kind} twice; vary its options inside one entry instead")
@@ -302,7 +319,9 @@ def model_space(c: Checker, raw: Mapping, geometry=None) -> dict:
     extra = {"embedding", "stages"}
     fields = {**MODEL_FIELDS, **{k: Field(lambda v: None) for k in extra}}
     space = c.section(raw, "model", fields)
-    space["embedding"] = named_block(c, "model.embedding", raw.get("embedding", "patch"), EMBEDDINGS, EMBEDDING_ARGS, "embedding")
+    space["embedding"] = named_block(
+        c, "model.embedding", raw.get("embedding", "patch"), EMBEDDINGS, EMBEDDING_ARGS, "embedding"
+    )
     stages = raw.get("stages")
     if not isinstance(stages, list) or not stages:
         c.fail("model.stages", f"expected a non-empty list of stages, got {stages!r}")
@@ -320,7 +339,9 @@ def _stage_space(c: Checker, path: str, raw: Any) -> dict:
         for key in ("depth", "width", "mixer"):
             if key not in raw:
                 c.fail(path, f"a stage needs {key}")
-    stage["mixer"] = named_block(c, join(path, "mixer"), (raw or {}).get("mixer", "attention"), MIXERS, MIXER_ARGS, "mixer")
+    stage["mixer"] = named_block(
+        c, join(path, "mixer"), (raw or {}).get("mixer", "attention"), MIXERS, MIXER_ARGS, "mixer"
+    )
     return stage
 
 

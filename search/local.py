@@ -16,14 +16,14 @@ import torch
 import yaml
 from optuna.trial import TrialState
 
-from search import pareto
-from search.fields import to_arch
-from search.space import Choice, FloatRange, IntRange, dimensions, flatten, sample
-from search.spec import METRICS, Spec
 from runs import data as datasets
 from runs.tracking import PARETO_TAG, Tracker, embedded_uri
 from runs.train import TrainConfig
 from runs.trial import Infeasible, run_trial
+from search import pareto
+from search.fields import to_arch
+from search.space import Choice, FloatRange, IntRange, dimensions, flatten, sample
+from search.spec import METRICS, Spec
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -58,7 +58,7 @@ def _grid_space(spec: Spec) -> dict[str, list]:
         elif isinstance(dim, IntRange):
             space[path] = list(range(dim.low, dim.high + 1, dim.step))
         elif isinstance(dim, FloatRange):
-            n = int(round((dim.high - dim.low) / dim.step))
+            n = round((dim.high - dim.low) / dim.step)
             space[path] = [dim.low + i * dim.step for i in range(n + 1)]
     return space
 
@@ -160,7 +160,14 @@ class LocalSweep:
         self.progress.current, self.progress.epoch = f"t{trial.number:02d} {line}", ""
         self.on_change(self.progress)
         try:
-            metrics = run_trial(arch, cfg, self.data, seed=seed, constraints=spec.constraints, report=self._reporter(trial, run, cfg.epochs))
+            metrics = run_trial(
+                arch,
+                cfg,
+                self.data,
+                seed=seed,
+                constraints=spec.constraints,
+                report=self._reporter(trial, run, cfg.epochs),
+            )
         except Infeasible as err:
             return self._infeasible(trial, run, err)
         except optuna.TrialPruned:
@@ -216,7 +223,11 @@ class LocalSweep:
         trial.set_user_attr("metrics", metrics)
         trial.set_user_attr("state", "complete" if feasible else "infeasible")
         self.tracker.log_metrics(run, metrics, step=int(metrics["epochs"]))
-        reason = "" if feasible else "breaks " + ", ".join(str(c) for c, v in zip(self.spec.constraints, violations, strict=True) if v > 0)
+        reason = (
+            ""
+            if feasible
+            else "breaks " + ", ".join(str(c) for c, v in zip(self.spec.constraints, violations, strict=True) if v > 0)
+        )
         self.tracker.end_trial(run, "complete" if feasible else "infeasible", reason)
         self.progress.done += 1
         self.progress.front = self.front_rows()[1]
@@ -241,7 +252,12 @@ class LocalSweep:
     def front_rows(self) -> tuple[list[dict], list[dict]]:
         """(all feasible completed trials, the Pareto-optimal ones) as rows of metrics."""
         rows = [
-            {"trial": t.number, "arch": t.user_attrs["arch"], "run_id": t.user_attrs["mlflow_run_id"], **t.user_attrs["metrics"]}
+            {
+                "trial": t.number,
+                "arch": t.user_attrs["arch"],
+                "run_id": t.user_attrs["mlflow_run_id"],
+                **t.user_attrs["metrics"],
+            }
             for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             if t.user_attrs.get("state") == "complete"
         ]
@@ -255,7 +271,13 @@ class LocalSweep:
         for row in rows:
             self.tracker.set_tags(row["run_id"], {PARETO_TAG: str(row["trial"] in on_front).lower()})
         objectives = self.spec.objectives
-        columns = ["trial", *[o.metric for o in objectives], *[m for m in METRICS if m not in {o.metric for o in objectives}], "arch", "run_id"]
+        columns = [
+            "trial",
+            *[o.metric for o in objectives],
+            *[m for m in METRICS if m not in {o.metric for o in objectives}],
+            "arch",
+            "run_id",
+        ]
         self.tracker.log_text(self.parent, pareto.to_csv(front, columns), "pareto.csv")
         self.tracker.log_text(self.parent, pareto.to_csv(rows, columns), "trials.csv")
         if rows:
@@ -276,4 +298,3 @@ class LocalSweep:
         self.tracker.log_metrics(self.parent, summary)
         self.tracker.end_sweep(self.parent, status)
         return front
-

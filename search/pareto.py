@@ -69,7 +69,9 @@ def plot(rows: Sequence[Mapping[str, float]], front: Sequence[int], objectives):
         if pts:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], color="tab:red", lw=1)
         for i in front:
-            ax.annotate(str(rows[i].get("trial", i)), (xs[i], ys[i]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            ax.annotate(
+                str(rows[i].get("trial", i)), (xs[i], ys[i]), fontsize=7, xytext=(3, 3), textcoords="offset points"
+            )
         ax.set_xlabel(f"{other.metric} ({other.direction})")
         ax.set_ylabel(f"{first.metric} ({first.direction})")
         if other.metric in ("params", "gmacs", "gflops", "latency_ms", "peak_mem_mb") and min(xs) > 0:

@@ -102,7 +102,7 @@ def size(space: Any) -> float:
     if isinstance(space, IntRange):
         return float(len(range(space.low, space.high + 1, space.step))) if not space.log else space.high - space.low + 1
     if isinstance(space, FloatRange):
-        return float("inf") if space.step is None else int(round((space.high - space.low) / space.step)) + 1
+        return float("inf") if space.step is None else round((space.high - space.low) / space.step) + 1
     total = 1.0
     items = space.values() if isinstance(space, Mapping) else space if isinstance(space, (list, tuple)) else ()
     for v in items:
@@ -114,7 +114,11 @@ def describe(dim: Any) -> str:
     if isinstance(dim, Choice):
         return "choice " + ", ".join(str(v) for v in dim.labels())
     if isinstance(dim, IntRange):
-        return f"int [{dim.low}, {dim.high}]" + (f" step {dim.step}" if dim.step != 1 else "") + (" log" if dim.log else "")
+        return (
+            f"int [{dim.low}, {dim.high}]"
+            + (f" step {dim.step}" if dim.step != 1 else "")
+            + (" log" if dim.log else "")
+        )
     return f"float [{dim.low}, {dim.high}]" + (f" step {dim.step}" if dim.step else "") + (" log" if dim.log else "")
 
 

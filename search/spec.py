@@ -19,7 +19,8 @@ from blocks.builder import did_you_mean
 from runs import data as datasets
 from search import fields as F
 from search.space import Choice, FloatRange, IntRange
-from search.yamlio import Document, Issue, Where, join, load as load_yaml
+from search.yamlio import Document, Issue, Where, join
+from search.yamlio import load as load_yaml
 
 METRICS = {  # name -> the direction that is better
     "val_accuracy": "max",
@@ -162,9 +163,7 @@ def _override(data: dict, text: str) -> Issue | None:
                 return Issue(where, key, f"{'.'.join(map(str, parts[: i + 1]))} does not exist")
             nxt = node[part] = {}
         node = nxt
-    if isinstance(node, list) and isinstance(parts[-1], int) and parts[-1] < len(node):
-        node[parts[-1]] = doc.data
-    elif isinstance(node, dict):
+    if (isinstance(node, list) and isinstance(parts[-1], int) and parts[-1] < len(node)) or isinstance(node, dict):
         node[parts[-1]] = doc.data
     else:
         return Issue(where, key, "does not name a key of the spec")
@@ -186,9 +185,13 @@ def _objectives(c: F.Checker, raw: Any) -> tuple[Objective, ...]:
         if not isinstance(item, dict) or len(item) != 1:
             c.fail(path, "each objective is {metric: max} or {metric: min}")
             continue
-        (metric, direction), = item.items()
+        ((metric, direction),) = item.items()
         if metric not in METRICS:
-            c.fail(join(path, metric), f"unknown metric {metric!r}{did_you_mean(metric, METRICS)}; known: {', '.join(METRICS)}", key=True)
+            c.fail(
+                join(path, metric),
+                f"unknown metric {metric!r}{did_you_mean(metric, METRICS)}; known: {', '.join(METRICS)}",
+                key=True,
+            )
         elif direction not in ("max", "min"):
             c.fail(join(path, metric), f"direction must be max or min, got {direction!r}")
         else:

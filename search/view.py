@@ -11,7 +11,9 @@ from search.local import Progress
 
 
 def front_table(front: list[dict], objectives, title: str = "Pareto front") -> Table:
-    table = Table("trial", *[f"{o.metric} ({o.direction})" for o in objectives], "params", "gmacs", "architecture", title=title)
+    table = Table(
+        "trial", *[f"{o.metric} ({o.direction})" for o in objectives], "params", "gmacs", "architecture", title=title
+    )
     for row in sorted(front, key=lambda r: r[objectives[0].metric], reverse=objectives[0].direction == "max"):
         cells = [f"t{row['trial']:02d}", *[f"{row[o.metric]:.4g}" for o in objectives]]
         table.add_row(*cells, f"{row['params']:,.0f}", f"{row['gmacs']:.4f}", Text(row["arch"]))

@@ -31,8 +31,8 @@ class Where:
     line: int
     col: int
 
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}:{self.col}"
+    def __str__(self) -> str:  # line 0: not in a file (a command-line override)
+        return f"{self.file}:{self.line}:{self.col}" if self.line else self.file
 
 
 @dataclass(frozen=True)

@@ -34,9 +34,9 @@ def write_spec(folder: Path, **changes) -> Path:
     return path
 
 
-def runs_of(folder: Path, experiment: str = "tiny"):
-    """(parent runs, child runs) of the sweep's MLflow experiment."""
-    client = MlflowClient(f"sqlite:///{folder / 'store' / 'mlflow.db'}")
+def runs_of(folder: Path, experiment: str = "tiny", store: str = "store"):
+    """(client, parent runs, child runs) of the sweep's MLflow experiment."""
+    client = MlflowClient(f"sqlite:///{folder / store / 'mlflow.db'}")
     exp = client.get_experiment_by_name(experiment)
     runs = client.search_runs([exp.experiment_id], max_results=1000)
     parents = [r for r in runs if r.data.tags.get("archsweep.trial") == "parent"]

@@ -146,8 +146,13 @@ def test_sigkilled_sweep_resumes_without_duplicates(workdir):
         search={"sampler": "random", "trials": 3, "seed": 0},
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, str(ROOT / "main.py"), "run", str(spec)], cwd=workdir, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "main.py"), "run", str(spec)],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     journal = workdir / "store" / "optuna" / "tiny.journal"
     deadline = time.time() + 120
     while time.time() < deadline:  # kill it inside its second trial
@@ -171,6 +176,6 @@ def test_quickstart_reaches_95_percent_on_digits(workdir):
     """The main job as the README runs it (its full size: 16 trials, 12 epochs); its
     wall time is recorded in BENCHMARKS.md, not asserted here."""
     assert main.main(["run", str(ROOT / "spaces" / "quickstart.yaml")]) == 0
-    _, _, children = runs_of(workdir, "quickstart")
+    _, _, children = runs_of(workdir, "quickstart", store="out")
     best = max(c.data.metrics.get("val_accuracy", 0) for c in children)
     assert best >= 0.95, best
