@@ -45,7 +45,7 @@ def test_same_seed_same_losses_bit_for_bit():
             data,
             TrainConfig(epochs=2, batch_size=64),
             seed=5,
-            report=lambda e, m: losses.append(m["train_loss"]),
+            report=lambda e, m, out=losses: out.append(m["train_loss"]),
         )
         runs.append(losses)
     assert runs[0] == runs[1]
