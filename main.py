@@ -108,10 +108,9 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     front = sweep.finish()
     rows = sweep.front_rows()[0]
     console.print(front_table(front, spec.objectives, f"Pareto front of {spec.name} ({len(rows)} feasible trials)"))
-    console.print(
-        f"results: MLflow experiment {spec.experiment!r} in {spec.tracking_uri or sweep.store}; "
-        "open it with: python main.py ui"
-    )
+    where = spec.tracking_uri or sweep.store
+    ui = "python main.py ui" + ("" if spec.tracking_uri or spec.store == "out" else f" --store {spec.store}")
+    console.print(f"results: MLflow experiment {spec.experiment!r} in {where}; open it with: {ui}")
     return 0 if rows else 1
 
 

@@ -11,12 +11,12 @@ from search.local import Progress
 
 
 def front_table(front: list[dict], objectives, title: str = "Pareto front") -> Table:
-    table = Table(
-        "trial", *[f"{o.metric} ({o.direction})" for o in objectives], "params", "gmacs", "architecture", title=title
-    )
+    extra = [m for m in ("params", "gmacs") if m not in {o.metric for o in objectives}]
+    columns = [f"{o.metric} ({o.direction})" for o in objectives] + extra
+    table = Table("trial", *columns, "architecture", title=title)
     for row in sorted(front, key=lambda r: r[objectives[0].metric], reverse=objectives[0].direction == "max"):
-        cells = [f"t{row['trial']:02d}", *[f"{row[o.metric]:.4g}" for o in objectives]]
-        table.add_row(*cells, f"{row['params']:,.0f}", f"{row['gmacs']:.4f}", Text(row["arch"]))
+        values = [row[o.metric] for o in objectives] + [row[m] for m in extra]
+        table.add_row(f"t{row['trial']:02d}", *(f"{v:,.4g}" for v in values), Text(row["arch"]))
     return table
 
 
