@@ -315,7 +315,10 @@ def _named_option(c: Checker, path: str, raw: Any, registry: dict, reserved, kin
 # -- the model and train sections --------------------------------------------------------
 
 
-def model_space(c: Checker, raw: Mapping, geometry=None) -> dict:
+def model_space(c: Checker, raw: Any, geometry=None) -> dict:
+    if not isinstance(raw, Mapping):
+        c.fail("model", f"expected a mapping with stages, got {raw!r}")
+        return {}
     extra = {"embedding", "stages"}
     fields = {**MODEL_FIELDS, **{k: Field(lambda v: None) for k in extra}}
     space = c.section(raw, "model", fields)
@@ -333,6 +336,9 @@ def model_space(c: Checker, raw: Mapping, geometry=None) -> dict:
 
 
 def _stage_space(c: Checker, path: str, raw: Any) -> dict:
+    if not isinstance(raw, Mapping):
+        c.fail(path, f"a stage is a mapping with depth, width and mixer; got {raw!r}")
+        return {}
     fields = {**STAGE_FIELDS, "mixer": Field(lambda v: None)}
     stage = c.section(raw, path, fields)
     if isinstance(raw, Mapping):

@@ -122,8 +122,10 @@ class LocalSweep:
         )
         for stale in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             self.study.tell(stale.number, state=TrialState.FAIL)  # its process died: run it again
-        uri = spec.tracking_uri or embedded_uri(self.store)
-        self.tracker = Tracker(uri, spec.experiment, artifacts=self.store / "artifacts")
+        if spec.tracking_uri:  # a server: it decides where artifacts go
+            self.tracker = Tracker(spec.tracking_uri, spec.experiment)
+        else:
+            self.tracker = Tracker(embedded_uri(self.store), spec.experiment, artifacts=self.store / "artifacts")
         self.tracker.close_orphans(spec.name)
         self.parent = self.tracker.sweep_run(
             spec.name,

@@ -204,6 +204,9 @@ def _objectives(c: F.Checker, raw: Any) -> tuple[Objective, ...]:
 
 
 def _constraints(c: F.Checker, raw: Any) -> tuple[Constraint, ...]:
+    if raw is not None and not isinstance(raw, list):
+        c.fail("constraints", f"expected a list of strings such as 'params <= 2e6', got {raw!r}")
+        return ()
     out = []
     for i, item in enumerate(raw or []):
         path = join("constraints", i)
@@ -221,8 +224,6 @@ def _constraints(c: F.Checker, raw: Any) -> tuple[Constraint, ...]:
             c.fail(path, f"unknown metric {metric!r}{did_you_mean(metric, METRICS)}; known: {', '.join(METRICS)}")
             continue
         out.append(Constraint(metric, op, value))
-    if raw is not None and not isinstance(raw, list):
-        c.fail("constraints", "expected a list of strings such as 'params <= 2e6'")
     return tuple(out)
 
 

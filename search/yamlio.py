@@ -63,6 +63,7 @@ class Document:
         self.keys: dict[str, Where] = {}  # path -> position of its key (or list item)
         self.values: dict[str, Where] = {}  # path -> position of its value
         self.issues: list[Issue] = []
+        self._open: set[int] = set()  # nodes being converted: an alias to one is a cycle
 
     def where(self, path: str, *, key: bool = False) -> Where | None:
         """The most precise known position of ``path`` (falling back to its parents)."""
@@ -84,15 +85,26 @@ class Document:
             kind = "python tags" if "python/" in node.tag else f"the tag {node.tag!r}"
             self.issues.append(Issue(self._at(node), path, f"{kind} are not allowed: specs are plain data"))
             return None
-        if isinstance(node, yaml.MappingNode):
-            return self._mapping(node, path, constructor)
-        if isinstance(node, yaml.SequenceNode):
+        if isinstance(node, yaml.ScalarNode):
+            try:
+                return constructor.construct_object(node)
+            except (ValueError, TypeError, yaml.YAMLError) as err:  # e.g. !!float abc
+                self.issues.append(Issue(self._at(node), path, f"cannot read {node.value!r} as {node.tag}: {err}"))
+                return None
+        if id(node) in self._open:
+            self.issues.append(Issue(self._at(node), path, "this alias refers to itself (a recursive spec)"))
+            return None
+        self._open.add(id(node))
+        try:
+            if isinstance(node, yaml.MappingNode):
+                return self._mapping(node, path, constructor)
             items = []
             for i, item in enumerate(node.value):
                 self.keys[join(path, i)] = self._at(item)
                 items.append(self.convert(item, join(path, i), constructor))
             return items
-        return constructor.construct_object(node)
+        finally:
+            self._open.discard(id(node))
 
     def _mapping(self, node: yaml.MappingNode, path: str, constructor) -> dict:
         out: dict = {}
