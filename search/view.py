@@ -16,8 +16,12 @@ def front_table(front: list[dict], objectives, title: str = "Pareto front") -> T
     table = Table("trial", *columns, "architecture", title=title)
     for row in sorted(front, key=lambda r: r[objectives[0].metric], reverse=objectives[0].direction == "max"):
         values = [row[o.metric] for o in objectives] + [row[m] for m in extra]
-        table.add_row(f"t{row['trial']:02d}", *(f"{v:,.4g}" for v in values), Text(row["arch"]))
+        table.add_row(f"t{row['trial']:02d}", *map(_number, values), Text(row["arch"]))
     return table
+
+
+def _number(v: float) -> str:
+    return f"{v:,.0f}" if float(v).is_integer() and abs(v) >= 1 else f"{v:.4g}"
 
 
 class LiveView:
