@@ -5,6 +5,7 @@ python main.py validate SPEC [--json]        check a spec, show its space and sa
 python main.py ui                            the MLflow UI on 127.0.0.1 over the default store
 python main.py blocks                        every registered block, one line each
 python main.py cost [NAME ...] [--timing]    parameters and GMACs of the papers' models
+python main.py bench {scaling,conv,funnel,trial} [--quick]   measurements for BENCHMARKS.md
 
 Exit codes: 0 done, 1 the sweep ran but no trial completed, 2 bad input.
 """
@@ -194,6 +195,25 @@ def cmd_ui(args: argparse.Namespace, console: Console) -> int:
         return 0
 
 
+def cmd_bench(args: argparse.Namespace, console: Console) -> int:
+    import importlib
+
+    from bench.common import Env, pick_device
+    from bench.common import print_table as bench_table
+
+    device = pick_device(args.device)
+    console = console if console.is_terminal else Console(width=160)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out) / args.name
+    env = Env.current(device, args.repeats)
+    console.print(f"bench {args.name}: {env.line()}; writing {out}/")
+    module = importlib.import_module(f"bench.{args.name}")
+    rows = module.run(out, device=device, repeats=args.repeats, cap_s=args.cap, quick=args.quick, console=console)
+    bench_table(console, f"bench {args.name}", rows, env)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="main.py", description="archsweep: architecture search for vision models")
     sub = p.add_subparsers(dest="command", required=True)
@@ -207,6 +227,14 @@ def parser() -> argparse.ArgumentParser:
     val.add_argument("--samples", type=int, default=5, help="how many architectures to sample")
     val.add_argument("--seed", type=int, default=0)
     val.add_argument("--json", action="store_true", help="machine-readable output")
+    bench = sub.add_parser("bench", help="measure scaling, conv, funnel or trial overhead (BENCHMARKS.md)")
+    bench.add_argument("name", choices=["scaling", "conv", "funnel", "trial"])
+    bench.add_argument("--quick", action="store_true", help="tiny sizes: checks that the bench runs, measures nothing")
+    bench.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    bench.add_argument("--repeats", type=int, default=5, help="timed repeats per configuration (median reported)")
+    bench.add_argument("--cap", type=float, default=60.0, help="seconds per configuration before it is a DNF")
+    bench.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    bench.add_argument("--out", default="out/bench", help="folder for CSV and PNG")
     ui = sub.add_parser("ui", help="serve the MLflow UI on 127.0.0.1 over the sweep store")
     ui.add_argument("--store", default="out", help="the store directory (tracking.dir of the spec)")
     ui.add_argument("--port", type=int, default=5000)
@@ -225,7 +253,14 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    commands = {"run": cmd_run, "validate": cmd_validate, "ui": cmd_ui, "blocks": cmd_blocks, "cost": cmd_cost}
+    commands = {
+        "run": cmd_run,
+        "validate": cmd_validate,
+        "ui": cmd_ui,
+        "blocks": cmd_blocks,
+        "cost": cmd_cost,
+        "bench": cmd_bench,
+    }
     return commands[args.command](args, Console())
 
 

@@ -220,6 +220,49 @@ def peak_memory_mb(model: nn.Module, images: torch.Tensor) -> float:
     return peak / 2**20
 
 
+def activation_memory_mb(model: nn.Module, images: torch.Tensor) -> float:
+    """MiB that a training-mode forward pass keeps alive for backward (its activations):
+    the peak of live tensor bytes during forward and loss, above the weights, counted
+    as ``peak_memory_mb`` counts (CUDA allocator statistics or ``LiveTensorBytes``)."""
+    was_training = model.training
+    model.train()
+    labels = torch.zeros(len(images), dtype=torch.long, device=images.device)
+    if images.is_cuda:
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        loss = F.cross_entropy(model(images).float(), labels)
+        torch.cuda.synchronize()
+        extra = torch.cuda.max_memory_allocated() - base
+    else:
+        with LiveTensorBytes([*model.parameters(), *model.buffers(), images, labels]) as tracker:
+            loss = F.cross_entropy(model(images).float(), labels)
+        extra = tracker.peak - tracker.base
+    del loss
+    model.train(was_training)
+    return extra / 2**20
+
+
+def train_step_ms(model: nn.Module, images: torch.Tensor, *, repeats: int = 5, warmup: int = 1) -> float:
+    """Median wall time of one AdamW training step (forward, backward, update) in ms,
+    synchronised on CUDA. The learning rate is 0, so the weights are left as they were."""
+    was_training = model.training
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.0, foreach=True)
+    times = []
+    for i in range(warmup + repeats):
+        if images.is_cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        _train_step(model, images, optimizer)
+        if images.is_cuda:
+            torch.cuda.synchronize()
+        if i >= warmup:
+            times.append((time.perf_counter() - t0) * 1e3)
+    model.train(was_training)
+    return statistics.median(times)
+
+
 # -- everything at once ------------------------------------------------------------------
 
 

@@ -62,7 +62,15 @@ def vit(
 MIXER_TAKES_CLS = {"global_filter": False, "fft_conv": False, "mlp_mixer": False}
 
 
-def funnel_vit(layout: tuple[int, ...] = (6, 6), *, mode: str = "mean", stride=(1, 2), query_only: bool = True):
+def funnel_vit(
+    layout: tuple[int, ...] = (6, 6),
+    *,
+    mode: str = "mean",
+    stride=(1, 2),
+    query_only: bool = True,
+    width: int = 768,
+    heads: int = 12,
+):
     """Funnel-ViT (Zhang 2022) Table 2 on ViT-B/16: blocks of ``layout`` layers, each block
     after the first pooled by ``stride`` (1x2 halves the 197 tokens to 99, then 50; 2x2
     quarters them), the first layer after a pool attending from pooled queries."""
@@ -70,8 +78,8 @@ def funnel_vit(layout: tuple[int, ...] = (6, 6), *, mode: str = "mean", stride=(
     stages = tuple(
         StageSpec(
             depth=d,
-            width=768,
-            mixer=MixerSpec("attention", {"heads": 12}),
+            width=width,
+            mixer=MixerSpec("attention", {"heads": heads}),
             transition=Transition("pool", mode, strides[i - 1], query_only) if i else Transition(),
         )
         for i, d in enumerate(layout)

@@ -1,0 +1,137 @@
+"""The engine's own cost: its training loop against a minimal hand-written loop on the
+same model, data and steps; and a sweep's wall time against its trials' training time."""
+
+from __future__ import annotations
+
+import math
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import yaml
+
+from bench.common import Env, pyplot, save_figure, write_csv
+from blocks import ArchSpec, EmbeddingSpec, MixerSpec, StageSpec, build
+from runs.data import load
+from runs.train import TrainConfig, train
+from search.spec import DataSpec
+
+
+def _arch() -> ArchSpec:
+    stage = StageSpec(2, 64, MixerSpec("fourier"), mlp_ratio=2)
+    return ArchSpec((8, 8), 10, (stage,), in_channels=1, embedding=EmbeddingSpec("patch", 2))
+
+
+def hand_loop(model, data, cfg: TrainConfig, seed: int) -> float:
+    """What a person would write: AdamW, warm-up + cosine, clipping, an eval per epoch."""
+    g = torch.Generator(device=data.train_x.device).manual_seed(seed)
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    rest = [p for p in model.parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}],
+        lr=cfg.lr,
+        foreach=True,
+    )
+    n, bs = len(data.train_x), cfg.batch_size
+    steps = math.ceil(n / bs)
+    total, warmup = cfg.epochs * steps, steps
+
+    def factor(s):
+        return (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, total - warmup)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    start = time.perf_counter()
+    for _ in range(cfg.epochs):
+        model.train()
+        order = torch.randperm(n, generator=g, device=data.train_x.device)
+        for i in range(steps):
+            idx = order[i * bs : (i + 1) * bs]
+            loss = F.cross_entropy(model(data.train_x[idx]), data.train_y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            sched.step()
+        model.eval()
+        with torch.no_grad():
+            (model(data.val_x).argmax(1) == data.val_y).float().mean().item()
+    return time.perf_counter() - start
+
+
+def loop_comparison(device: str, repeats: int, epochs: int) -> list[dict]:
+    data = load(DataSpec("digits")).to(device)
+    cfg = TrainConfig(epochs=epochs, batch_size=64, lr=3e-3)
+    engine, hand = [], []
+    for _ in range(repeats):  # alternate, so that machine noise hits both alike
+        torch.manual_seed(0)
+        engine.append(train(build(_arch(), device=device), data, cfg, seed=0)["train_time_s"])
+        torch.manual_seed(0)
+        hand.append(hand_loop(build(_arch(), device=device), data, cfg, seed=0))
+    images = epochs * len(data.train_x)
+    e, h = statistics.median(engine), statistics.median(hand)
+    return [
+        {"loop": "hand-written", "seconds": h, "images_per_s": images / h, "relative_throughput": 1.0},
+        {"loop": "archsweep runs.train", "seconds": e, "images_per_s": images / e, "relative_throughput": h / e},
+    ]
+
+
+def sweep_overhead(trials: int, epochs: int, device: str) -> dict:
+    from search.local import LocalSweep
+    from search.spec import load as load_spec
+
+    spec_data = {
+        "name": "bench-overhead",
+        "data": {"dataset": "digits"},
+        "model": {
+            "patch_size": 2,
+            "stages": [{"depth": 2, "width": {"choice": [32, 64]}, "mlp_ratio": 2, "mixer": "fourier"}],
+        },
+        "train": {"epochs": epochs, "batch_size": 64, "lr": {"float": [1e-3, 5e-3], "log": True}},
+        "search": {"sampler": "random", "trials": trials, "seed": 0},
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "spec.yaml"
+        path.write_text(yaml.safe_dump({**spec_data, "tracking": {"dir": str(Path(tmp) / "store")}}))
+        sweep = LocalSweep(load_spec(path), device=device)
+        t0 = time.perf_counter()
+        sweep.open()
+        t1 = time.perf_counter()
+        sweep.run()
+        t2 = time.perf_counter()
+        sweep.finish()
+        t3 = time.perf_counter()
+        rows, _ = sweep.front_rows()
+    trained = sum(r["train_time_s"] for r in rows)
+    return {
+        "backend": "local",
+        "trials": trials,
+        "open_s": t1 - t0,
+        "trials_wall_s": t2 - t1,
+        "sum_train_time_s": trained,
+        "overhead_per_trial_s": (t2 - t1 - trained) / trials,
+        "finish_s": t3 - t2,
+    }
+
+
+def run(out: Path, *, device: str, repeats: int, cap_s: float, quick: bool, console) -> list[dict]:
+    loops = loop_comparison(device, repeats=2 if quick else repeats, epochs=1 if quick else 10)
+    overhead = sweep_overhead(trials=2 if quick else 10, epochs=1 if quick else 5, device=device)
+    overhead["ray"] = "not measured: the Ray backend is issue 4"
+    env = Env.current(device, repeats)
+    write_csv(out / "trial_loop.csv", loops, env)
+    write_csv(out / "trial_overhead.csv", [overhead], env)
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    axes[0].bar([r["loop"] for r in loops], [r["images_per_s"] for r in loops], color=["tab:gray", "tab:blue"])
+    axes[0].set_ylabel("training images / s")
+    axes[1].bar(
+        ["trials' training", "engine overhead"],
+        [overhead["sum_train_time_s"], overhead["trials_wall_s"] - overhead["sum_train_time_s"]],
+    )
+    axes[1].set_ylabel(f"seconds, {overhead['trials']} trials")
+    save_figure(fig, out / "trial.png")
+    console.print(f"  overhead per trial: {overhead['overhead_per_trial_s']:.3f} s")
+    return [*loops, overhead]

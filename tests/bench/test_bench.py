@@ -1,0 +1,70 @@
+"""Each bench runs at a tiny size and writes well-formed CSV and PNG. No timing is checked."""
+
+import csv
+from pathlib import Path
+
+import pytest
+
+import main
+from bench.common import fit_exponent, predicted_over_cap, timed
+from bench.conv import crossover_kernel
+
+EXPECTED = {
+    "scaling": {
+        "scaling.csv": ["mixer", "tokens", "gmacs", "forward_ms", "step_ms", "peak_mb", "status"],
+        "scaling_exponents.csv": ["mixer", "exponent"],
+    },
+    "conv": {
+        "conv.csv": ["map", "kernel", "direct_ms", "fft_ms", "speedup"],
+        "conv_crossover.csv": ["map", "crossover_kernel"],
+    },
+    "funnel": {"funnel.csv": ["layout", "step_ms", "peak_mb", "activation_mb", "step_saving_%", "activation_saving_%"]},
+    "trial": {
+        "trial_loop.csv": ["loop", "images_per_s", "relative_throughput"],
+        "trial_overhead.csv": ["backend", "trials", "sum_train_time_s", "overhead_per_trial_s"],
+    },
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_bench_quick_writes_csv_and_png(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main.main(["bench", name, "--quick", "--repeats", "1", "--out", str(tmp_path)]) == 0
+    folder = tmp_path / name
+    assert (folder / f"{name}.png").stat().st_size > 1000
+    for file, columns in EXPECTED[name].items():
+        rows = list(csv.DictReader((folder / file).open()))
+        assert rows, file
+        for row in rows:
+            assert set(columns) <= set(row), (file, row.keys())
+            assert row["threads"] and row["torch"] and row["device"] and row["repeats"] == "1"
+
+
+def test_fit_exponent_recovers_a_power_law():
+    xs = [64, 256, 1024, 4096]
+    assert fit_exponent(xs, [3 * x**2 for x in xs]) == pytest.approx(2.0)
+    assert fit_exponent(xs, [0.5 * x for x in xs]) == pytest.approx(1.0)
+
+
+def test_hopeless_and_out_of_memory_configurations_are_dnf_not_crashes():
+    assert predicted_over_cap(1e15, 1e10, 3, 60).startswith("DNF: predicted 300,000 s")
+    assert predicted_over_cap(1e9, 1e10, 3, 60) == ""
+
+    def oom():
+        raise RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate 1 TB")
+
+    value, status = timed(oom, cap_s=10)
+    assert value is None and status == "DNF: out of memory"
+
+
+def test_crossover_is_the_kernel_from_which_fft_stays_faster():
+    rows = [{"map": 8, "kernel": k, "speedup": s} for k, s in [(3, 0.5), (7, 1.1), (11, 0.9), (15, 1.5), (19, 2.0)]]
+    assert crossover_kernel(rows, 8) == 15
+    assert crossover_kernel([{"map": 8, "kernel": 3, "speedup": 0.5}], 8) is None
+
+
+def test_sizes_cover_the_papers_settings():
+    from bench.scaling import SIZES
+
+    assert (32, 4) in SIZES and (224, 4) in SIZES and (1072, 16) in SIZES
+    assert Path(main.__file__).exists()
