@@ -11,7 +11,13 @@ from bench.common import Env, pyplot, save_figure, timed, write_csv
 from blocks import build, presets, summary
 from blocks.cost import activation_memory_mb, flops_per_image, peak_memory_mb, train_step_ms
 
-LAYOUTS = {"flat B12": (12,), "funnel B6-6": (6, 6), "funnel B4-4-4": (4, 4, 4)}
+# name -> (blocks, pool-query-only in the first layer after each pool)
+LAYOUTS = {
+    "flat B12": ((12,), True),
+    "funnel B6-6": ((6, 6), True),
+    "funnel B4-4-4": ((4, 4, 4), True),
+    "funnel B4-4-4, pooled k/v": ((4, 4, 4), False),
+}
 
 
 def run(
@@ -26,12 +32,12 @@ def run(
     heads: int = 3,
     batch: int = 16,
 ) -> list[dict]:
-    layouts = {"flat B2": (2,), "funnel B1-1": (1, 1)} if quick else LAYOUTS
+    layouts = {"flat B2": ((2,), True), "funnel B1-1": ((1, 1), True)} if quick else LAYOUTS
     if quick:
         width, heads, batch = 16, 2, 2
     rows = []
-    for name, layout in layouts.items():
-        arch = presets.funnel_vit(layout, width=width, heads=heads)
+    for name, (layout, query_only) in layouts.items():
+        arch = presets.funnel_vit(layout, width=width, heads=heads, query_only=query_only)
         torch.manual_seed(0)
         model = build(arch, device=device)
         images = torch.randn(batch, 3, 224, 224, device=device)
