@@ -71,7 +71,9 @@ def plot(rows: list[dict], slopes: dict[str, float], path: Path) -> None:
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for mixer in dict.fromkeys(r["mixer"] for r in rows):
-        done = [r for r in rows if r["mixer"] == mixer and r["forward_ms"] is not None]
+        done = sorted(
+            (r for r in rows if r["mixer"] == mixer and r["forward_ms"] is not None), key=lambda r: r["tokens"]
+        )
         label = f"{mixer} (slope {slopes[mixer]:.2f})" if mixer in slopes else mixer
         axes[0].plot([r["tokens"] for r in done], [r["forward_ms"] for r in done], "o-", label=label)
         mem = [r for r in done if r["peak_mb"] is not None]
