@@ -46,12 +46,17 @@ class Rotary2D(nn.Module):
         """``(P+h*w, d/2)`` cosines and sines; cached, as every step reuses the same grid."""
         key = (tuple(hw), prefix, tuple(stride), str(device))
         if key not in self._cache:
-            ys, xs = grid_coords(hw, stride, device=device)
-            freqs = self.freqs.to(device)
-            angles = torch.cat([xs[:, None] * freqs, ys[:, None] * freqs], dim=-1)  # (HW, d/2)
-            angles = torch.cat([angles.new_zeros(prefix, angles.shape[1]), angles])  # class tokens: angle 0
-            self._cache[key] = (angles.cos(), angles.sin())
+            self._cache[key] = self._angles(hw, prefix, stride, device)
         return self._cache[key]
+
+    @torch.inference_mode(False)  # the cache outlives an inference-mode latency probe
+    @torch.no_grad()
+    def _angles(self, hw, prefix: int, stride, device) -> tuple[torch.Tensor, torch.Tensor]:
+        ys, xs = grid_coords(hw, stride, device=device)
+        freqs = self.freqs.to(device)
+        angles = torch.cat([xs[:, None] * freqs, ys[:, None] * freqs], dim=-1)  # (HW, d/2)
+        angles = torch.cat([angles.new_zeros(prefix, angles.shape[1]), angles])  # class tokens: angle 0
+        return angles.cos(), angles.sin()
 
     def forward(
         self,

@@ -109,3 +109,13 @@ def test_performer_redraws_features_on_its_schedule_in_training_only():
         mixer(x, (4, 4))
     assert torch.equal(mixer.proj, drawn)
     assert "proj" in mixer.state_dict()  # saved, so a reloaded model computes the same
+
+
+@pytest.mark.parametrize("name", [n for n in ALL if MIXERS[n].rope])
+def test_rope_model_trains_after_an_inference_mode_probe(name):
+    """Cached rotary tables made during a latency probe must not poison training."""
+    from blocks.cost import latency_ms
+
+    model = build(small_arch(name, positional="rope"))
+    latency_ms(model, torch.randn(1, 3, 16, 16), repeats=1, warmup=1)
+    model(torch.randn(2, 3, 16, 16)).sum().backward()
