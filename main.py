@@ -80,7 +80,11 @@ def _load(args: argparse.Namespace):
     from search.spec import SpecError, load
 
     try:
-        return load(args.spec, args.override or [])
+        validating = args.command == "validate"
+        spec = load(args.spec, args.override or [], smoke=args.smoke, check_data=not validating)
+        for warning in spec.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        return spec
     except SpecError as err:
         for issue in err.issues:
             print(issue, file=sys.stderr)
@@ -108,11 +112,30 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         return 130
     front = sweep.finish()
     rows = sweep.front_rows()[0]
-    console.print(front_table(front, spec.objectives, f"Pareto front of {spec.name} ({len(rows)} feasible trials)"))
+    if spec.ablation is not None:
+        from search.view import ablation_table
+
+        shown = list(dict.fromkeys([*(o.metric for o in spec.objectives), "params", "gmacs"]))
+        console.print(ablation_table(sweep.ablation_rows, shown, f"ablation {spec.name} (all metrics: ablation.csv)"))
+    else:
+        console.print(front_table(front, spec.objectives, f"Pareto front of {spec.name} ({len(rows)} feasible trials)"))
     where = spec.tracking_uri or sweep.store
     ui = "python main.py ui" + ("" if spec.tracking_uri or spec.store == "out" else f" --store {spec.store}")
     console.print(f"results: MLflow experiment {spec.experiment!r} in {where}; open it with: {ui}")
     return 0 if rows else 1
+
+
+def cmd_ablate(args: argparse.Namespace, console: Console) -> int:
+    from search.spec import SpecError, load
+
+    try:
+        has_ablation = load(args.spec, args.override or [], smoke=args.smoke).ablation is not None
+    except SpecError:
+        has_ablation = True  # cmd_run reports the problems
+    if not has_ablation:
+        print(f"error: {args.spec} has no ablation section; use python main.py run", file=sys.stderr)
+        return 2
+    return cmd_run(args, console)
 
 
 def cmd_validate(args: argparse.Namespace, console: Console) -> int:
@@ -217,16 +240,22 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> int:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="main.py", description="archsweep: architecture search for vision models")
     sub = p.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run a sweep (running it again resumes it)")
-    run.add_argument("spec", help="the YAML spec, e.g. spaces/quickstart.yaml")
-    run.add_argument("-o", "--override", action="append", metavar="KEY=VALUE", help="e.g. -o search.trials=50")
-    run.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    for command in ("run", "ablate"):
+        helptext = (
+            "run a sweep or ablation (running it again resumes it)" if command == "run" else "run an ablation study"
+        )
+        run = sub.add_parser(command, help=helptext)
+        run.add_argument("spec", help="the YAML spec, e.g. spaces/quickstart.yaml")
+        run.add_argument("-o", "--override", action="append", metavar="KEY=VALUE", help="e.g. -o search.trials=50")
+        run.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+        run.add_argument("--smoke", action="store_true", help="apply the spec's smoke overrides (tiny, synthetic)")
     val = sub.add_parser("validate", help="check a spec without training; show its space and sampled models")
     val.add_argument("spec")
     val.add_argument("-o", "--override", action="append", metavar="KEY=VALUE")
     val.add_argument("--samples", type=int, default=5, help="how many architectures to sample")
     val.add_argument("--seed", type=int, default=0)
     val.add_argument("--json", action="store_true", help="machine-readable output")
+    val.add_argument("--smoke", action="store_true", help="apply the spec's smoke overrides")
     bench = sub.add_parser("bench", help="measure scaling, conv, funnel or trial overhead (BENCHMARKS.md)")
     bench.add_argument("name", choices=["scaling", "conv", "funnel", "trial"])
     bench.add_argument("--quick", action="store_true", help="tiny sizes: checks that the bench runs, measures nothing")
@@ -255,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     commands = {
         "run": cmd_run,
+        "ablate": cmd_ablate,
         "validate": cmd_validate,
         "ui": cmd_ui,
         "blocks": cmd_blocks,

@@ -45,8 +45,9 @@ def geometry(spec) -> Geometry:
     if spec.dataset == "synthetic":
         return Geometry((side, side), spec.channels, spec.num_classes)
     if spec.dataset == "imagefolder":
-        classes = sorted(p for p in Path(spec.path).iterdir() if p.is_dir())
-        return Geometry((side, side), 3, len(classes))
+        folder = Path(spec.path or ".")
+        classes = sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+        return Geometry((side, side), 3, len(classes) or spec.num_classes)
     return Geometry((side, side), 1 if spec.dataset == "digits" else 3, 100 if spec.dataset == "cifar100" else 10)
 
 

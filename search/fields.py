@@ -88,9 +88,15 @@ TOP_FIELDS = {
         "objectives",
         "constraints",
         "search",
+        "ablation",
         "backend",
         "tracking",
     )
+}
+ABLATION_FIELDS = {
+    "factors": Field(lambda v: None, {}),
+    "design": Field(one_of("one-at-a-time", "factorial"), "one-at-a-time"),
+    "seeds": Field(integer(), 3),
 }
 DATA_FIELDS = {
     "dataset": Field(one_of("digits", "synthetic", "cifar10", "cifar100", "imagefolder"), "digits"),
@@ -160,6 +166,7 @@ class Checker:
 
     def __init__(self, docs: list[Document]) -> None:
         self.docs, self.issues, self.has_free_floats = docs, [], False
+        self.warnings: list[Issue] = []
 
     def where(self, path: str, *, key: bool = False) -> Where | None:
         probe = path

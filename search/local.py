@@ -25,7 +25,7 @@ from search.fields import to_arch
 from search.space import Choice, FloatRange, IntRange, dimensions, flatten, sample
 from search.spec import METRICS, Spec
 
-optuna.logging.set_verbosity(optuna.logging.WARNING)
+optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are recorded and shown by the view
 
 
 @dataclass
@@ -122,6 +122,8 @@ class LocalSweep:
         )
         for stale in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             self.study.tell(stale.number, state=TrialState.FAIL)  # its process died: run it again
+        if spec.ablation is not None:
+            self._enqueue_arms()
         if spec.tracking_uri:  # a server: it decides where artifacts go
             self.tracker = Tracker(spec.tracking_uri, spec.experiment)
         else:
@@ -142,20 +144,47 @@ class LocalSweep:
         self.tracker.log_text(self.parent, yaml.safe_dump(dict(spec.resolved), sort_keys=False), "spec.yaml")
         self.data = datasets.load(spec.data, seed=spec.search.seed).to(self.device)
 
+    def _enqueue_arms(self) -> None:
+        """Queue every (arm, seed) of the ablation that has neither run nor been queued."""
+        trials = self.study.get_trials(deepcopy=False)
+        have = {(t.params.get("arm"), t.params.get("seed")) for t in trials if counted(t)}
+        have |= {(t.params.get("arm"), t.params.get("seed")) for t in trials if t.state == TrialState.WAITING}
+        for arm in self.spec.ablation.runnable:
+            for seed in range(self.spec.ablation.seeds):
+                if (arm, seed) not in have:
+                    self.study.enqueue_trial({"arm": arm, "seed": seed})
+
     # -- one trial ---------------------------------------------------------------------
+
+    def draw(self, trial: optuna.Trial) -> tuple[dict, dict, int, dict[str, str]]:
+        """(model config, train config, seed, extra MLflow tags) of this trial."""
+        spec = self.spec
+        if spec.ablation is None:
+            model_cfg, train_cfg = sample(spec.model, trial, "model"), sample(spec.train, trial, "train")
+            return model_cfg, train_cfg, spec.search.seed + trial.number, {}
+        index = trial.suggest_categorical("arm", spec.ablation.runnable)
+        repeat = trial.suggest_categorical("seed", list(range(spec.ablation.seeds)))
+        arm = spec.ablation.arms[index]
+        trial.set_user_attr("arm", index)
+        trial.set_user_attr("seed", repeat)
+        return dict(arm.model), dict(arm.train), repeat, {"archsweep.arm": arm.name, "archsweep.seed": str(repeat)}
 
     def objective(self, trial: optuna.Trial) -> tuple[float, ...]:
         spec, geo = self.spec, self.data.geometry
-        model_cfg, train_cfg = sample(spec.model, trial, "model"), sample(spec.train, trial, "train")
+        model_cfg, train_cfg, seed, extra_tags = self.draw(trial)
         arch = to_arch(model_cfg, geo.image_size, geo.num_classes, geo.channels)
         cfg = TrainConfig.from_mapping({**train_cfg, "crop": spec.data.crop, "flip": spec.data.flip})
         from blocks import summary
 
         line = summary(arch)
-        seed = spec.search.seed + trial.number
         params = {**flatten(model_cfg), **flatten(train_cfg, "train"), "seed": seed}
+        name = (
+            f"t{trial.number:02d} {extra_tags['archsweep.arm']} s{seed}"
+            if extra_tags
+            else f"t{trial.number:02d} {line}"
+        )
         run = self.tracker.trial_run(
-            self.parent, spec.name, trial.number, f"t{trial.number:02d} {line}", params, {"archsweep.arch": line}
+            self.parent, spec.name, trial.number, name, params, {"archsweep.arch": line, **extra_tags}
         )
         trial.set_user_attr("mlflow_run_id", run)
         trial.set_user_attr("arch", line)
@@ -298,5 +327,38 @@ class LocalSweep:
             summary["hypervolume"], ref = pareto.hypervolume(rows, objectives)
             self.tracker.set_tags(self.parent, {"archsweep.hypervolume_ref": str([round(r, 6) for r in ref])})
         self.tracker.log_metrics(self.parent, summary)
+        if self.spec.ablation is not None:
+            self.ablation_rows = self._ablation_report()
         self.tracker.end_sweep(self.parent, status)
         return front
+
+    def ablation_metrics(self) -> list[str]:
+        names = [o.metric for o in self.spec.objectives] + [
+            "params",
+            "gmacs",
+            "latency_ms",
+            "peak_mem_mb",
+            "train_time_s",
+        ]
+        return list(dict.fromkeys(names))
+
+    def _ablation_report(self) -> list[dict]:
+        """Per-arm statistics on the parent run: CSV, markdown and a plot."""
+        from search import ablation
+
+        trials = [
+            {"arm": t.user_attrs["arm"], "seed": t.user_attrs["seed"], **t.user_attrs["metrics"]}
+            for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.user_attrs.get("state") == "complete"
+        ]
+        metrics = self.ablation_metrics()
+        rows = ablation.report(self.spec.ablation, trials, metrics)
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+        self.tracker.log_text(self.parent, pareto.to_csv(rows, columns), "ablation.csv")
+        self.tracker.log_text(self.parent, ablation.markdown(rows, metrics), "ablation.md")
+        import matplotlib.pyplot as plt
+
+        figure = ablation.plot(rows, metrics[0], "gmacs" if metrics[0] != "gmacs" else "params")
+        self.tracker.log_figure(self.parent, figure, "ablation.png")
+        plt.close(figure)
+        return rows

@@ -105,6 +105,8 @@ class Spec:
     tracking_uri: str | None = None
     store: str = "out"  # where the embedded MLflow and Optuna stores live
     description: str = ""
+    ablation: Any = None  # search.ablation.Ablation when the spec has an ablation section
+    warnings: tuple[Issue, ...] = ()  # what validate notes but run would refuse (missing data)
     resolved: Mapping[str, Any] = field(default_factory=dict)  # the merged YAML, as plain data
 
     @property
@@ -227,7 +229,7 @@ def _constraints(c: F.Checker, raw: Any) -> tuple[Constraint, ...]:
     return tuple(out)
 
 
-def _data(c: F.Checker, raw: dict, base: Path) -> DataSpec:
+def _data(c: F.Checker, raw: dict, base: Path, check_data: bool = True) -> DataSpec:
     d = c.section(raw, "data", F.DATA_FIELDS)
     spec = DataSpec(**d)
     if spec.dataset in ("cifar10", "cifar100", "imagefolder"):
@@ -238,7 +240,11 @@ def _data(c: F.Checker, raw: dict, base: Path) -> DataSpec:
             expected = {"cifar10": "data_batch_1 ... data_batch_5 and test_batch", "cifar100": "train and test"}
             if not folder.is_dir():
                 what = expected.get(spec.dataset, "one sub-folder of images per class")
-                c.fail("data.path", f"no such folder {str(folder)!r}; put {what} there (nothing is downloaded)")
+                message = f"no such folder {str(folder)!r}; put {what} there (nothing is downloaded)"
+                if check_data:
+                    c.fail("data.path", message)
+                else:
+                    c.warnings.append(Issue(c.where("data.path"), "data.path", message))
             spec = DataSpec(**{**d, "path": str(folder)})
     return spec
 
@@ -252,25 +258,79 @@ def _search(c: F.Checker, raw: dict, objectives) -> SearchSpec:
     return s
 
 
+def _ablation(c: F.Checker, raw: Any, data: dict, model: Mapping, train: Mapping, geo):
+    """Validate the ablation section and build its arms (``None`` after an issue)."""
+    from blocks import check as check_arch
+    from search import ablation as ab
+    from search.space import dimensions, sample
+
+    section = c.section(raw, "ablation", F.ABLATION_FIELDS)
+    factors = section["factors"]
+    if not isinstance(factors, Mapping) or not factors:
+        c.fail("ablation.factors", "expected a mapping of key path -> [base level, other levels...]")
+        return None
+    for path, levels in factors.items():
+        where = join("ablation.factors", path)
+        if not isinstance(path, str) or path.split(".", 1)[0] not in ("model", "train") or "." not in path:
+            c.fail(where, "a factor is a key path in model or train, e.g. model.stages[*].mixer", key=True)
+        if not isinstance(levels, list) or len(levels) < 2:
+            c.fail(where, f"expected a list of at least two levels (the first is the base), got {levels!r}")
+    for path in {**dimensions(model, "model"), **dimensions(train, "train")}:
+        c.fail(path, "an ablation's base is fixed: write one value here and vary it as a factor")
+    if c.issues or geo is None:
+        return None
+    built = []
+    for name, levels, m, t in ab.arms(factors, section["design"], data.get("model") or {}, data.get("train") or {}):
+        sub = F.Checker(c.docs)
+        m_space, t_space = F.model_space(sub, m), F.train_space(sub, t)
+        for issue in sub.issues:
+            path = next((p for p in levels if issue.path.startswith(p.split("[*]")[0])), next(iter(levels)))
+            c.fail(join("ablation.factors", path), f"arm '{name}': {issue.path}: {issue.message}")
+        if sub.issues:
+            continue
+        rng = F._RandomTrial(__import__("random").Random(0))
+        concrete_model, concrete_train = sample(m_space, rng, "model"), sample(t_space, rng, "train")
+        arch = F.to_arch(concrete_model, geo.image_size, geo.num_classes, geo.channels)
+        refused = "; ".join(str(p) for p in check_arch(arch))
+        built.append(ab.Arm(name, levels, concrete_model, concrete_train, refused))
+    if c.issues:
+        return None
+    if built[0].refused:
+        c.fail("ablation.factors", f"the base arm cannot be built: {built[0].refused}")
+        return None
+    return ab.Ablation({k: tuple(v) for k, v in factors.items()}, section["design"], section["seeds"], tuple(built))
+
+
 def _check_metrics_known(c: F.Checker, objectives, constraints) -> None:
     for o in objectives:
         if o.metric == "epochs":
             c.fail("objectives", "epochs is a count, not something to optimise")
 
 
-def build_spec(data: dict, docs: list[Document], file: str) -> Spec:
+def build_spec(data: dict, docs: list[Document], file: str, check_data: bool = True) -> Spec:
     """Validate merged YAML data into a ``Spec`` (raises ``SpecError``)."""
     c = F.Checker(docs)
     top = c.section(data, "", F.TOP_FIELDS, keep_raw=True)
     if "model" not in data:
         c.fail("", "needs a model section (the space of architectures)")
-    spec_data = _data(c, data.get("data") or {}, Path(file).parent)
+    spec_data = _data(c, data.get("data") or {}, Path(file).parent, check_data)
     geo = datasets.geometry(spec_data) if not c.issues else None
     model = F.model_space(c, data.get("model") or {}, geo)
     train = F.train_space(c, data.get("train") or {})
     objectives = _objectives(c, data.get("objectives"))
     constraints = _constraints(c, data.get("constraints"))
     search = _search(c, data.get("search") or {}, objectives)
+    ablation = None
+    if "ablation" in data:
+        if "search" in data:
+            c.fail(
+                "search",
+                "an ablation replaces the search section; remove search (seeds come from ablation.seeds)",
+                key=True,
+            )
+        ablation = _ablation(c, data["ablation"], data, model, train, geo)
+        if ablation is not None:
+            search = SearchSpec(sampler="random", trials=max(1, len(ablation.runnable) * ablation.seeds))
     backend = c.section(data.get("backend") or {}, "backend", F.BACKEND_FIELDS)
     tracking = c.section(data.get("tracking") or {}, "tracking", F.TRACKING_FIELDS)
     _check_metrics_known(c, objectives, constraints)
@@ -291,22 +351,30 @@ def build_spec(data: dict, docs: list[Document], file: str) -> Spec:
         tracking_uri=tracking.get("uri"),
         store=tracking.get("dir") or "out",
         description=top.get("description") or "",
+        ablation=ablation,
+        warnings=tuple(c.warnings),
         resolved=data,
     )
 
 
-def load(path: str | Path, overrides: list[str] = ()) -> Spec:
-    """Load, merge ``extends``, apply ``-o`` overrides, validate. Raises ``SpecError``."""
+def load(path: str | Path, overrides: list[str] = (), *, smoke: bool = False, check_data: bool = True) -> Spec:
+    """Load, merge ``extends``, apply the spec's ``smoke`` overrides (with ``smoke``) and
+    then ``-o`` overrides, validate. Raises ``SpecError``. Without ``check_data`` a
+    missing dataset folder is a warning (``validate``), not an error (``run``)."""
     path = Path(path)
     if not path.exists():
         raise SpecError([Issue(None, "", f"{path}: no such spec file")])
     data, docs, issues = _load_chain(path)
     if issues:
         raise SpecError(issues)
-    issues = [i for i in (_override(data, o) for o in overrides) if i is not None]
+    smoke_overrides = data.pop("smoke", None) or []
+    if not isinstance(smoke_overrides, list) or not all(isinstance(o, str) for o in smoke_overrides):
+        raise SpecError([Issue(docs[-1].where("smoke"), "smoke", "expected a list of KEY.PATH=VALUE overrides")])
+    chosen = [*(smoke_overrides if smoke else []), *overrides]
+    issues = [i for i in (_override(data, o) for o in chosen) if i is not None]
     if issues:
         raise SpecError(issues)
-    return build_spec(data, docs, str(path))
+    return build_spec(data, docs, str(path), check_data)
 
 
 __all__ = ["COST_METRICS", "METRICS", "Choice", "FloatRange", "IntRange", "Spec", "SpecError", "load"]

@@ -24,6 +24,22 @@ def _number(v: float) -> str:
     return f"{v:,.0f}" if float(v).is_integer() and abs(v) >= 1 else f"{v:.4g}"
 
 
+def ablation_table(rows: list[dict], metrics: list[str], title: str) -> Table:
+    """Per arm: mean ± std of each metric; the first metric's paired difference to base."""
+    from search.ablation import _p, _pm
+
+    first = metrics[0]
+    table = Table("arm", "seeds", *metrics, f"Δ{first} [95% CI]", "p", "refused", title=title)
+    for r in rows:
+        diff = "-"
+        if f"{first}_diff" in r and r["seeds"]:
+            diff = f"{r[f'{first}_diff']:+.4g} [{r[f'{first}_ci_low']:+.4g}, {r[f'{first}_ci_high']:+.4g}]"
+        p = _p(r[f"{first}_p"]) if f"{first}_p" in r else "-"
+        cells = [_pm(r[f"{m}_mean"], r[f"{m}_std"]) for m in metrics]
+        table.add_row(Text(r["arm"]), str(r["seeds"]), *cells, diff, p, Text(r["refused"] or "-"))
+    return table
+
+
 class LiveView:
     """A rich Live display fed by the sweep's progress callbacks."""
 
