@@ -162,6 +162,15 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
             row["params"] = count_params(build(arch, device="meta"))[0]
             row["gmacs"] = flops_per_image(arch) / 2e9
         samples.append(row)
+    if spec.ablation is not None:  # the arms, not random draws
+        samples = []
+        for arm in spec.ablation.arms:
+            arch = to_arch(arm.model, geo.image_size, geo.num_classes, geo.channels)
+            row = {"summary": f"{arm.name}: {summary(arch)}", "refused": [arm.refused] if arm.refused else []}
+            if not arm.refused:
+                row["params"] = count_params(build(arch, device="meta"))[0]
+                row["gmacs"] = flops_per_image(arch) / 2e9
+            samples.append(row)
     report = {
         "name": spec.name,
         "dimensions": {p: describe_dim(d) for p, d in dims.items()},
@@ -185,7 +194,8 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
         [r["summary"], f"{r.get('params', 0):,}", f"{r.get('gmacs', 0):.4f}", "; ".join(r["refused"]) or "-"]
         for r in samples
     ]
-    print_table(console, "sampled architectures", ["architecture", "params", "GMACs", "refused"], rows, markdown=False)
+    title = "ablation arms" if spec.ablation is not None else "sampled architectures"
+    print_table(console, title, ["architecture", "params", "GMACs", "refused"], rows, markdown=False)
     return 0
 
 

@@ -88,8 +88,24 @@ def set_path(data: dict, path: str, value: Any) -> bool:
     return bool(nodes)
 
 
-def arms(factors: Mapping[str, Sequence], design: str, model: dict, train: dict) -> list[tuple[str, dict, dict, dict]]:
-    """(name, levels, model, train) per arm; the base arm first."""
+def is_joint(path: str, levels: Any) -> bool:
+    """A named factor whose levels each set several key paths at once::
+
+    layout:
+      B12: {model.stages[0].depth: 12, model.stages[1].depth: 0}
+      B6-6: {model.stages[0].depth: 6, model.stages[1].depth: 6}
+    """
+    return isinstance(levels, Mapping) and path.split(".", 1)[0] not in ("model", "train")
+
+
+def _settings(path: str, level: Any) -> dict[str, Any]:
+    return dict(level) if isinstance(level, Mapping) and not path.startswith(("model.", "train.")) else {path: level}
+
+
+def arms(factors: Mapping[str, Any], design: str, model: dict, train: dict) -> list[tuple[str, dict, dict, dict]]:
+    """(name, levels, model, train) per arm; the base arm first. A joint factor's levels
+    are named (``{label: {path: value, ...}}``); a plain factor's are values."""
+    factors = {p: (list(v.items()) if is_joint(p, v) else [(None, x) for x in v]) for p, v in factors.items()}
     base_levels = {path: levels[0] for path, levels in factors.items()}
     if design == "factorial":
         combos = [dict(zip(factors, pick, strict=True)) for pick in itertools.product(*factors.values())]
@@ -100,15 +116,20 @@ def arms(factors: Mapping[str, Sequence], design: str, model: dict, train: dict)
     out = []
     for levels in combos:
         m, t = copy.deepcopy(model), copy.deepcopy(train)
-        for path, level in levels.items():
-            section, _, rest = path.partition(".")
-            set_path(m if section == "model" else t, rest, level)
+        for path, (_, level) in levels.items():
+            for target, value in _settings(path, level).items():
+                section, _, rest = target.partition(".")
+                set_path(m if section == "model" else t, rest, value)
         changed = {p: v for p, v in levels.items() if v != base_levels[p]}
-        name = "base" if not changed else ", ".join(f"{p.split('.', 1)[1]}={label(v)}" for p, v in changed.items())
-        if design == "factorial":
-            name = ", ".join(f"{p.split('.', 1)[1]}={label(v)}" for p, v in levels.items())
-        out.append((name, levels, m, t))
+        shown = levels if design == "factorial" else changed
+        name = ", ".join(_arm_label(p, v) for p, v in shown.items()) or "base"
+        out.append((name, {p: (v if n is None else n) for p, (n, v) in levels.items()}, m, t))
     return out
+
+
+def _arm_label(path: str, level: tuple) -> str:
+    name, value = level
+    return f"{path}={name}" if name is not None else f"{path.split('.', 1)[1]}={label(value)}"
 
 
 # -- statistics ----------------------------------------------------------------------------

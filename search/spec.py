@@ -271,8 +271,13 @@ def _ablation(c: F.Checker, raw: Any, data: dict, model: Mapping, train: Mapping
         return None
     for path, levels in factors.items():
         where = join("ablation.factors", path)
+        if ab.is_joint(str(path), levels):
+            bad = [k for lv in levels.values() for k in (lv or {}) if str(k).split(".", 1)[0] not in ("model", "train")]
+            if len(levels) < 2 or not all(isinstance(lv, Mapping) for lv in levels.values()) or bad:
+                c.fail(where, "a named factor maps each level's name to {model.or.train.path: value, ...}")
+            continue
         if not isinstance(path, str) or path.split(".", 1)[0] not in ("model", "train") or "." not in path:
-            c.fail(where, "a factor is a key path in model or train, e.g. model.stages[*].mixer", key=True)
+            c.fail(where, "a factor is a key path in model or train (e.g. model.stages[*].mixer), or a name", key=True)
         if not isinstance(levels, list) or len(levels) < 2:
             c.fail(where, f"expected a list of at least two levels (the first is the base), got {levels!r}")
     for path in {**dimensions(model, "model"), **dimensions(train, "train")}:
@@ -298,7 +303,7 @@ def _ablation(c: F.Checker, raw: Any, data: dict, model: Mapping, train: Mapping
     if built[0].refused:
         c.fail("ablation.factors", f"the base arm cannot be built: {built[0].refused}")
         return None
-    return ab.Ablation({k: tuple(v) for k, v in factors.items()}, section["design"], section["seeds"], tuple(built))
+    return ab.Ablation(dict(factors), section["design"], section["seeds"], tuple(built))
 
 
 def _check_metrics_known(c: F.Checker, objectives, constraints) -> None:

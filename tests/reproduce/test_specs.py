@@ -1,0 +1,76 @@
+"""Every spec in spaces/ validates; every reproduction runs end to end in smoke mode; the
+built arms match the papers' parameter counts."""
+
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+import main
+from blocks import build
+from blocks.cost import count_layer_params, count_params, flops_per_image
+from runs.data import geometry
+from search.fields import to_arch
+from search.spec import load
+
+ROOT = Path(__file__).resolve().parents[2]
+SPECS = sorted((ROOT / "spaces").rglob("*.yaml"))
+REPRODUCE = sorted((ROOT / "spaces" / "reproduce").glob("*.yaml"))
+
+
+def test_the_papers_experiments_are_all_here():
+    names = {p.stem for p in REPRODUCE}
+    assert {"vix_table1", "vix_table2", "vix_table5", "fit", "funnel_vit", "gfnet", "gfnet_hybrid", "fft_conv"} <= names
+    for path in REPRODUCE:  # each names what it reproduces
+        assert path.read_text().startswith("# "), path
+
+
+@pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
+def test_every_spec_validates(path, capsys):
+    assert main.main(["validate", str(path), "--samples", "2"]) == 0, capsys.readouterr().err
+
+
+def arm_params(path: Path) -> dict[str, int]:
+    spec = load(path, check_data=False)
+    geo = geometry(spec.data)
+    return {
+        arm.name: count_layer_params(
+            build(to_arch(arm.model, geo.image_size, geo.num_classes, geo.channels), device="meta")
+        )
+        for arm in spec.ablation.arms
+        if not arm.refused
+    }
+
+
+@pytest.mark.parametrize(
+    ("file", "counts"),
+    [
+        ("vix_table1.yaml", [530_442, 531_978, 415_754, 530_970, 267_786]),
+        ("vix_table2.yaml", [623_178, 624_714, 508_490, 623_706, 360_522]),
+    ],
+)
+def test_vix_arms_have_the_tables_parameter_counts(file, counts):
+    assert list(arm_params(ROOT / "spaces" / "reproduce" / file).values()) == counts
+
+
+def test_gfnet_arms_match_the_gfnet_table():
+    spec = load(ROOT / "spaces" / "reproduce" / "gfnet.yaml", check_data=False)
+    geo = geometry(spec.data)
+    published = [(7e6, 1.3), (16e6, 2.9)]  # GFNet-Ti, GFNet-XS: params, GFLOPs (MACs)
+    for arm, (params, gmacs) in zip(spec.ablation.arms, published, strict=True):
+        arch = to_arch(arm.model, geo.image_size, geo.num_classes, geo.channels)
+        assert abs(count_params(build(arch, device="meta"))[0] / params - 1) < 0.1
+        assert abs(flops_per_image(arch) / 2e9 / gmacs - 1) < 0.05
+
+
+@pytest.mark.parametrize("path", REPRODUCE, ids=lambda p: p.stem)
+def test_reproduction_runs_in_smoke_mode(path, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main.main(["run", str(path), "--smoke", "-o", "tracking.dir=store"]) == 0
+    spec = load(path, ["tracking.dir=store"], smoke=True)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(spec.experiment)
+    runs = client.search_runs([experiment.experiment_id])
+    children = [r for r in runs if r.data.tags.get("archsweep.trial") != "parent"]
+    assert len(children) == len(spec.ablation.runnable) * spec.ablation.seeds
+    assert all(r.info.status == "FINISHED" and r.data.tags["archsweep.state"] == "complete" for r in children)
