@@ -74,3 +74,12 @@ def test_reproduction_runs_in_smoke_mode(path, tmp_path, monkeypatch):
     children = [r for r in runs if r.data.tags.get("archsweep.trial") != "parent"]
     assert len(children) == len(spec.ablation.runnable) * spec.ablation.seeds
     assert all(r.info.status == "FINISHED" and r.data.tags["archsweep.state"] == "complete" for r in children)
+
+
+def test_fit_vit_arm_has_the_reports_86m_parameters():
+    """The FiT report gives ViT 86M (its FiT's 38M needs widths the report does not give)."""
+    spec = load(ROOT / "spaces" / "reproduce" / "fit.yaml", check_data=False)
+    geo = geometry(spec.data)
+    base = spec.ablation.arms[0]
+    params = count_params(build(to_arch(base.model, geo.image_size, geo.num_classes, geo.channels), device="meta"))[0]
+    assert abs(params / 86e6 - 1) < 0.02, params
