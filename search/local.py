@@ -16,6 +16,7 @@ import torch
 import yaml
 from optuna.trial import TrialState
 
+from blocks import summary
 from runs import data as datasets
 from runs.tracking import PARETO_TAG, Tracker, embedded_uri
 from runs.train import TrainConfig
@@ -174,8 +175,6 @@ class LocalSweep:
         model_cfg, train_cfg, seed, extra_tags = self.draw(trial)
         arch = to_arch(model_cfg, geo.image_size, geo.num_classes, geo.channels)
         cfg = TrainConfig.from_mapping({**train_cfg, "crop": spec.data.crop, "flip": spec.data.flip})
-        from blocks import summary
-
         line = summary(arch)
         params = {**flatten(model_cfg), **flatten(train_cfg, "train"), "seed": seed}
         name = (
