@@ -184,7 +184,7 @@ class Checker:
         if issue not in self.issues:
             self.issues.append(issue)
 
-    def section(self, raw: Any, path: str, fields: dict[str, Field], *, keep_raw: bool = False) -> dict:
+    def section(self, raw: Any, path: str, fields: dict[str, Field]) -> dict:
         """Validate a mapping of fixed fields; defaults filled, unknown keys refused."""
         if not isinstance(raw, Mapping):
             self.fail(path, f"expected a mapping of {', '.join(fields)}; got {raw!r}")

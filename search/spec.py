@@ -307,7 +307,7 @@ def _ablation(c: F.Checker, raw: Any, data: dict, model: Mapping, train: Mapping
     return ab.Ablation(dict(factors), section["design"], section["seeds"], tuple(built))
 
 
-def _check_metrics_known(c: F.Checker, objectives, constraints) -> None:
+def _refuse_count_objectives(c: F.Checker, objectives) -> None:
     for o in objectives:
         if o.metric == "epochs":
             c.fail("objectives", "epochs is a count, not something to optimise")
@@ -316,7 +316,7 @@ def _check_metrics_known(c: F.Checker, objectives, constraints) -> None:
 def build_spec(data: dict, docs: list[Document], file: str, check_data: bool = True) -> Spec:
     """Validate merged YAML data into a ``Spec`` (raises ``SpecError``)."""
     c = F.Checker(docs)
-    top = c.section(data, "", F.TOP_FIELDS, keep_raw=True)
+    top = c.section(data, "", F.TOP_FIELDS)
     if "model" not in data:
         c.fail("", "needs a model section (the space of architectures)")
     spec_data = _data(c, data.get("data") or {}, Path(file).parent, check_data)
@@ -339,7 +339,7 @@ def build_spec(data: dict, docs: list[Document], file: str, check_data: bool = T
             search = SearchSpec(sampler="random", trials=max(1, len(ablation.runnable) * ablation.seeds))
     backend = c.section(data.get("backend") or {}, "backend", F.BACKEND_FIELDS)
     tracking = c.section(data.get("tracking") or {}, "tracking", F.TRACKING_FIELDS)
-    _check_metrics_known(c, objectives, constraints)
+    _refuse_count_objectives(c, objectives)
     if c.issues:
         raise SpecError(c.issues)
     name = top.get("name") or Path(file).stem
