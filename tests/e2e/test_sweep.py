@@ -210,3 +210,55 @@ def test_ui_serves_the_sweep_store_on_loopback(workdir):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+def test_sweep_logs_to_a_tracking_server(workdir):
+    """tracking.uri points at a real `mlflow server` (SQL store) on 127.0.0.1."""
+    import socket
+    import urllib.request
+
+    from mlflow import MlflowClient
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{workdir / 'server.db'}",
+            "--artifacts-destination",
+            str(workdir / "served"),
+        ],
+        cwd=workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(f"{uri}/health", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        spec = write_spec(workdir, search={"sampler": "random", "trials": 2, "seed": 0})
+        assert main.main(["run", str(spec), "-o", f"tracking.uri={uri}"]) == 0
+        client = MlflowClient(uri)
+        runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+        parents = [r for r in runs if r.data.tags["archsweep.trial"] == "parent"]
+        assert len(runs) == 3 and len(parents) == 1
+        assert {a.path for a in client.list_artifacts(parents[0].info.run_id)} >= {"pareto.csv", "pareto.png"}
+        assert not (workdir / "store" / "mlflow.db").exists()  # nothing went to the embedded store
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
