@@ -262,3 +262,23 @@ def test_sweep_logs_to_a_tracking_server(workdir):
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+
+def test_same_spec_and_seed_give_the_same_sweep_bit_for_bit(tmp_path, monkeypatch):
+    histories = []
+    for name in ("a", "b"):
+        folder = tmp_path / name
+        folder.mkdir()
+        monkeypatch.chdir(folder)
+        assert main.main(["run", str(write_spec(folder, search={"sampler": "tpe", "trials": 4, "seed": 7}))]) == 0
+        client, _, children = runs_of(folder)
+        histories.append(
+            {
+                c.data.tags["archsweep.trial"]: (
+                    c.data.params,
+                    [m.value for m in client.get_metric_history(c.info.run_id, "train_loss")],
+                )
+                for c in children
+            }
+        )
+    assert histories[0] == histories[1]
