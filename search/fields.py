@@ -94,6 +94,7 @@ TOP_FIELDS = {
     )
 }
 ABLATION_FIELDS = {
+    "base": Field(lambda v: None),  # checked by search.spec._trial_base
     "factors": Field(lambda v: None, {}),
     "design": Field(one_of("one-at-a-time", "factorial"), "one-at-a-time"),
     "seeds": Field(integer(), 3),

@@ -259,6 +259,47 @@ def _search(c: F.Checker, raw: dict, objectives) -> SearchSpec:
     return s
 
 
+def _as_written(value: Any) -> Any:
+    """A sampled config back in the spec's own form (``{name: options}`` for blocks)."""
+    if isinstance(value, Mapping) and set(value) == {"name", "options"}:
+        return {value["name"]: _as_written(value["options"])} if value["options"] else value["name"]
+    if isinstance(value, Mapping):
+        return {k: _as_written(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_as_written(v) for v in value]
+    return value
+
+
+def _trial_base(c: F.Checker, base: Any, folder: Path) -> tuple[dict, dict] | None:
+    """``ablation.base: {spec: other.yaml, trial: N}``: the model and train settings of
+    trial N of that spec's finished sweep, as the base of this ablation."""
+    import optuna
+
+    from search.space import sample
+
+    if not isinstance(base, Mapping) or set(base) != {"spec", "trial"} or not isinstance(base["trial"], int):
+        c.fail("ablation.base", f"expected {{spec: sweep.yaml, trial: N}}, got {base!r}")
+        return None
+    try:
+        other = load(folder / str(base["spec"]))
+    except SpecError as err:
+        c.fail("ablation.base.spec", f"{base['spec']} does not load: {err.issues[0]}")
+        return None
+    journal = Path(other.store) / "optuna" / f"{other.name}.journal"
+    if not journal.exists():
+        c.fail("ablation.base.trial", f"no sweep of {other.name} in {other.store}/; run it first")
+        return None
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+    trials = optuna.load_study(study_name=other.name, storage=storage).get_trials(deepcopy=False)
+    match = [t for t in trials if t.number == base["trial"] and t.state == optuna.trial.TrialState.COMPLETE]
+    if not match:
+        done = [t.number for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+        c.fail("ablation.base.trial", f"{other.name} has no completed trial {base['trial']}; completed: {done}")
+        return None
+    fixed = optuna.trial.FixedTrial(match[0].params)
+    return _as_written(sample(other.model, fixed, "model")), _as_written(sample(other.train, fixed, "train"))
+
+
 def _ablation(c: F.Checker, raw: Any, data: dict, model: Mapping, train: Mapping, geo):
     """Validate the ablation section and build its arms (``None`` after an issue)."""
     from blocks import check as check_arch
@@ -317,7 +358,14 @@ def build_spec(data: dict, docs: list[Document], file: str, check_data: bool = T
     """Validate merged YAML data into a ``Spec`` (raises ``SpecError``)."""
     c = F.Checker(docs)
     top = c.section(data, "", F.TOP_FIELDS)
-    if "model" not in data:
+    base = data["ablation"].get("base") if isinstance(data.get("ablation"), Mapping) else None
+    if base is not None:
+        if "model" in data:
+            c.fail("model", "give either a model section or ablation.base, not both", key=True)
+        resolved = _trial_base(c, base, Path(file).parent)
+        if resolved is not None:
+            data = {**data, "model": resolved[0], "train": {**resolved[1], **(data.get("train") or {})}}
+    elif "model" not in data:
         c.fail("", "needs a model section (the space of architectures)")
     spec_data = _data(c, data.get("data") or {}, Path(file).parent, check_data)
     geo = datasets.geometry(spec_data) if not c.issues else None

@@ -80,3 +80,37 @@ def test_ablate_refuses_a_spec_without_an_ablation(workdir, capsys):
     path.write_text(yaml.safe_dump(plain))
     assert main.main(["ablate", str(path)]) == 2
     assert "has no ablation section" in capsys.readouterr().err
+
+
+def test_ablation_can_start_from_a_trial_of_a_finished_sweep(workdir, capsys):
+    from tests.e2e.conftest import TINY, write_spec
+
+    sweep = write_spec(workdir, search={"sampler": "random", "trials": 2, "seed": 3})
+    assert main.main(["run", str(sweep)]) == 0
+    _, _, trials = runs_of(workdir)
+    base_trial = next(t for t in trials if t.data.tags["archsweep.trial"] == "1")
+    spec = {
+        "name": "from-trial",
+        "data": TINY["data"],
+        "train": {"epochs": 1},
+        "ablation": {
+            "base": {"spec": "tiny.yaml", "trial": 1},
+            "factors": {"model.positional": ["learned", "none"]},
+            "seeds": 1,
+        },
+        "tracking": {"dir": "store"},
+    }
+    path = workdir / "from-trial.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert main.main(["ablate", str(path)]) == 0
+    _, _, arms = runs_of(workdir, "from-trial")
+    assert len(arms) == 2
+    for arm in arms:  # the base trial's architecture, only the factor changed
+        assert arm.data.params["stages.0.mixer"] == base_trial.data.params["stages.0.mixer"]
+        assert arm.data.params["stages.0.width"] == base_trial.data.params["stages.0.width"]
+        assert arm.data.params["train.lr"] == base_trial.data.params["train.lr"]
+    assert {a.data.params["positional"] for a in arms} == {"learned", "none"}
+    spec["ablation"]["base"]["trial"] = 9
+    path.write_text(yaml.safe_dump(spec))
+    assert main.main(["ablate", str(path)]) == 2
+    assert "tiny has no completed trial 9; completed: [0, 1]" in capsys.readouterr().err
