@@ -155,10 +155,12 @@ def test_sigkilled_sweep_resumes_without_duplicates(workdir):
     )
     journal = workdir / "store" / "optuna" / "tiny.journal"
     deadline = time.time() + 120
-    while time.time() < deadline:  # kill it inside its second trial
-        if journal.exists() and len(study(workdir).trials) >= 2:
+    while time.time() < deadline:  # kill it inside its second trial, once its MLflow run exists
+        trials = study(workdir).trials if journal.exists() else []
+        if len(trials) >= 2 and "mlflow_run_id" in trials[1].user_attrs:
             break
         time.sleep(0.2)
+    time.sleep(0.5)  # into the training epochs
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert study(workdir).trials[-1].state == TrialState.RUNNING
