@@ -147,7 +147,7 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
 
     from blocks.cost import count_params, flops_per_image
     from runs.data import geometry
-    from search.fields import _RandomTrial, to_arch
+    from search.fields import RandomTrial, to_arch
     from search.space import describe as describe_dim
     from search.space import dimensions, sample, size
 
@@ -155,7 +155,7 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
     geo, rng = geometry(spec.data), random.Random(args.seed)
     samples = []
     for _ in range(args.samples):
-        arch = to_arch(sample(spec.model, _RandomTrial(rng), "model"), geo.image_size, geo.num_classes, geo.channels)
+        arch = to_arch(sample(spec.model, RandomTrial(rng), "model"), geo.image_size, geo.num_classes, geo.channels)
         problems = [str(p) for p in check_arch(arch)]
         row = {"summary": summary(arch), "refused": problems}
         if not problems:

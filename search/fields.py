@@ -363,7 +363,7 @@ def train_space(c: Checker, raw: Mapping) -> dict:
     return c.section(raw, "train", TRAIN_FIELDS)
 
 
-class _RandomTrial:
+class RandomTrial:
     """A trial that draws uniformly: for checking a space without an Optuna study."""
 
     def __init__(self, rng: random.Random) -> None:
@@ -401,7 +401,7 @@ def _check_buildable(c: Checker, space: dict, geometry, draws: int = 48) -> None
     rng = random.Random(0)
     first = None
     for _ in range(draws):
-        concrete = sample(space, _RandomTrial(rng), "model")
+        concrete = sample(space, RandomTrial(rng), "model")
         problems = check_arch(to_arch(concrete, geometry.image_size, geometry.num_classes, geometry.channels))
         if not problems:
             return

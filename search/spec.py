@@ -335,7 +335,7 @@ def _ablation(c: F.Checker, raw: Any, data: dict, model: Mapping, train: Mapping
             c.fail(join("ablation.factors", path), f"arm '{name}': {issue.path}: {issue.message}")
         if sub.issues:
             continue
-        rng = F._RandomTrial(random.Random(0))  # a fixed space: every draw is the same
+        rng = F.RandomTrial(random.Random(0))  # a fixed space: every draw is the same
         concrete_model, concrete_train = sample(m_space, rng, "model"), sample(t_space, rng, "train")
         arch = F.to_arch(concrete_model, geo.image_size, geo.num_classes, geo.channels)
         refused = "; ".join(str(p) for p in check_arch(arch))
