@@ -9,8 +9,15 @@ sweep's store directory; ``uri`` points at a tracking server instead.
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
 import time
-from collections.abc import Mapping
+import urllib.request
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 from mlflow import MlflowClient
@@ -27,8 +34,51 @@ STATE_TAG = "archsweep.state"
 REASON_TAG = "archsweep.reason"
 
 
+ATTEMPT_TAG = "archsweep.attempt_key"  # which backend trial owns a run (a retry continues it)
+
+
 def embedded_uri(store: Path) -> str:
     return f"sqlite:///{(store / 'mlflow.db').resolve()}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def private_server(store: Path, timeout: float = 120.0) -> Iterator[str]:
+    """An ``mlflow server`` on 127.0.0.1 over the embedded store, for worker processes
+    that log runs themselves: one process owns the SQLite file, so concurrent trials do
+    not meet SQLite's "database is locked". Yields its URI; stopped on exit."""
+    store.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    artifacts = (store / "artifacts").resolve().as_uri()
+    cmd += ["--backend-store-uri", embedded_uri(store), "--default-artifact-root", artifacts]
+    log = open(store / "mlflow-server.log", "ab")  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + timeout
+        while True:
+            try:
+                urllib.request.urlopen(f"{uri}/health", timeout=2).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.time() > deadline:
+                    raise RuntimeError(f"the MLflow server did not start; see {store / 'mlflow-server.log'}") from None
+                time.sleep(0.3)
+        yield uri
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
 
 
 class Tracker:
@@ -76,7 +126,20 @@ class Tracker:
 
     # -- trials ------------------------------------------------------------------------
 
-    def trial_run(self, parent: str, sweep: str, number: int, name: str, params: Mapping, tags: Mapping) -> str:
+    def trial_run(
+        self, parent: str, sweep: str, number: int, name: str, params: Mapping, tags: Mapping, key: str = ""
+    ) -> str:
+        """A new child run; with ``key`` (the backend's id of this trial) an existing run
+        of that key is continued instead, so a retried trial keeps a single run."""
+        if key:
+            found = self.client.search_runs(
+                [self.experiment_id], filter_string=f"tags.`{SWEEP_TAG}` = '{sweep}' and tags.`{ATTEMPT_TAG}` = '{key}'"
+            )
+            if found:
+                run_id = found[0].info.run_id
+                self.client.update_run(run_id, status="RUNNING")
+                return run_id
+            tags = {**tags, ATTEMPT_TAG: key}
         run = self.client.create_run(
             self.experiment_id,
             run_name=name,
@@ -103,6 +166,10 @@ class Tracker:
         """Every child run of the sweep (for resuming and reporting)."""
         query = f"tags.`{SWEEP_TAG}` = '{sweep}' and tags.`{TRIAL_TAG}` != 'parent'"
         return self.client.search_runs([self.experiment_id], filter_string=query, max_results=50000)
+
+    def delete_runs(self, run_ids: list[str]) -> None:
+        for run_id in run_ids:
+            self.client.delete_run(run_id)
 
     def close_orphans(self, sweep: str) -> int:
         """Runs left RUNNING by a process that died mid-trial are ended as KILLED."""

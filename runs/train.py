@@ -84,10 +84,13 @@ def train(
     cfg: TrainConfig,
     *,
     seed: int,
-    report: Callable[[int, dict[str, float]], None] = lambda epoch, metrics: None,
+    report: Callable[..., None] = lambda epoch, metrics, snapshot: None,
+    resume: Mapping | None = None,
 ) -> dict[str, float]:
-    """Train ``model`` on ``data`` (both on one device); ``report(epoch, metrics)`` after
-    every epoch (it may raise to stop the trial, e.g. when a pruner says so)."""
+    """Train ``model`` on ``data`` (both on one device); ``report(epoch, metrics, snapshot)``
+    after every epoch (it may raise to stop the trial, e.g. when a pruner says so).
+    ``snapshot()`` returns the training state after that epoch; passed back as ``resume``
+    it continues from the next epoch (a retried trial picks up its last checkpoint)."""
     device = data.train_x.device
     generator = torch.Generator(device=device).manual_seed(seed)
     use_amp = cfg.amp and device.type == "cuda"
@@ -101,8 +104,15 @@ def train(
     total, warmup = cfg.epochs * steps, round(cfg.warmup_epochs * steps)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, warmup, cfg.schedule))
     model.train()
-    start, seen, metrics = time.perf_counter(), 0, {}
-    for epoch in range(cfg.epochs):
+    first, seen, metrics, before = 0, 0, {}, 0.0
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        schedule.load_state_dict(resume["schedule"])
+        generator.set_state(resume["generator"].to(generator.get_state().device))
+        first, seen, metrics, before = resume["epoch"] + 1, resume["seen"], resume["metrics"], resume["elapsed"]
+    start = time.perf_counter()
+    for epoch in range(first, cfg.epochs):
         order = torch.randperm(n, generator=generator, device=device)
         running = torch.zeros((), device=device)
         for step in range(steps):
@@ -122,6 +132,19 @@ def train(
             seen += len(idx)
         train_loss = running.item() / n
         metrics = {"train_loss": train_loss, **evaluate(model, data.val_x, data.val_y, 512, autocast)}
-        report(epoch, metrics)
-    elapsed = time.perf_counter() - start
+
+        def snapshot(epoch=epoch, seen=seen, metrics=metrics) -> dict:
+            return {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(),
+                "generator": generator.get_state(),
+                "epoch": epoch,
+                "seen": seen,
+                "metrics": metrics,
+                "elapsed": before + time.perf_counter() - start,
+            }
+
+        report(epoch, metrics, snapshot)
+    elapsed = before + time.perf_counter() - start
     return {**metrics, "train_time_s": elapsed, "throughput": seen / elapsed, "epochs": float(cfg.epochs)}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
@@ -43,7 +43,9 @@ def run_trial(
     *,
     seed: int,
     constraints: Sequence = (),
-    report: Callable[[int, dict[str, float]], None] = lambda epoch, metrics: None,
+    report: Callable[..., None] = lambda epoch, metrics, snapshot: None,
+    resume: Mapping | None = None,
+    on_cost: Callable[[dict[str, float]], None] = lambda cost: None,
 ) -> dict[str, float]:
     """Train ``arch`` and return every per-trial metric; raises ``Infeasible`` before
     any training when the builder refuses it or a cost constraint is broken."""
@@ -57,5 +59,6 @@ def run_trial(
     broken = [str(c) for c, v in zip(constraints, violations, strict=True) if v > 0]
     if broken:
         raise Infeasible("breaks " + ", ".join(broken), cost, violations)
-    metrics = train(model, data, cfg, seed=seed, report=report)
+    on_cost(cost)
+    metrics = train(model, data, cfg, seed=seed, report=report, resume=resume)
     return {**cost, **metrics}

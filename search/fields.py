@@ -126,19 +126,35 @@ TRAIN_FIELDS = {
 SEARCH_FIELDS = {
     "sampler": Field(one_of("tpe", "nsga2", "random", "grid"), "tpe"),
     "trials": Field(integer(), 16),
-    "pruner": Field(one_of("none", "median", "hyperband"), "none"),
+    "pruner": Field(one_of("none", "median", "asha", "hyperband"), "none"),
     "seed": Field(integer(0), 0),
     "timeout": Field(optional(number())),
 }
 
 
-def _backend_kind(v: Any) -> str | None:
-    if v == "ray":
-        return "the ray backend is not available yet; use kind: local"
-    return one_of("local")(v)
+def address(v: Any) -> str | None:
+    if v in ("local", "auto") or (isinstance(v, str) and re.fullmatch(r"[\w.-]+:\d{1,5}", v)):
+        return None
+    return f"expected local, auto or host:port of a running Ray cluster, got {v!r}"
 
 
-BACKEND_FIELDS = {"kind": Field(_backend_kind, "local")}
+def fraction(v: Any) -> str | None:
+    """GPUs per trial: a fraction lets small models share a GPU; whole GPUs above 1."""
+    if _is_num(v) and (0 <= v <= 1 or float(v).is_integer()):
+        return None
+    return f"expected a fraction in [0, 1] or a whole number, got {v!r}"
+
+
+BACKEND_FIELDS = {
+    "kind": Field(one_of("local", "ray"), "local"),
+    "address": Field(address, "local"),
+    "cpus_per_trial": Field(number(), 1),
+    "gpus_per_trial": Field(fraction, 0),
+    "max_concurrent": Field(optional(integer())),
+    "max_failures": Field(integer(0), 2),
+    "storage_path": Field(optional(text)),
+    "dashboard": Field(boolean, False),
+}
 TRACKING_FIELDS = {"experiment": Field(optional(text)), "uri": Field(optional(text)), "dir": Field(optional(text))}
 MODEL_FIELDS = {
     "patch_size": Field(integer(), 4, True),

@@ -92,6 +92,18 @@ class SearchSpec:
 
 
 @dataclass(frozen=True)
+class BackendSpec:
+    kind: str = "local"  # local: trials in this process; ray: Ray Tune
+    address: str = "local"  # ray: local (a private runtime), auto or host:port (join a cluster)
+    cpus_per_trial: float = 1
+    gpus_per_trial: float = 0
+    max_concurrent: int | None = None
+    max_failures: int = 2
+    storage_path: str | None = None  # Tune's experiment state; shared storage on a cluster
+    dashboard: bool = False
+
+
+@dataclass(frozen=True)
 class Spec:
     name: str
     file: str
@@ -101,7 +113,7 @@ class Spec:
     objectives: tuple[Objective, ...] = (Objective("val_accuracy", "max"),)
     constraints: tuple[Constraint, ...] = ()
     search: SearchSpec = field(default_factory=SearchSpec)
-    backend: str = "local"
+    backend: BackendSpec = field(default_factory=BackendSpec)
     experiment: str = ""
     tracking_uri: str | None = None
     store: str = "out"  # where the embedded MLflow and Optuna stores live
@@ -250,13 +262,30 @@ def _data(c: F.Checker, raw: dict, base: Path, check_data: bool = True) -> DataS
     return spec
 
 
-def _search(c: F.Checker, raw: dict, objectives) -> SearchSpec:
+def _search(c: F.Checker, raw: dict, objectives, *, ray: bool) -> SearchSpec:
     s = SearchSpec(**c.section(raw, "search", F.SEARCH_FIELDS))
-    if s.pruner != "none" and len(objectives) > 1:
+    if s.pruner != "none" and len(objectives) > 1 and not ray:  # Tune's schedulers stop on the first
         c.fail("search.pruner", "Optuna's pruners take a single objective; use pruner: none or one objective")
     if s.sampler == "grid" and c.has_free_floats:
         c.fail("search.sampler", "grid needs finite dimensions; give every float range a step")
     return s
+
+
+def _backend(c: F.Checker, raw: dict, tracking: dict, search: SearchSpec, objectives, folder: Path) -> BackendSpec:
+    b = BackendSpec(**c.section(raw, "backend", F.BACKEND_FIELDS))
+    if b.kind != "ray":
+        return b
+    if b.address != "local" and not tracking.get("uri"):
+        c.fail(
+            "backend.address",
+            "the workers of a cluster cannot reach this machine's embedded store; "
+            "set tracking.uri to an MLflow server that every node reaches",
+        )
+    if search.pruner == "hyperband":
+        c.fail("search.pruner", "on the ray backend early stopping is asha or median (Ray Tune's schedulers)")
+    if b.storage_path is not None and "://" not in b.storage_path:
+        b = BackendSpec(**{**b.__dict__, "storage_path": str((folder / b.storage_path).resolve())})
+    return b
 
 
 def _as_written(value: Any) -> Any:
@@ -373,7 +402,8 @@ def build_spec(data: dict, docs: list[Document], file: str, check_data: bool = T
     train = F.train_space(c, data.get("train") or {})
     objectives = _objectives(c, data.get("objectives"))
     constraints = _constraints(c, data.get("constraints"))
-    search = _search(c, data.get("search") or {}, objectives)
+    on_ray = isinstance(data.get("backend"), Mapping) and data["backend"].get("kind") == "ray"
+    search = _search(c, data.get("search") or {}, objectives, ray=on_ray)
     ablation = None
     if "ablation" in data:
         if "search" in data:
@@ -385,8 +415,8 @@ def build_spec(data: dict, docs: list[Document], file: str, check_data: bool = T
         ablation = _ablation(c, data["ablation"], data, model, train, geo)
         if ablation is not None:
             search = SearchSpec(sampler="random", trials=max(1, len(ablation.runnable) * ablation.seeds))
-    backend = c.section(data.get("backend") or {}, "backend", F.BACKEND_FIELDS)
     tracking = c.section(data.get("tracking") or {}, "tracking", F.TRACKING_FIELDS)
+    backend = _backend(c, data.get("backend") or {}, tracking, search, objectives, Path(file).parent)
     _refuse_count_objectives(c, objectives)
     if c.issues:
         raise SpecError(c.issues)
@@ -400,7 +430,7 @@ def build_spec(data: dict, docs: list[Document], file: str, check_data: bool = T
         objectives=objectives,
         constraints=constraints,
         search=search,
-        backend=backend["kind"],
+        backend=backend,
         experiment=tracking.get("experiment") or name,
         tracking_uri=tracking.get("uri"),
         store=tracking.get("dir") or "out",

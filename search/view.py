@@ -7,7 +7,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from search.local import Progress
+from search.sweep import Progress
 
 
 def front_table(front: list[dict], objectives, title: str = "Pareto front") -> Table:

@@ -28,7 +28,7 @@ def test_training_learns_digits_and_reports_every_epoch():
     data = load(DataSpec("digits"))
     seen = []
     cfg = TrainConfig(epochs=6, batch_size=64, lr=3e-3)
-    metrics = train(_model(64), data, cfg, seed=0, report=lambda e, m: seen.append(e))
+    metrics = train(_model(64), data, cfg, seed=0, report=lambda e, m, snapshot: seen.append(e))
     assert seen == list(range(6))
     assert metrics["val_accuracy"] > 0.7 and metrics["val_top5"] >= metrics["val_accuracy"]
     assert metrics["epochs"] == 6 and metrics["throughput"] > 0 and math.isfinite(metrics["train_loss"])
@@ -45,7 +45,7 @@ def test_same_seed_same_losses_bit_for_bit():
             data,
             TrainConfig(epochs=2, batch_size=64),
             seed=5,
-            report=lambda e, m, out=losses: out.append(m["train_loss"]),
+            report=lambda e, m, snapshot, out=losses: out.append(m["train_loss"]),
         )
         runs.append(losses)
     assert runs[0] == runs[1]
@@ -56,3 +56,38 @@ def test_non_finite_loss_raises_at_once():
     cfg = TrainConfig(epochs=3, optimizer="sgd", lr=1e12, grad_clip=0)
     with pytest.raises(TrialFailed, match="non-finite training loss"):
         train(_model(), data, cfg, seed=0)
+
+
+def test_resuming_from_a_snapshot_continues_where_the_run_stopped():
+    """A retried trial restarts from its last checkpoint: the resumed epochs give the
+    same losses as the uninterrupted run (weights, optimizer, schedule and the data
+    order all come back)."""
+    import copy
+
+    data = load(DataSpec("digits"))
+    cfg = TrainConfig(epochs=3, batch_size=64)
+
+    class Crash(Exception):
+        pass
+
+    torch.manual_seed(0)
+    whole = []
+    train(_model(), data, cfg, seed=3, report=lambda e, m, snapshot: whole.append(m["train_loss"]))
+
+    saved = {}
+
+    def crash_after_first(epoch, metrics, snapshot):
+        saved.update(copy.deepcopy(snapshot()))
+        raise Crash
+
+    torch.manual_seed(0)
+    with pytest.raises(Crash):
+        train(_model(), data, cfg, seed=3, report=crash_after_first)
+    resumed = []
+    torch.manual_seed(1)  # a fresh model with other weights: the snapshot must replace them
+    final = train(
+        _model(), data, cfg, seed=3, resume=saved, report=lambda e, m, snapshot: resumed.append((e, m["train_loss"]))
+    )
+    assert [e for e, _ in resumed] == [1, 2]
+    assert [loss for _, loss in resumed] == whole[1:]
+    assert final["epochs"] == 3

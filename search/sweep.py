@@ -1,0 +1,234 @@
+"""What both backends share: the sweep's parent run, how a trial's draw and outcome are
+decided, and the end of a sweep (Pareto tags, CSV, plots, ablation report).
+
+A backend subclasses ``Sweep`` and fills ``self.study`` (an Optuna study holding every
+trial with the user attributes ``arch``, ``mlflow_run_id``, ``metrics`` and ``state``).
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import optuna
+import torch
+import yaml
+from optuna.trial import TrialState
+
+from runs.tracking import PARETO_TAG, Tracker, embedded_uri
+from runs.trial import Infeasible
+from search import pareto
+from search.space import flatten, sample
+from search.spec import METRICS, Spec
+
+
+@dataclass
+class Progress:
+    """What the live view shows; updated by the objective as trials run."""
+
+    requested: int
+    done: int = 0
+    failed: int = 0
+    infeasible: int = 0
+    pruned: int = 0
+    current: str = ""
+    epoch: str = ""
+    front: list[dict] = field(default_factory=list)
+
+
+def counted(trial: optuna.trial.FrozenTrial) -> bool:
+    """Trials that use up the budget: finished ones, failures with a reason; not trials
+    interrupted by Ctrl-C or a killed process (those are run again)."""
+    if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
+        return True
+    return trial.state == TrialState.FAIL and "fail_reason" in trial.user_attrs
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False)
+        return out.stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def _worst(metric: str, known: dict[str, float]) -> float:
+    """The value an infeasible trial reports for ``metric`` (its real cost when measured)."""
+    if metric in known:
+        return known[metric]
+    return 0.0 if METRICS[metric] == "max" else 1e12
+
+
+def draw(spec: Spec, trial) -> tuple[dict, dict, int, dict[str, str]]:
+    """(model config, train config, seed, extra MLflow tags) of an Optuna trial: a sample
+    of the space, or an (arm, seed) of the ablation (queued with ``enqueue_trial``)."""
+    if spec.ablation is None:
+        model_cfg, train_cfg = sample(spec.model, trial, "model"), sample(spec.train, trial, "train")
+        return model_cfg, train_cfg, spec.search.seed + trial.number, {}
+    index = trial.suggest_categorical("arm", spec.ablation.runnable)
+    repeat = trial.suggest_categorical("seed", list(range(spec.ablation.seeds)))
+    arm = spec.ablation.arms[index]
+    trial.set_user_attr("arm", index)
+    trial.set_user_attr("seed", repeat)
+    return dict(arm.model), dict(arm.train), repeat, {"archsweep.arm": arm.name, "archsweep.seed": str(repeat)}
+
+
+def run_name(number: int, line: str, tags: dict[str, str], seed: int) -> str:
+    return f"t{number:02d} {tags['archsweep.arm']} s{seed}" if tags else f"t{number:02d} {line}"
+
+
+def trial_params(model_cfg: dict, train_cfg: dict, seed: int) -> dict:
+    return {**flatten(model_cfg), **flatten(train_cfg, "train"), "seed": seed}
+
+
+def constraint_names(spec: Spec) -> list[str]:
+    return [str(c) for c in spec.constraints] + ["buildable"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a trial that ran to its end is recorded: ``state`` complete or infeasible,
+    the values told to Optuna, and the constraint violations (<= 0: satisfied) that make
+    the samplers rank infeasible trials below feasible ones."""
+
+    state: str
+    reason: str
+    metrics: dict[str, float]
+    values: tuple[float, ...]
+    violations: tuple[float, ...]  # one per constraint_names(spec)
+
+
+def completed(spec: Spec, metrics: dict[str, float]) -> Outcome:
+    violations = [c.violation(metrics[c.metric]) for c in spec.constraints]
+    broken = [str(c) for c, v in zip(spec.constraints, violations, strict=True) if v > 0]
+    values = tuple(metrics[o.metric] for o in spec.objectives)
+    if broken:
+        return Outcome("infeasible", "breaks " + ", ".join(broken), metrics, values, (*violations, 0.0))
+    return Outcome("complete", "", metrics, values, (*violations, 0.0))
+
+
+def refused(spec: Spec, err: Infeasible) -> Outcome:
+    values = tuple(_worst(o.metric, err.cost) for o in spec.objectives)
+    return Outcome("infeasible", err.reason, dict(err.cost), values, (*err.violations, 0.0 if err.cost else 1.0))
+
+
+class Sweep:
+    """The parts of a sweep that do not depend on where trials run."""
+
+    def __init__(self, spec: Spec, *, device: str | None = None, on_change=lambda progress: None) -> None:
+        self.spec, self.on_change = spec, on_change
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.store = Path(spec.store)
+        self.progress = Progress(spec.search.trials)
+
+    def close(self) -> None:
+        """Stop whatever the backend started (servers, runtimes)."""
+
+    def open_tracking(self, uri: str | None = None) -> None:
+        """The sweep's parent run (found again when resuming) with the resolved spec."""
+        spec = self.spec
+        uri = uri or spec.tracking_uri
+        if uri and uri != spec.tracking_uri:  # a private server over the embedded store
+            self.tracker = Tracker(uri, spec.experiment, artifacts=self.store / "artifacts")
+        elif uri:  # a server of the user's: it decides where artifacts go
+            self.tracker = Tracker(uri, spec.experiment)
+        else:
+            self.tracker = Tracker(embedded_uri(self.store), spec.experiment, artifacts=self.store / "artifacts")
+        self.tracker.close_orphans(spec.name)
+        self.parent = self.tracker.sweep_run(
+            spec.name,
+            spec.name,
+            {
+                "archsweep.spec_sha": spec.sha,
+                "archsweep.git_commit": _git_commit(),
+                "archsweep.backend": spec.backend.kind,
+                "archsweep.sampler": spec.search.sampler,
+                "archsweep.device": str(self.device),
+            },
+            spec.description,
+        )
+        self.tracker.log_text(self.parent, yaml.safe_dump(dict(spec.resolved), sort_keys=False), "spec.yaml")
+
+    def front_rows(self) -> tuple[list[dict], list[dict]]:
+        """(all feasible completed trials, the Pareto-optimal ones) as rows of metrics."""
+        rows = [
+            {
+                "trial": t.number,
+                "arch": t.user_attrs["arch"],
+                "run_id": t.user_attrs["mlflow_run_id"],
+                **t.user_attrs["metrics"],
+            }
+            for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.user_attrs.get("state") == "complete"
+        ]
+        front = pareto.nondominated(rows, self.spec.objectives)
+        return rows, [rows[i] for i in front]
+
+    def finish(self, status: str = "FINISHED") -> list[dict]:
+        """Tag the front, log it on the parent run, end the parent run; returns the front."""
+        rows, front = self.front_rows()
+        on_front = {r["trial"] for r in front}
+        for row in rows:
+            self.tracker.set_tags(row["run_id"], {PARETO_TAG: str(row["trial"] in on_front).lower()})
+        objectives = self.spec.objectives
+        columns = [
+            "trial",
+            *[o.metric for o in objectives],
+            *[m for m in METRICS if m not in {o.metric for o in objectives}],
+            "arch",
+            "run_id",
+        ]
+        self.tracker.log_text(self.parent, pareto.to_csv(front, columns), "pareto.csv")
+        self.tracker.log_text(self.parent, pareto.to_csv(rows, columns), "trials.csv")
+        if rows:
+            import matplotlib.pyplot as plt
+
+            figure = pareto.plot(rows, [rows.index(r) for r in front], objectives)
+            self.tracker.log_figure(self.parent, figure, "pareto.png")
+            plt.close(figure)
+        states = [t.state for t in self.study.get_trials(deepcopy=False)]
+        summary = {
+            "trials_complete": float(len(rows)),
+            "trials_failed": float(sum(s == TrialState.FAIL for s in states)),
+            "pareto_size": float(len(front)),
+        }
+        if len(objectives) > 1 and rows:
+            summary["hypervolume"], ref = pareto.hypervolume(rows, objectives)
+            self.tracker.set_tags(self.parent, {"archsweep.hypervolume_ref": str([round(r, 6) for r in ref])})
+        self.tracker.log_metrics(self.parent, summary)
+        if self.spec.ablation is not None:
+            self.ablation_rows = self._ablation_report()
+        self.tracker.end_sweep(self.parent, status)
+        return front
+
+    def ablation_metrics(self) -> list[str]:
+        names = [o.metric for o in self.spec.objectives] + [
+            "params",
+            "gmacs",
+            "latency_ms",
+            "peak_mem_mb",
+            "train_time_s",
+        ]
+        return list(dict.fromkeys(names))
+
+    def _ablation_report(self) -> list[dict]:
+        """Per-arm statistics on the parent run: CSV, markdown and a plot."""
+        from search import ablation
+
+        trials = [
+            {"arm": t.user_attrs["arm"], "seed": t.user_attrs["seed"], **t.user_attrs["metrics"]}
+            for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.user_attrs.get("state") == "complete"
+        ]
+        metrics = self.ablation_metrics()
+        rows = ablation.report(self.spec.ablation, trials, metrics)
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+        self.tracker.log_text(self.parent, pareto.to_csv(rows, columns), "ablation.csv")
+        self.tracker.log_text(self.parent, ablation.markdown(rows, metrics), "ablation.md")
+        import matplotlib.pyplot as plt
+
+        figure = ablation.plot(rows, metrics[0], "gmacs" if metrics[0] != "gmacs" else "params")
+        self.tracker.log_figure(self.parent, figure, "ablation.png")
+        plt.close(figure)
+        return rows
