@@ -1,11 +1,12 @@
 """archsweep command line.
 
-python main.py run SPEC [-o key=value ...]   run (or resume) a sweep
+python main.py run SPEC [-o key=value ...] [--resume]   run (or resume) a sweep
 python main.py validate SPEC [--json]        check a spec, show its space and sampled models
 python main.py ui                            the MLflow UI on 127.0.0.1 over the default store
 python main.py blocks                        every registered block, one line each
 python main.py cost [NAME ...] [--timing]    parameters and GMACs of the papers' models
 python main.py bench {scaling,conv,funnel,trial} [--quick]   measurements for BENCHMARKS.md
+python main.py cluster {up,down,status}      a Ray cluster on this machine (loopback, token auth)
 
 Exit codes: 0 done, 1 the sweep ran but no trial completed, 2 bad input.
 """
@@ -96,21 +97,33 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     spec = _load(args)
     if spec is None:
         return 2
-    from search.local import LocalSweep
     from search.view import LiveView, front_table
 
+    if spec.backend.kind == "ray":
+        from search.raytune import RaySweep as Backend
+    else:
+        from search.local import LocalSweep as Backend
+
     view = LiveView(spec.objectives, console)
-    sweep = LocalSweep(spec, device=args.device, on_change=view.update)
-    sweep.open()
-    console.print(f"sweep {spec.name}: {sweep.remaining()} of {spec.search.trials} trials to run on {sweep.device}")
+    sweep = Backend(spec, device=args.device, on_change=view.update)
+    if args.resume and not sweep.resumable():
+        print(f"error: --resume: sweep {spec.name} has no saved state in {spec.store} to resume", file=sys.stderr)
+        return 2
     try:
-        with view:
-            sweep.run()
-    except KeyboardInterrupt:
-        sweep.finish("KILLED")
-        console.print("interrupted; run the same command again to resume")
-        return 130
-    front = sweep.finish()
+        sweep.open()
+        remaining = sweep.remaining()
+        where = f"Ray ({spec.backend.address})" if spec.backend.kind == "ray" else str(sweep.device)
+        console.print(f"sweep {spec.name}: {remaining} of {spec.search.trials} trials to run on {where}")
+        try:
+            with view:
+                sweep.run()
+        except KeyboardInterrupt:
+            sweep.finish("KILLED")
+            console.print("interrupted; run the same command again to resume")
+            return 130
+        front = sweep.finish()
+    finally:
+        sweep.close()
     rows = sweep.front_rows()[0]
     if spec.ablation is not None:
         from search.view import ablation_table
@@ -228,6 +241,23 @@ def cmd_ui(args: argparse.Namespace, console: Console) -> int:
         return 0
 
 
+def cmd_cluster(args: argparse.Namespace, console: Console) -> int:
+    from search import raytune
+
+    address = f"{raytune.HEAD_NODE}:{args.port}"
+    if args.action == "up":
+        raytune.cluster_up(workers=args.workers, cpus=args.cpus, port=args.port)
+        console.print(f"Ray cluster at {address}: a head and {args.workers} worker node(s), token authentication on")
+        console.print(f"run a sweep on it: python main.py run SPEC -o backend.kind=ray -o backend.address={address}")
+        console.print("(a cluster's workers log to a tracking server: also set -o tracking.uri=http://127.0.0.1:PORT)")
+    elif args.action == "down":
+        raytune.cluster_down()
+        console.print("stopped every Ray node of this user on this machine")
+    else:
+        console.print(raytune.cluster_status(address))
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace, console: Console) -> int:
     import importlib
 
@@ -259,6 +289,9 @@ def parser() -> argparse.ArgumentParser:
         run.add_argument("-o", "--override", action="append", metavar="KEY=VALUE", help="e.g. -o search.trials=50")
         run.add_argument("--device", help="cpu or cuda (default: cuda when available)")
         run.add_argument("--smoke", action="store_true", help="apply the spec's smoke overrides (tiny, synthetic)")
+        run.add_argument(
+            "--resume", action="store_true", help="continue a stopped sweep (an error when there is none to continue)"
+        )
     val = sub.add_parser("validate", help="check a spec without training; show its space and sampled models")
     val.add_argument("spec")
     val.add_argument("-o", "--override", action="append", metavar="KEY=VALUE")
@@ -274,6 +307,11 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--cap", type=float, default=60.0, help="seconds per configuration before it is a DNF")
     bench.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     bench.add_argument("--out", default="out/bench", help="folder for CSV and PNG")
+    cluster = sub.add_parser("cluster", help="a Ray cluster on this machine: head and workers on loopback addresses")
+    cluster.add_argument("action", choices=["up", "down", "status"])
+    cluster.add_argument("--workers", type=int, default=1, help="worker nodes besides the head")
+    cluster.add_argument("--cpus", type=int, default=1, help="CPUs each node offers")
+    cluster.add_argument("--port", type=int, default=6390, help="the head's port")
     ui = sub.add_parser("ui", help="serve the MLflow UI on 127.0.0.1 over the sweep store")
     ui.add_argument("--store", default="out", help="the store directory (tracking.dir of the spec)")
     ui.add_argument("--port", type=int, default=5000)
@@ -300,6 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         "blocks": cmd_blocks,
         "cost": cmd_cost,
         "bench": cmd_bench,
+        "cluster": cmd_cluster,
     }
     return commands[args.command](args, Console())
 

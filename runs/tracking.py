@@ -24,6 +24,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
 
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # the sweep prints where to look
 logging.getLogger("mlflow").setLevel(logging.WARNING)
 logging.getLogger("alembic").setLevel(logging.WARNING)
 
@@ -132,9 +133,7 @@ class Tracker:
         """A new child run; with ``key`` (the backend's id of this trial) an existing run
         of that key is continued instead, so a retried trial keeps a single run."""
         if key:
-            found = self.client.search_runs(
-                [self.experiment_id], filter_string=f"tags.`{SWEEP_TAG}` = '{sweep}' and tags.`{ATTEMPT_TAG}` = '{key}'"
-            )
+            found = self.runs_with_key(sweep, key)
             if found:
                 run_id = found[0].info.run_id
                 self.client.update_run(run_id, status="RUNNING")
@@ -166,6 +165,10 @@ class Tracker:
         """Every child run of the sweep (for resuming and reporting)."""
         query = f"tags.`{SWEEP_TAG}` = '{sweep}' and tags.`{TRIAL_TAG}` != 'parent'"
         return self.client.search_runs([self.experiment_id], filter_string=query, max_results=50000)
+
+    def runs_with_key(self, sweep: str, key: str) -> list:
+        query = f"tags.`{SWEEP_TAG}` = '{sweep}' and tags.`{ATTEMPT_TAG}` = '{key}'"
+        return self.client.search_runs([self.experiment_id], filter_string=query)
 
     def delete_runs(self, run_ids: list[str]) -> None:
         for run_id in run_ids:

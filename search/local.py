@@ -70,6 +70,9 @@ def make_pruner(spec: Spec) -> optuna.pruners.BasePruner:
 
 
 class LocalSweep(Sweep):
+    def resumable(self) -> bool:
+        return (self.store / "optuna" / f"{self.spec.name}.journal").exists()
+
     # -- set-up ------------------------------------------------------------------------
 
     def open(self) -> None:

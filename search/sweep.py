@@ -122,6 +122,10 @@ class Sweep:
         self.store = Path(spec.store)
         self.progress = Progress(spec.search.trials)
 
+    def resumable(self) -> bool:
+        """Whether a stopped sweep of this spec left state to continue from."""
+        raise NotImplementedError
+
     def close(self) -> None:
         """Stop whatever the backend started (servers, runtimes)."""
 

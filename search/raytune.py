@@ -1,0 +1,448 @@
+"""The Ray Tune backend, and the only module that imports ray.
+
+The driver runs Ray Tune with ``ArchSearch`` (Ray's ``OptunaSearch`` over the same
+define-by-run space as the local backend); each trial runs ``trainable`` in a Ray worker,
+which logs its own MLflow child run on a tracking server every node reaches, reports every
+epoch with a checkpoint (so a retried trial resumes), and ends with the same record the
+local backend writes. At the end the searcher's study is copied into the sweep's Optuna
+journal, so the Pareto front, the ablation report and ``ablation.base`` read one format.
+
+Security defaults (Ray's ports listen on every interface and run code for any client):
+token authentication on (``RAY_AUTH_MODE=token``) unless the caller set the variable, the
+private runtime and ``cluster up`` on loopback node addresses, the dashboard off unless
+asked and then on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no traffic leaves the machine
+os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")  # refused trials report no epochs
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: Tune prints nothing; the live view does
+
+import optuna
+import ray
+import torch
+from optuna.trial import TrialState
+from ray import tune
+from ray.tune.search import ConcurrencyLimiter
+from ray.tune.search.optuna import OptunaSearch
+
+from blocks import summary
+from runs import data as datasets
+from runs.tracking import ATTEMPT_TAG, Tracker, private_server
+from runs.train import TrainConfig, TrialFailed
+from runs.trial import Infeasible, run_trial
+from search.fields import to_arch
+from search.local import make_sampler
+from search.spec import METRICS, BackendSpec, Spec
+from search.sweep import Sweep, completed, constraint_names, draw, refused, run_name, trial_params
+
+logging.getLogger("ray").setLevel(logging.ERROR)
+PROJECT = Path(__file__).resolve().parents[1]
+# What the workers do not need of the project folder (Ray also honours .gitignore).
+EXCLUDES = [".git", ".venv", "out", "data", "mlruns", "*.db", "*.journal", "__pycache__", ".*_cache"]
+HEAD_NODE, WORKER_NODES = "127.0.0.2", "127.0.0.{}"  # loopback: Ray keeps these, not 127.0.0.1
+
+
+# -- in a Ray worker: one trial ------------------------------------------------------------
+
+_DATA: dict = {}  # per worker process: the dataset last loaded (trials of a sweep share it)
+
+
+def _dataset(spec: Spec, device: torch.device) -> datasets.Dataset:
+    key = (repr(spec.data), spec.search.seed, str(device))
+    if key not in _DATA:
+        _DATA.clear()
+        _DATA[key] = datasets.load(spec.data, seed=spec.search.seed).to(device)
+    return _DATA[key]
+
+
+def trainable(config: dict, *, spec: Spec, parent: str, uri: str) -> None:
+    """One trial in a Ray worker; resumes from Tune's checkpoint when it is a retry."""
+    b = spec.backend
+    device = torch.device("cuda" if b.gpus_per_trial and torch.cuda.is_available() else "cpu")
+    torch.set_num_threads(max(1, int(b.cpus_per_trial)))
+    data = _dataset(spec, device)
+    geo, number, seed, tags = data.geometry, config["number"], config["seed"], config["tags"]
+    arch = to_arch(config["model"], geo.image_size, geo.num_classes, geo.channels)
+    cfg = TrainConfig.from_mapping({**config["train"], "crop": spec.data.crop, "flip": spec.data.flip})
+    line = summary(arch)
+    tracker = Tracker(uri, spec.experiment)
+    key = tune.get_context().get_trial_id()
+    run = tracker.trial_run(
+        parent,
+        spec.name,
+        number,
+        run_name(number, line, tags, seed),
+        trial_params(config["model"], config["train"], seed),
+        {"archsweep.arch": line, **tags},
+        key=key,
+    )
+    tracker.set_tags(run, {"archsweep.node": ray.util.get_node_ip_address()})
+    base, cost = {"number": number, "run_id": run, "arch": line}, {}
+    resume = None
+    if (checkpoint := tune.get_checkpoint()) is not None:
+        with checkpoint.as_directory() as folder:
+            resume = torch.load(Path(folder) / "state.pt", map_location=device, weights_only=True)
+        tracker.set_tags(run, {"archsweep.resumed_from_epoch": str(resume["epoch"] + 1)})
+
+    def report(epoch: int, metrics: dict, snapshot) -> None:
+        tracker.log_metrics(run, metrics, step=epoch)  # before Tune: a crash may repeat a step, never skip one
+        with tempfile.TemporaryDirectory() as folder:
+            torch.save(snapshot(), Path(folder) / "state.pt")
+            result = {**base, **cost, **metrics, "epoch": epoch + 1, "state": "running"}
+            tune.report(result, checkpoint=tune.Checkpoint.from_directory(folder))
+
+    try:
+        metrics = run_trial(
+            arch, cfg, data, seed=seed, constraints=spec.constraints, report=report, resume=resume, on_cost=cost.update
+        )
+        tracker.log_metrics(run, metrics, step=int(metrics["epochs"]))
+        outcome = completed(spec, metrics)
+    except Infeasible as err:
+        outcome = refused(spec, err)
+        if outcome.metrics:
+            tracker.log_metrics(run, outcome.metrics)
+    except TrialFailed as err:  # deterministic (a non-finite loss): recorded, not retried
+        tracker.end_trial(run, "failed", f"TrialFailed: {err}")
+        tune.report({**base, "state": "failed", "reason": f"TrialFailed: {err}"})
+        return
+    except Exception as err:  # Tune retries it up to max_failures; a retry reopens this run
+        tracker.end_trial(run, "failed", f"{type(err).__name__}: {err}")
+        raise
+    tracker.end_trial(run, outcome.state, outcome.reason)
+    final = {**base, **outcome.metrics, "state": outcome.state, "reason": outcome.reason}
+    tune.report({**final, "values": list(outcome.values), "violations": list(outcome.violations)})
+
+
+# -- in the driver: the searcher -----------------------------------------------------------
+
+
+class _Space:
+    """The define-by-run space (a class, not a closure: the searcher is pickled)."""
+
+    def __init__(self, spec: Spec) -> None:
+        self.spec = spec
+
+    def __call__(self, trial) -> dict:
+        model_cfg, train_cfg, seed, tags = draw(self.spec, trial)
+        return {"number": trial.number, "model": model_cfg, "train": train_cfg, "seed": seed, "tags": tags}
+
+
+class ArchSearch(OptunaSearch):
+    """Ray's OptunaSearch, telling the study what the local backend tells it: constraint
+    violations (so samplers rank infeasible trials last), the trial's record as user
+    attributes, FAIL for failures and PRUNED for trials a scheduler stopped early.
+    Ray's own ``on_trial_complete`` would tell an early-stopped trial COMPLETE with its
+    last epoch's values and leave a trial whose result lacks an objective RUNNING."""
+
+    def __init__(self, spec: Spec) -> None:
+        self.spec = spec
+        arms = []
+        if spec.ablation is not None:
+            arms = [{"arm": a, "seed": s} for a in spec.ablation.runnable for s in range(spec.ablation.seeds)]
+        super().__init__(
+            space=_Space(spec),
+            metric=[o.metric for o in spec.objectives],
+            mode=[o.direction for o in spec.objectives],
+            sampler=make_sampler(spec),
+            points_to_evaluate=arms or None,
+        )
+
+    def suggest(self, trial_id: str):
+        config = super().suggest(trial_id)
+        self._ot_trials[trial_id].set_user_attr("tune_trial_id", trial_id)  # = the MLflow run's attempt key
+        return config
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        """Early stopping is the scheduler's job (ASHA), for one objective or several."""
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        trial, result = self._ot_trials[trial_id], result or {}
+        state = result.get("state")
+        if "run_id" in result:
+            trial.set_user_attr("mlflow_run_id", result["run_id"])
+            trial.set_user_attr("arch", result["arch"])
+        if state in ("complete", "infeasible"):
+            for name, value in zip(constraint_names(self.spec), result["violations"], strict=True):
+                trial.set_constraint(name, value)
+            trial.set_user_attr("state", state)
+            trial.set_user_attr("metrics", {k: result[k] for k in METRICS if k in result})
+            if result.get("reason"):
+                trial.set_user_attr("reason", result["reason"])
+            self._ot_study.tell(trial, list(result["values"]))
+        elif state == "failed" or error:
+            if result.get("reason"):
+                trial.set_user_attr("fail_reason", result["reason"])
+            self._ot_study.tell(trial, state=TrialState.FAIL)
+        else:
+            trial.set_user_attr("state", "pruned")
+            self._ot_study.tell(trial, state=TrialState.PRUNED)
+        self._completed_trials.add(trial_id)
+
+
+# -- in the driver: bookkeeping that the workers cannot do ---------------------------------
+
+_ACTIVE: list[RaySweep] = []  # the sweep this driver runs (Tune pickles its callbacks; this one holds nothing)
+
+
+def _reason(error: BaseException | None) -> str:
+    if error is None:
+        return "the trial ended without a result"
+    cause = getattr(error, "cause", None) or error
+    if isinstance(cause, ray.exceptions.RayActorError):
+        return f"its worker died ({type(cause).__name__}); retries used up"
+    return f"{type(cause).__name__}: {str(cause).strip().splitlines()[-1] if str(cause).strip() else ''}"
+
+
+class _Bookkeeper(tune.Callback):
+    """Ends MLflow runs whose worker could not: a trial stopped early by the scheduler, or
+    one whose worker died after its last retry; and keeps the live view current."""
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        if _ACTIVE and result.get("state") == "running":
+            progress = _ACTIVE[0].progress
+            progress.current = f"t{result['number']:02d} {result['arch']}"
+            progress.epoch = f"epoch {result['epoch']}, val_accuracy {result['val_accuracy']:.3f}"
+            _ACTIVE[0].on_change(progress)
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        if not _ACTIVE:
+            return
+        sweep, last = _ACTIVE[0], trial.last_result or {}
+        state = last.get("state")
+        if state == "running":  # the scheduler stopped it
+            sweep.tracker.end_trial(last["run_id"], "pruned", f"stopped early after epoch {last['epoch']}")
+            sweep.progress.pruned += 1
+        elif state == "complete":
+            sweep.progress.done += 1
+        elif state == "infeasible":
+            sweep.progress.infeasible += 1
+        elif state == "failed":
+            sweep.progress.failed += 1
+        sweep.on_change(sweep.progress)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        if not _ACTIVE:
+            return
+        sweep = _ACTIVE[0]
+        for run in sweep.tracker.runs_with_key(sweep.spec.name, trial.trial_id):
+            sweep.tracker.end_trial(run.info.run_id, "failed", _reason(trial.get_pickled_error()))
+        sweep.progress.failed += 1
+        sweep.on_change(sweep.progress)
+
+
+# -- in the driver: the sweep --------------------------------------------------------------
+
+
+def _trial_folder(trial) -> str:
+    return f"t{trial.config['number']:03d}_{trial.trial_id}"
+
+
+def ensure_token() -> None:
+    """Token authentication needs a token on every node; Ray generates one in
+    ~/.ray/auth_token (shared by the nodes of this machine), readable by its owner only."""
+    if os.environ.get("RAY_AUTH_MODE") != "token" or os.environ.get("RAY_AUTH_TOKEN"):
+        return
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
+    if not path.exists():
+        subprocess.run([_ray_cli(), "get-auth-token", "--generate"], capture_output=True, check=True)
+    path.chmod(0o600)
+
+
+@contextmanager
+def runtime(backend: BackendSpec):
+    """Connected to Ray for the duration: a private runtime on this machine (address
+    local) or an existing cluster; the project folder travels to the workers."""
+    ensure_token()
+    env = {"working_dir": str(PROJECT), "excludes": EXCLUDES}
+    if backend.address == "local":
+        ray.init(
+            address="local",
+            _node_ip_address=HEAD_NODE,
+            include_dashboard=backend.dashboard,
+            dashboard_host="127.0.0.1",
+            object_store_memory=256 * 2**20,
+            runtime_env=env,
+            log_to_driver=False,
+            logging_level=logging.ERROR,
+        )
+    else:
+        ray.init(address=backend.address, runtime_env=env, log_to_driver=False, logging_level=logging.ERROR)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+class RaySweep(Sweep):
+    def __init__(self, spec: Spec, **kwargs) -> None:
+        super().__init__(spec, **kwargs)
+        self.storage = str(Path(spec.backend.storage_path or (self.store / "ray")).resolve())
+        self.experiment_path = Path(self.storage) / spec.name
+        self.stack = ExitStack()
+
+    def resumable(self) -> bool:
+        return tune.Tuner.can_restore(str(self.experiment_path))
+
+    def open(self) -> None:
+        self.uri = self.spec.tracking_uri or self.stack.enter_context(private_server(self.store))
+        self.open_tracking(self.uri)
+        self.stack.enter_context(runtime(self.spec.backend))
+
+    def close(self) -> None:
+        self.stack.close()
+
+    def _saved_study(self) -> optuna.Study | None:
+        """The searcher's study as Tune last saved it (None before the first save)."""
+        if not list(self.experiment_path.glob("searcher-state-*.pkl")):
+            return None
+        searcher = ArchSearch(self.spec)
+        searcher.restore_from_dir(str(self.experiment_path))
+        return searcher._ot_study
+
+    def remaining(self) -> int:
+        study = self._saved_study()
+        done = 0 if study is None else sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
+        return max(0, self.spec.search.trials - done)
+
+    def _trainable(self):
+        b = self.spec.backend
+        fn = tune.with_parameters(trainable, spec=self.spec, parent=self.parent, uri=self.uri)
+        return tune.with_resources(fn, {"cpu": b.cpus_per_trial, "gpu": b.gpus_per_trial})
+
+    def _scheduler(self):
+        spec, first = self.spec, self.spec.objectives[0]
+        if spec.search.pruner == "asha":
+            epochs = spec.train.get("epochs", 10)
+            top = max(epochs.values()) if hasattr(epochs, "values") else epochs
+            return tune.schedulers.ASHAScheduler(
+                metric=first.metric, mode=first.direction, max_t=int(top), grace_period=1, time_attr="epoch"
+            )
+        if spec.search.pruner == "median":
+            return tune.schedulers.MedianStoppingRule(
+                metric=first.metric, mode=first.direction, time_attr="epoch", grace_period=1
+            )
+        return None
+
+    def _tuner(self) -> tune.Tuner:
+        path = str(self.experiment_path)
+        if tune.Tuner.can_restore(path):  # the driver stopped mid-sweep: Tune's state and the searcher's
+            return tune.Tuner.restore(path, trainable=self._trainable(), resume_unfinished=True, resume_errored=False)
+        spec, b = self.spec, self.spec.backend
+        searcher = ArchSearch(spec)
+        search_alg = ConcurrencyLimiter(searcher, b.max_concurrent) if b.max_concurrent else searcher
+        return tune.Tuner(
+            self._trainable(),
+            tune_config=tune.TuneConfig(
+                search_alg=search_alg,
+                scheduler=self._scheduler(),
+                num_samples=spec.search.trials,
+                time_budget_s=spec.search.timeout,
+                reuse_actors=True,  # a fresh worker spends seconds importing torch and mlflow
+                trial_dirname_creator=_trial_folder,
+            ),
+            run_config=tune.RunConfig(
+                name=spec.name,
+                storage_path=self.storage,
+                failure_config=tune.FailureConfig(max_failures=b.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                callbacks=[_Bookkeeper()],
+                verbose=0,
+            ),
+        )
+
+    def run(self) -> None:
+        # Tune keeps one trial pending at a time for a searcher; worker start-up would then
+        # serialise the sweep. As many pending as can run at once.
+        slots = self.spec.backend.max_concurrent or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(slots)
+        _ACTIVE[:] = [self]
+        try:
+            grid = self._tuner().fit()
+        finally:
+            _ACTIVE.clear()
+        self._record(grid)
+
+    def _record(self, grid) -> None:
+        """The searcher's study (restored from Tune's saved state) becomes the sweep's
+        journal study, with the reasons of failed trials; MLflow runs of trials that Tune
+        lost with a killed driver (created after its last saved state) are removed, since
+        those trials ran again under the same number."""
+        source = self._saved_study()
+        reasons = {r.config["number"]: _reason(r.error) for r in grid if r.error is not None and r.config}
+        journal = self.store / "optuna" / f"{self.spec.name}.journal"
+        journal.parent.mkdir(parents=True, exist_ok=True)
+        journal.unlink(missing_ok=True)
+        storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+        self.study = optuna.create_study(study_name=self.spec.name, storage=storage, directions=source.directions)
+        keys = set()
+        for t in source.get_trials(deepcopy=True):
+            keys.add(t.user_attrs.get("tune_trial_id"))
+            attrs = dict(t.user_attrs)
+            if t.state == TrialState.FAIL and "fail_reason" not in attrs:
+                attrs["fail_reason"] = reasons.get(t.number, "failed")
+            state = t.state if t.state.is_finished() else TrialState.FAIL
+            self.study.add_trial(
+                optuna.trial.create_trial(
+                    state=state,
+                    values=t.values if state == TrialState.COMPLETE else None,
+                    params=t.params,
+                    distributions=t.distributions,
+                    user_attrs=attrs,
+                    system_attrs=t.system_attrs,
+                    intermediate_values=t.intermediate_values,
+                )
+            )
+        runs = self.tracker.trial_runs(self.spec.name)
+        lost = [r.info.run_id for r in runs if r.data.tags.get(ATTEMPT_TAG) not in keys]
+        self.tracker.delete_runs(lost)
+        self.tracker.close_orphans(self.spec.name)
+
+
+# -- a cluster on this machine, for trying it out and for the tests ------------------------
+
+
+def _ray_cli() -> str:
+    return str(Path(sys.executable).parent / "ray")
+
+
+def cluster_up(workers: int = 1, cpus: int = 1, port: int = 6390) -> str:
+    """A head (127.0.0.2) and ``workers`` worker nodes (127.0.0.3, ...) on this machine,
+    token authentication on, dashboard off. Returns the head's address."""
+    from runs.tracking import free_port
+
+    ensure_token()
+    address = f"{HEAD_NODE}:{port}"
+    common = ["--num-cpus", str(cpus), "--object-store-memory", str(200 * 2**20), "--disable-usage-stats"]
+    env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token")}
+    head = ["start", "--head", "--node-ip-address", HEAD_NODE, "--port", str(port), "--include-dashboard=false"]
+    subprocess.run([_ray_cli(), *head, *common], env=env, check=True, capture_output=True)
+    for i in range(workers):
+        node = WORKER_NODES.format(3 + i)
+        agents = ["--dashboard-agent-listen-port", str(free_port()), "--runtime-env-agent-port", str(free_port())]
+        cmd = [_ray_cli(), "start", "--address", address, "--node-ip-address", node, *agents, *common]
+        subprocess.run(cmd, env=env, check=True, capture_output=True)
+    return address
+
+
+def cluster_down() -> None:
+    """``ray stop``: every Ray node this user runs on this machine."""
+    subprocess.run([_ray_cli(), "stop", "--force"], check=False, capture_output=True)
+
+
+def cluster_status(address: str) -> str:
+    out = subprocess.run([_ray_cli(), "status", "--address", address], capture_output=True, text=True, check=False)
+    return out.stdout if out.returncode == 0 else f"no cluster at {address}: {out.stderr.strip().splitlines()[-1:]}"
+
