@@ -445,4 +445,3 @@ def cluster_down() -> None:
 def cluster_status(address: str) -> str:
     out = subprocess.run([_ray_cli(), "status", "--address", address], capture_output=True, text=True, check=False)
     return out.stdout if out.returncode == 0 else f"no cluster at {address}: {out.stderr.strip().splitlines()[-1:]}"
-

@@ -1,0 +1,181 @@
+"""The ray backend on a real two-node Ray cluster on this machine: a head on 127.0.0.2 and
+a worker on 127.0.0.3 (token authentication on), logging to a real `mlflow server` over
+a SQL store on 127.0.0.1. The cluster is stopped at the end even when a test fails."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+from optuna.trial import TrialState
+
+from runs.tracking import free_port, private_server
+from search import pareto
+from search.spec import Objective
+from tests.e2e.conftest import write_spec
+
+raytune = pytest.importorskip("search.raytune")
+ROOT = Path(__file__).resolve().parents[2]
+OBJECTIVES = (Objective("val_accuracy", "max"), Objective("gmacs", "min"))
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    raytune.cluster_down()
+    port = free_port()
+    try:
+        address = raytune.cluster_up(workers=1, cpus=1, port=port)
+        yield address
+    finally:
+        raytune.cluster_down()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with private_server(tmp_path_factory.mktemp("mlflow")) as uri:
+        yield uri
+
+
+def _spec(folder: Path, name: str, address: str, uri: str, trials: int, epochs: int = 2) -> Path:
+    return write_spec(
+        folder,
+        name=name,
+        train={"epochs": epochs, "batch_size": 64, "lr": {"float": [1e-3, 1e-2], "log": True}},
+        search={"sampler": "random", "trials": trials, "seed": 0},
+        backend={"kind": "ray", "address": address, "max_failures": 2},
+        tracking={"dir": "store", "uri": uri, "experiment": name},
+    )
+
+
+def _children(uri: str, experiment: str):
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return client, [], []
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("archsweep.trial") == "parent"]
+    return client, parents, [r for r in runs if r.data.tags.get("archsweep.trial") != "parent"]
+
+
+def _study(folder: Path, name: str) -> optuna.Study:
+    backend = optuna.storages.journal.JournalFileBackend(str(folder / "store" / "optuna" / f"{name}.journal"))
+    return optuna.load_study(study_name=name, storage=optuna.storages.JournalStorage(backend))
+
+
+def _driver(spec: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "main.py"), "run", str(spec), *extra],
+        cwd=spec.parent,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+
+
+def _wait_for(condition, timeout: float, what: str) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.5)
+
+
+def test_a_sweep_of_8_trials_runs_on_both_nodes(tmp_path, cluster, server):
+    import main
+
+    spec = _spec(tmp_path, "two_nodes", cluster, server, trials=8)
+    os.chdir(tmp_path)
+    assert main.main(["run", str(spec)]) == 0
+    client, parents, children = _children(server, "two_nodes")
+    assert len(parents) == 1 and len(children) == 8
+    assert sorted(int(r.data.tags["archsweep.trial"]) for r in children) == list(range(8))
+    assert {r.info.status for r in [*parents, *children]} == {"FINISHED"}
+    assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in children)
+    assert {r.data.tags["archsweep.node"] for r in children} == {"127.0.0.2", "127.0.0.3"}
+    # The Pareto tags equal the front recomputed from the child runs' own metrics.
+    rows = [{"id": r.info.run_id, **r.data.metrics} for r in children if r.data.tags["archsweep.state"] == "complete"]
+    front = {rows[i]["id"] for i in pareto.nondominated(rows, OBJECTIVES)}
+    assert front and {r.info.run_id for r in children if r.data.tags["archsweep.pareto"] == "true"} == front
+    logged = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
+    assert {"pareto.csv", "pareto.png", "trials.csv", "spec.yaml"} <= logged
+    assert len(_study(tmp_path, "two_nodes").trials) == 8
+
+
+def test_a_killed_driver_is_resumed_to_exactly_the_requested_trials(tmp_path, cluster, server):
+    spec = _spec(tmp_path, "resumed", cluster, server, trials=8, epochs=3)
+
+    def finished():
+        return sum(r.info.status == "FINISHED" for r in _children(server, "resumed")[2]) >= 2
+
+    driver = _driver(spec)
+    try:
+        _wait_for(finished, 240, "two finished trials")
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    resumed = subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), "run", str(spec), "--resume"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    study = _study(tmp_path, "resumed")
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 8
+    assert sorted(t.number for t in study.trials) == list(range(8))
+    _, parents, children = _children(server, "resumed")
+    assert len(parents) == 1 and len(children) == 8
+    assert sorted(int(r.data.tags["archsweep.trial"]) for r in children) == list(range(8))
+    assert {r.info.status for r in children} == {"FINISHED"}
+    run_ids = {t.user_attrs["mlflow_run_id"] for t in study.trials}
+    assert run_ids == {r.info.run_id for r in children}
+
+
+def _raylet_of(node: str) -> int:
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if cmdline and cmdline[0].endswith(b"raylet") and f"--node_ip_address={node}".encode() in cmdline:
+            return int(pid)
+    raise AssertionError(f"no raylet for {node}")
+
+
+def test_a_worker_node_killed_mid_sweep_loses_and_duplicates_no_trial(tmp_path, cluster, server):
+    """Runs last in this module: the cluster keeps only its head afterwards."""
+    spec = _spec(tmp_path, "node_lost", cluster, server, trials=8, epochs=4)
+
+    def running_on_worker():
+        runs = _children(server, "node_lost")[2]
+        return any(r.info.status == "RUNNING" and r.data.tags.get("archsweep.node") == "127.0.0.3" for r in runs)
+
+    driver = _driver(spec)
+    try:
+        _wait_for(running_on_worker, 240, "a trial running on the worker node")
+        os.kill(_raylet_of("127.0.0.3"), signal.SIGKILL)
+        assert driver.wait(timeout=600) in (0, 1), driver.stderr.read()[-3000:]
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+    study = _study(tmp_path, "node_lost")
+    assert sorted(t.number for t in study.trials) == list(range(8))
+    for trial in study.trials:
+        failed_with_reason = trial.state == TrialState.FAIL and trial.user_attrs["fail_reason"]
+        assert trial.state == TrialState.COMPLETE or failed_with_reason
+    _, _, children = _children(server, "node_lost")
+    assert sorted(int(r.data.tags["archsweep.trial"]) for r in children) == list(range(8))
+    assert "RUNNING" not in {r.info.status for r in children}
+    for run in children:
+        assert run.info.status == "FINISHED" or run.data.tags["archsweep.reason"]
+    resumed = [r for r in children if "archsweep.resumed_from_epoch" in r.data.tags]
+    assert resumed, "the trial on the lost node was retried from its checkpoint"

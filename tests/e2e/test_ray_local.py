@@ -1,0 +1,137 @@
+"""The ray backend with its default address, local: a private Ray runtime on a loopback
+node address with token authentication, and a private MLflow server on 127.0.0.1 over
+the embedded store. Switching backends is one override."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+import main
+from tests.e2e.conftest import runs_of, write_spec
+
+pytest.importorskip("search.raytune")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _loopback(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%")[0])
+    return (getattr(ip, "ipv4_mapped", None) or ip).is_loopback  # ::ffff:127.0.0.2 too
+
+
+def _refused(address: str, env: dict) -> bool:
+    """A Ray client with ``env`` (no token, or a wrong one) is told InvalidAuthToken and
+    never connects (it retries, so it is stopped once refused)."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    probe = f"import ray; ray.init(address={address!r}, log_to_driver=False); print('CONNECTED', flush=True)"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", probe], env={**clean, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    seen = ""
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline and "InvalidAuthToken" not in seen and "CONNECTED" not in seen:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            seen += line
+    finally:
+        proc.kill()
+        proc.wait()
+    return "InvalidAuthToken" in seen and "CONNECTED" not in seen
+
+
+def test_the_quickstart_gives_the_same_kind_of_result_on_both_backends(tmp_path, monkeypatch):
+    """Same spec, same seed: the same architectures per trial number and accuracies within
+    a few points (the ray workers train with one thread each, so sums round differently)."""
+    monkeypatch.chdir(tmp_path)
+    quickstart = str(ROOT / "spaces" / "quickstart.yaml")
+    results = {}
+    for kind in ("local", "ray"):
+        store = f"store_{kind}"
+        args = ["run", quickstart, "-o", "search.trials=4", "-o", f"tracking.dir={store}", "-o", f"backend.kind={kind}"]
+        assert main.main(args) == 0
+        _, parents, children = runs_of(tmp_path, "quickstart", store)
+        assert len(parents) == 1 and len(children) == 4
+        assert {r.info.status for r in children} == {"FINISHED"}
+        results[kind] = {r.data.tags["archsweep.trial"]: r for r in children}
+    local, ray = results["local"], results["ray"]
+    for number, run in local.items():
+        assert ray[number].data.params == run.data.params
+        assert ray[number].data.tags["archsweep.arch"] == run.data.tags["archsweep.arch"]
+        assert ray[number].data.tags["archsweep.state"] == run.data.tags["archsweep.state"]
+        assert set(ray[number].data.metrics) == set(run.data.metrics)
+        if "val_accuracy" in run.data.metrics:  # refused architectures are not trained
+            assert abs(ray[number].data.metrics["val_accuracy"] - run.data.metrics["val_accuracy"]) < 0.05
+    assert max(r.data.metrics.get("val_accuracy", 0) for r in ray.values()) > 0.8
+
+
+def test_nothing_archsweep_starts_is_open_to_other_machines(tmp_path):
+    """During a sweep: MLflow listens on 127.0.0.1 only, no dashboard, every connection
+    stays on loopback, and Ray's ports (which listen on every interface) refuse a client
+    without the cluster's token."""
+    spec = write_spec(
+        tmp_path,
+        name="exposure",
+        train={"epochs": 30, "batch_size": 64, "lr": 0.003},
+        search={"sampler": "random", "trials": 2, "seed": 0},
+        backend={"kind": "ray"},
+    )
+    driver = subprocess.Popen(
+        [sys.executable, str(ROOT / "main.py"), "run", str(spec)],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    db = tmp_path / "store" / "mlflow.db"
+
+    def training() -> bool:
+        if not db.exists():
+            return False
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+            try:
+                return con.execute("select count(*) from runs where status = 'RUNNING'").fetchone()[0] >= 2
+            except sqlite3.OperationalError:
+                return False
+
+    try:
+        deadline = time.time() + 240
+        while not training():
+            assert time.time() < deadline and driver.poll() is None, "the sweep did not start training"
+            time.sleep(0.5)
+        family = [*psutil.Process(driver.pid).children(recursive=True), psutil.Process(driver.pid)]
+        listening, remote, gcs = [], [], None
+        for proc in family:
+            try:
+                connections = proc.net_connections(kind="inet")
+                name = " ".join(proc.cmdline()[:3])[:200]
+            except psutil.Error:
+                continue
+            for c in connections:
+                if c.status == psutil.CONN_LISTEN:
+                    listening.append((name, c.laddr.ip, c.laddr.port))
+                    if "gcs_server" in name:
+                        gcs = c.laddr.port
+                elif c.raddr:
+                    remote.append((name, c.raddr.ip))
+        mlflow = [item for item in listening if "uvicorn" in item[0] or "mlflow" in item[0]]  # its server
+        assert mlflow and all(ip == "127.0.0.1" for _, ip, _ in mlflow)
+        assert not [item for item in listening if item[2] in (8265, 52365)]  # the dashboard is off
+        assert remote and all(_loopback(ip) for _, ip in remote), remote
+        assert gcs is not None
+        for auth in ({"RAY_AUTH_MODE": "disabled"}, {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 32}):
+            assert _refused(f"127.0.0.2:{gcs}", {**auth, "HOME": str(tmp_path)})
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+        subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"], capture_output=True)
