@@ -78,8 +78,9 @@ def loop_comparison(device: str, repeats: int, epochs: int) -> list[dict]:
     ]
 
 
-def sweep_overhead(trials: int, epochs: int, device: str) -> dict:
-    from search.local import LocalSweep
+def sweep_overhead(trials: int, epochs: int, device: str, backend: dict, label: str) -> dict:
+    """One short-trial sweep on ``backend``: its set-up, the trials' wall time against the
+    sum of their training time, and the wrap-up."""
     from search.spec import load as load_spec
 
     spec_data = {
@@ -91,38 +92,66 @@ def sweep_overhead(trials: int, epochs: int, device: str) -> dict:
         },
         "train": {"epochs": epochs, "batch_size": 64, "lr": {"float": [1e-3, 5e-3], "log": True}},
         "search": {"sampler": "random", "trials": trials, "seed": 0},
+        "backend": backend,
     }
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "spec.yaml"
         path.write_text(yaml.safe_dump({**spec_data, "tracking": {"dir": str(Path(tmp) / "store")}}))
-        sweep = LocalSweep(load_spec(path), device=device)
-        t0 = time.perf_counter()
-        sweep.open()
-        t1 = time.perf_counter()
-        sweep.run()
-        t2 = time.perf_counter()
-        sweep.finish()
-        t3 = time.perf_counter()
-        rows, _ = sweep.front_rows()
+        spec = load_spec(path)
+        if spec.backend.kind == "ray":
+            from search.raytune import RaySweep as Backend
+        else:
+            from search.local import LocalSweep as Backend
+        sweep = Backend(spec, device=device)
+        try:
+            t0 = time.perf_counter()
+            sweep.open()
+            t1 = time.perf_counter()
+            sweep.run()
+            t2 = time.perf_counter()
+            sweep.finish()
+            t3 = time.perf_counter()
+            rows, _ = sweep.front_rows()
+        finally:
+            sweep.close()
     trained = sum(r["train_time_s"] for r in rows)
     return {
-        "backend": "local",
+        "backend": label,
         "trials": trials,
         "open_s": t1 - t0,
         "trials_wall_s": t2 - t1,
         "sum_train_time_s": trained,
         "overhead_per_trial_s": (t2 - t1 - trained) / trials,
         "finish_s": t3 - t2,
+        "total_s": t3 - t0,
     }
+
+
+def overheads(trials: int, epochs: int, device: str, quick: bool = False) -> list[dict]:
+    """Local, Ray one trial at a time (2 threads each, like local) and Ray two at a time
+    (1 thread each), side by side on the same short trials."""
+    rows = [sweep_overhead(trials, epochs, device, {"kind": "local"}, "local")]
+    try:
+        import search.raytune  # noqa: F401
+    except ImportError:
+        return rows
+    if not quick:
+        serial = {"kind": "ray", "cpus_per_trial": 2, "max_concurrent": 1}
+        rows.append(sweep_overhead(trials, epochs, device, serial, "ray, 1 at a time"))
+    parallel = {"kind": "ray", "cpus_per_trial": 1, "max_concurrent": 2}
+    rows.append(sweep_overhead(trials, epochs, device, parallel, "ray, 2 at a time"))
+    for row in rows:
+        row["speedup_vs_local"] = rows[0]["trials_wall_s"] / row["trials_wall_s"]
+    return rows
 
 
 def run(out: Path, *, device: str, repeats: int, cap_s: float, quick: bool, console) -> list[dict]:
     loops = loop_comparison(device, repeats=2 if quick else repeats, epochs=1 if quick else 10)
-    overhead = sweep_overhead(trials=2 if quick else 10, epochs=1 if quick else 5, device=device)
-    overhead["ray"] = "not measured: the Ray backend is issue 4"
+    sweeps = overheads(trials=2 if quick else 12, epochs=1 if quick else 3, device=device, quick=quick)
+    overhead = sweeps[0]
     env = Env.current(device, repeats)
     write_csv(out / "trial_loop.csv", loops, env)
-    write_csv(out / "trial_overhead.csv", [overhead], env)
+    write_csv(out / "trial_overhead.csv", sweeps, env)
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
     axes[0].bar([r["loop"] for r in loops], [r["images_per_s"] for r in loops], color=["tab:gray", "tab:blue"])
@@ -133,5 +162,6 @@ def run(out: Path, *, device: str, repeats: int, cap_s: float, quick: bool, cons
     )
     axes[1].set_ylabel(f"seconds, {overhead['trials']} trials")
     save_figure(fig, out / "trial.png")
-    console.print(f"  overhead per trial: {overhead['overhead_per_trial_s']:.3f} s")
-    return [*loops, overhead]
+    for row in sweeps:
+        console.print(f"  {row['backend']}: overhead per trial {row['overhead_per_trial_s']:.3f} s")
+    return [*loops, *sweeps]

@@ -48,6 +48,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _die_with_parent() -> None:
+    """In the server's process: SIGTERM when the sweep's process dies, even by SIGKILL
+    (``mlflow server`` forwards it to its web server), so no server outlives its sweep."""
+    if sys.platform == "linux":
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 @contextmanager
 def private_server(store: Path, timeout: float = 120.0) -> Iterator[str]:
     """An ``mlflow server`` on 127.0.0.1 over the embedded store, for worker processes
@@ -59,7 +68,11 @@ def private_server(store: Path, timeout: float = 120.0) -> Iterator[str]:
     artifacts = (store / "artifacts").resolve().as_uri()
     cmd += ["--backend-store-uri", embedded_uri(store), "--default-artifact-root", artifacts]
     log = open(store / "mlflow-server.log", "ab")  # noqa: SIM115 (closed below)
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    # No job runner (GenAI evaluation jobs: a dozen processes this store never uses).
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    proc = subprocess.Popen(
+        cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True, preexec_fn=_die_with_parent
+    )
     uri = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + timeout

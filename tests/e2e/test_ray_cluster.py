@@ -4,6 +4,7 @@ a SQL store on 127.0.0.1. The cluster is stopped at the end even when a test fai
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -151,18 +152,31 @@ def _raylet_of(node: str) -> int:
     raise AssertionError(f"no raylet for {node}")
 
 
+def _kill_node(node: str) -> None:
+    """As if the machine were lost: SIGKILL its raylet and every process it started (its
+    workers outlive the raylet for a while otherwise, and would finish their trials)."""
+    import psutil
+
+    raylet = psutil.Process(_raylet_of(node))
+    for proc in [*raylet.children(recursive=True), raylet]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+
+
 def test_a_worker_node_killed_mid_sweep_loses_and_duplicates_no_trial(tmp_path, cluster, server):
     """Runs last in this module: the cluster keeps only its head afterwards."""
-    spec = _spec(tmp_path, "node_lost", cluster, server, trials=8, epochs=4)
+    spec = _spec(tmp_path, "node_lost", cluster, server, trials=8, epochs=6)
 
     def running_on_worker():
-        runs = _children(server, "node_lost")[2]
-        return any(r.info.status == "RUNNING" and r.data.tags.get("archsweep.node") == "127.0.0.3" for r in runs)
+        """A trial on the worker node past its second epoch (so it has a checkpoint)."""
+        client, _, runs = _children(server, "node_lost")
+        on_worker = [r for r in runs if r.info.status == "RUNNING" and r.data.tags.get("archsweep.node") == "127.0.0.3"]
+        return any(len(client.get_metric_history(r.info.run_id, "val_accuracy")) >= 2 for r in on_worker)
 
     driver = _driver(spec)
     try:
-        _wait_for(running_on_worker, 240, "a trial running on the worker node")
-        os.kill(_raylet_of("127.0.0.3"), signal.SIGKILL)
+        _wait_for(running_on_worker, 300, "a trial in its third epoch on the worker node")
+        _kill_node("127.0.0.3")
         assert driver.wait(timeout=600) in (0, 1), driver.stderr.read()[-3000:]
     finally:
         if driver.poll() is None:
