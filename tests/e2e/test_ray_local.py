@@ -135,3 +135,32 @@ def test_nothing_archsweep_starts_is_open_to_other_machines(tmp_path):
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()
         subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"], capture_output=True)
+
+
+def test_an_ablation_runs_on_ray_with_the_same_arms_seeds_and_report(tmp_path, monkeypatch):
+    """The ablation of tests/e2e/test_ablation.py, one seed fewer, on both backends: the
+    same (arm, seed) child runs, and the same report rows."""
+    import csv
+    import io
+
+    import yaml
+
+    from tests.e2e.test_ablation import SPEC
+
+    monkeypatch.chdir(tmp_path)
+    spec = {**SPEC, "ablation": {**SPEC["ablation"], "seeds": 2}}
+    reports, arms = {}, {}
+    for kind in ("local", "ray"):
+        path = tmp_path / f"{kind}.yaml"
+        path.write_text(yaml.safe_dump({**spec, "backend": {"kind": kind}, "tracking": {"dir": f"store_{kind}"}}))
+        assert main.main(["ablate", str(path)]) == 0
+        client, parents, children = runs_of(tmp_path, "tiny", f"store_{kind}")
+        arms[kind] = sorted((c.data.tags["archsweep.arm"], c.data.tags["archsweep.seed"]) for c in children)
+        text = Path(client.download_artifacts(parents[0].info.run_id, "ablation.csv", str(tmp_path / kind))).read_text()
+        reports[kind] = {r["arm"]: r for r in csv.DictReader(io.StringIO(text))}
+    assert arms["ray"] == arms["local"] and len(arms["ray"]) == 4 * 2
+    assert set(reports["ray"]) == set(reports["local"])
+    for arm, row in reports["local"].items():
+        assert reports["ray"][arm].get("refused", "") == row.get("refused", "")
+        if row.get("val_accuracy_mean") not in (None, "", "nan"):  # refused arms have no accuracy
+            assert abs(float(reports["ray"][arm]["val_accuracy_mean"]) - float(row["val_accuracy_mean"])) < 0.05
