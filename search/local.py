@@ -169,12 +169,13 @@ class LocalSweep(Sweep):
         for name, value in zip(constraint_names(self.spec), outcome.violations, strict=True):
             trial.set_constraint(name, value)
         trial.set_user_attr("state", outcome.state)
-        if outcome.state == "complete" or outcome.reason.startswith("breaks"):
+        trained = "epochs" in outcome.metrics
+        if trained:
             trial.set_user_attr("metrics", outcome.metrics)
+        elif outcome.metrics:
+            self.tracker.log_metrics(run, outcome.metrics)  # the cost measured before refusing it
         if outcome.reason:
             trial.set_user_attr("reason", outcome.reason)
-        if outcome.state == "infeasible" and outcome.metrics and "epochs" not in outcome.metrics:
-            self.tracker.log_metrics(run, outcome.metrics)  # the cost measured before refusing it
         self.tracker.end_trial(run, outcome.state, outcome.reason)
         if outcome.state == "complete":
             self.progress.done += 1
