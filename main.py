@@ -8,7 +8,8 @@ python main.py cost [NAME ...] [--timing]    parameters and GMACs of the papers'
 python main.py bench {scaling,conv,funnel,trial} [--quick]   measurements for BENCHMARKS.md
 python main.py cluster {up,down,status}      a Ray cluster on this machine (loopback, token auth)
 
-Exit codes: 0 done, 1 the sweep ran but no trial completed, 2 bad input.
+Exit codes: 0 done, 1 the sweep ran but no trial completed, 2 bad input, 3 partial (some
+trials failed, the others completed), 130 interrupted (run again to resume).
 """
 
 from __future__ import annotations
@@ -80,9 +81,12 @@ def _load(args: argparse.Namespace):
     """The spec, or None after printing every problem (one line each) to stderr."""
     from search.spec import SpecError, load
 
+    overrides = list(args.override or [])
+    if getattr(args, "workers", None) is not None:
+        overrides.append(f"backend.max_concurrent={args.workers}")
     try:
         validating = args.command == "validate"
-        spec = load(args.spec, args.override or [], smoke=args.smoke, check_data=not validating)
+        spec = load(args.spec, overrides, smoke=args.smoke, check_data=not validating)
         for warning in spec.warnings:
             print(f"warning: {warning}", file=sys.stderr)
         return spec
@@ -135,7 +139,10 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     where = spec.tracking_uri or sweep.store
     ui = "python main.py ui" + ("" if spec.tracking_uri or spec.store == "out" else f" --store {spec.store}")
     console.print(f"results: MLflow experiment {spec.experiment!r} in {where}; open it with: {ui}")
-    return 0 if rows else 1
+    failed = sweep.failed()
+    if failed and rows:
+        console.print(f"partial: {failed} trial(s) failed; their reasons are in MLflow (tag archsweep.reason)")
+    return 1 if not rows else 3 if failed else 0
 
 
 def cmd_ablate(args: argparse.Namespace, console: Console) -> int:
@@ -291,6 +298,9 @@ def parser() -> argparse.ArgumentParser:
         run.add_argument("--smoke", action="store_true", help="apply the spec's smoke overrides (tiny, synthetic)")
         run.add_argument(
             "--resume", action="store_true", help="continue a stopped sweep (an error when there is none to continue)"
+        )
+        run.add_argument(
+            "--workers", type=int, metavar="N", help="trials at once, each in a process (= backend.max_concurrent)"
         )
     val = sub.add_parser("validate", help="check a spec without training; show its space and sampled models")
     val.add_argument("spec")

@@ -34,6 +34,9 @@ class MixerSpec:
     def __post_init__(self) -> None:
         object.__setattr__(self, "options", _freeze(self.options))
 
+    def __reduce__(self):  # a read-only mapping does not pickle; its dict does (trials' processes)
+        return (MixerSpec, (self.name, dict(self.options)))
+
 
 @dataclass(frozen=True)
 class Transition:
@@ -77,6 +80,9 @@ class EmbeddingSpec:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "options", _freeze(self.options))
+
+    def __reduce__(self):
+        return (EmbeddingSpec, (self.kind, self.patch_size, dict(self.options)))
 
 
 @dataclass(frozen=True)

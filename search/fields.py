@@ -152,6 +152,8 @@ BACKEND_FIELDS = {
     "gpus_per_trial": Field(fraction, 0),
     "max_concurrent": Field(optional(integer())),
     "max_failures": Field(integer(0), 2),
+    "trial_timeout": Field(optional(number())),
+    "memory_per_trial": Field(optional(number())),
     "storage_path": Field(optional(text)),
     "dashboard": Field(boolean, False),
 }

@@ -1,20 +1,30 @@
-"""The local backend: one Optuna study per sweep, trials run in this process.
+"""The local backend: one Optuna study per sweep; each trial runs in a process of its own
+(runs.worker), ``workers`` of them at a time.
 
-The study lives in a journal file next to the MLflow store, so running the same command
-again resumes it: finished trials are kept and the sweep goes on to the requested count.
+The study lives in a journal file next to the MLflow store (safe for several writers),
+so running the same command again resumes it: finished trials are kept and the sweep
+goes on to the requested count. This process does all the bookkeeping (Optuna, MLflow);
+trials' processes only compute, and a trial that crashes, hangs past its timeout or runs
+out of memory takes only itself down.
 """
 
 from __future__ import annotations
 
 import math
+import shutil
+import signal
+import threading
 
 import optuna
+import torch
 from optuna.trial import TrialState
 
 from blocks import summary
 from runs import data as datasets
+from runs import faults, worker
 from runs.train import TrainConfig
-from runs.trial import Infeasible, run_trial
+from runs.trial import Infeasible
+from runs.worker import Job
 from search.fields import to_arch
 from search.space import Choice, FloatRange, IntRange, dimensions
 from search.spec import Spec
@@ -69,7 +79,19 @@ def make_pruner(spec: Spec) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
+class Interrupted(Exception):
+    """A trial stopped by Ctrl-C: FAIL without a fail_reason, so it is not counted."""
+
+
+class TrialError(Exception):
+    """A trial that failed; the message is the reason recorded in Optuna and MLflow."""
+
+
 class LocalSweep(Sweep):
+    def __init__(self, spec: Spec, **kw) -> None:
+        super().__init__(spec, **kw)
+        self.workers = spec.backend.max_concurrent or 1
+
     def resumable(self) -> bool:
         return (self.store / "optuna" / f"{self.spec.name}.journal").exists()
 
@@ -77,6 +99,7 @@ class LocalSweep(Sweep):
 
     def open(self) -> None:
         spec = self.spec
+        worker.start_server()  # it warms up while the study and the tracking open
         (self.store / "optuna").mkdir(parents=True, exist_ok=True)
         backend = optuna.storages.journal.JournalFileBackend(str(self.store / "optuna" / f"{spec.name}.journal"))
         self.study = optuna.create_study(
@@ -92,7 +115,12 @@ class LocalSweep(Sweep):
         if spec.ablation is not None:
             self._enqueue_arms()
         self.open_tracking()
-        self.data = datasets.load(spec.data, seed=spec.search.seed).to(self.device)
+        # On the CPU, shared with the trials' processes (each moves it to the device).
+        self.data = datasets.load(spec.data, seed=spec.search.seed)
+        self.checkpoints = self.store / "checkpoints" / spec.name
+        shutil.rmtree(self.checkpoints, ignore_errors=True)  # of trials whose sweep was killed
+        self.checkpoints.mkdir(parents=True, exist_ok=True)
+        self.stop, self.faults = threading.Event(), faults.plan()
 
     def _enqueue_arms(self) -> None:
         """Queue every (arm, seed) of the ablation that has neither run nor been queued."""
@@ -107,7 +135,22 @@ class LocalSweep(Sweep):
     # -- one trial ---------------------------------------------------------------------
 
     def objective(self, trial: optuna.Trial) -> tuple[float, ...]:
-        spec, geo = self.spec, self.data.geometry
+        try:
+            return self._objective(trial)
+        except (optuna.TrialPruned, Interrupted, TrialError):
+            raise
+        except Exception as err:  # archsweep's own bookkeeping broke: still a trial with a reason
+            reason = f"{type(err).__name__}: {err}"
+            trial.set_user_attr("fail_reason", reason)
+            if "mlflow_run_id" in trial.user_attrs:
+                self.tracker.end_trial(trial.user_attrs["mlflow_run_id"], "failed", reason)
+            self.progress.failed += 1
+            raise
+
+    def _objective(self, trial: optuna.Trial) -> tuple[float, ...]:
+        if self.stop.is_set():  # Ctrl-C came between two trials
+            raise Interrupted("stopped by Ctrl-C")
+        spec, geo, b = self.spec, self.data.geometry, self.spec.backend
         model_cfg, train_cfg, seed, extra_tags = draw(spec, trial)
         arch = to_arch(model_cfg, geo.image_size, geo.num_classes, geo.channels)
         cfg = TrainConfig.from_mapping({**train_cfg, "crop": spec.data.crop, "flip": spec.data.flip})
@@ -122,48 +165,87 @@ class LocalSweep(Sweep):
         )
         trial.set_user_attr("mlflow_run_id", run)
         trial.set_user_attr("arch", line)
-        self.progress.current, self.progress.epoch = f"t{trial.number:02d} {line}", ""
-        self.on_change(self.progress)
+        checkpoint = self.checkpoints / f"t{trial.number}.pt" if b.max_failures else None
+        job = Job(
+            trial.number,
+            arch,
+            cfg,
+            seed,
+            tuple(spec.constraints),
+            str(self.device),
+            max(1, torch.get_num_threads() // self.workers),
+            str(checkpoint) if checkpoint else None,
+            b.memory_per_trial,
+            self.faults,
+        )
+        self._show(trial.number, line)
         try:
-            metrics = run_trial(
-                arch,
-                cfg,
-                self.data,
-                seed=seed,
-                constraints=spec.constraints,
-                report=self._reporter(trial, run, cfg.epochs),
+            message = self._attempts(trial, run, job, line)
+        finally:
+            self.progress.running.pop(trial.number, None)
+            if checkpoint:
+                checkpoint.unlink(missing_ok=True)
+        return self._outcome(trial, run, message)
+
+    def _attempts(self, trial: optuna.Trial, run: str, job: Job, line: str) -> tuple:
+        """Run the trial's process; again from its last checkpoint after a crash or an
+        unexpected exception, up to backend.max_failures more times."""
+        single = len(self.spec.objectives) == 1
+        logged = -1
+
+        def on_epoch(epoch: int, metrics: dict) -> bool:
+            nonlocal logged
+            self.tracker.log_metrics(run, metrics, step=epoch)
+            logged = epoch
+            accuracy = metrics["val_accuracy"]
+            self._show(trial.number, f"{line} epoch {epoch + 1}/{job.cfg.epochs}, val_accuracy {accuracy:.3f}")
+            if not single:
+                return True
+            trial.report(metrics.get(self.spec.objectives[0].metric, math.nan), epoch)
+            return not trial.should_prune()
+
+        def on_resumed(epoch: int, metrics: dict) -> None:
+            self.tracker.set_tags(run, {"archsweep.resumed_from_epoch": str(epoch + 1)})
+            if epoch > logged:  # checkpointed, but the crash came before it was logged
+                on_epoch(epoch, metrics)
+
+        retries = self.spec.backend.max_failures
+        for attempt in range(retries + 1):
+            message = worker.run(
+                job, self.data, on_epoch, on_resumed, timeout=self.spec.backend.trial_timeout, stop=self.stop
             )
-        except Infeasible as err:
-            return self._record(trial, run, refused(spec, err))
-        except optuna.TrialPruned:
+            if message[0] != "failed" or message[1] not in worker.RETRYABLE or attempt == retries:
+                break
+            self.tracker.set_tags(run, {"archsweep.retry_reason": message[2]})
+        trial.set_user_attr("attempts", attempt + 1)
+        self.tracker.set_tags(run, {"archsweep.attempts": str(attempt + 1)})
+        return message
+
+    def _outcome(self, trial: optuna.Trial, run: str, message: tuple) -> tuple[float, ...]:
+        kind = message[0]
+        if kind == "done":
+            metrics = message[1]
+            self.tracker.log_metrics(run, metrics, step=int(metrics["epochs"]))
+            return self._record(trial, run, completed(self.spec, metrics))
+        if kind == "infeasible":
+            return self._record(trial, run, refused(self.spec, Infeasible(*message[1:])))
+        if kind == "pruned":
             self.tracker.end_trial(run, "pruned")
             self.progress.pruned += 1
-            raise
-        except KeyboardInterrupt:
-            self.tracker.end_trial(run, "interrupted", "stopped by Ctrl-C")
-            raise
-        except Exception as err:
-            reason = f"{type(err).__name__}: {err}"
-            trial.set_user_attr("fail_reason", reason)
-            self.tracker.end_trial(run, "failed", reason)
-            self.progress.failed += 1
-            raise
-        self.tracker.log_metrics(run, metrics, step=int(metrics["epochs"]))
-        return self._record(trial, run, completed(spec, metrics))
+            raise optuna.TrialPruned("pruned by the pruner")
+        _, why, reason = message
+        if why == "interrupted":  # not counted: the next run of the sweep runs it again
+            self.tracker.end_trial(run, "interrupted", reason)
+            raise Interrupted(reason)
+        trial.set_user_attr("fail_reason", reason)
+        self.tracker.end_trial(run, "failed", reason)
+        self.progress.failed += 1
+        self.on_change(self.progress)
+        raise TrialError(reason)
 
-    def _reporter(self, trial: optuna.Trial, run: str, epochs: int):
-        single = len(self.spec.objectives) == 1
-
-        def report(epoch: int, metrics: dict[str, float], snapshot=None) -> None:
-            self.tracker.log_metrics(run, metrics, step=epoch)
-            self.progress.epoch = f"epoch {epoch + 1}/{epochs}, val_accuracy {metrics['val_accuracy']:.3f}"
-            self.on_change(self.progress)
-            if single:
-                trial.report(metrics.get(self.spec.objectives[0].metric, math.nan), epoch)
-                if trial.should_prune():
-                    raise optuna.TrialPruned(f"pruned after epoch {epoch + 1}")
-
-        return report
+    def _show(self, number: int, doing: str) -> None:
+        self.progress.running[number] = doing
+        self.on_change(self.progress)
 
     def _record(self, trial: optuna.Trial, run: str, outcome: Outcome) -> tuple[float, ...]:
         for name, value in zip(constraint_names(self.spec), outcome.violations, strict=True):
@@ -191,11 +273,29 @@ class LocalSweep(Sweep):
         return max(0, self.spec.search.trials - sum(counted(t) for t in self.study.get_trials(deepcopy=False)))
 
     def run(self) -> None:
-        """Run trials until the requested count has finished (Ctrl-C propagates)."""
-        self.study.optimize(
-            self.objective,
-            n_trials=self.remaining(),
-            timeout=self.spec.search.timeout,
-            catch=(Exception,),
-            gc_after_trial=False,
-        )
+        """Run trials, ``workers`` at a time, until the requested count has finished.
+
+        Ctrl-C stops the running trials' processes and raises KeyboardInterrupt once every
+        trial is recorded (interrupted trials are not counted and run again next time)."""
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, self._interrupt) if main else None
+        try:
+            self.study.optimize(
+                self.objective,
+                n_trials=self.remaining(),
+                timeout=self.spec.search.timeout,
+                n_jobs=self.workers,
+                catch=(Exception,),
+                callbacks=[lambda study, trial: study.stop() if self.stop.is_set() else None],
+                gc_after_trial=False,
+            )
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+        if self.stop.is_set():
+            raise KeyboardInterrupt
+
+    def _interrupt(self, signum, frame) -> None:
+        if self.stop.is_set():  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.stop.set()

@@ -213,14 +213,15 @@ class _Bookkeeper(tune.Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         if _ACTIVE and result.get("state") == "running":
             progress = _ACTIVE[0].progress
-            progress.current = f"t{result['number']:02d} {result['arch']}"
-            progress.epoch = f"epoch {result['epoch']}, val_accuracy {result['val_accuracy']:.3f}"
+            doing = f"{result['arch']} epoch {result['epoch']}, val_accuracy {result['val_accuracy']:.3f}"
+            progress.running[result["number"]] = doing
             _ACTIVE[0].on_change(progress)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         if not _ACTIVE:
             return
         sweep, last = _ACTIVE[0], trial.last_result or {}
+        sweep.progress.running.pop(last.get("number"), None)
         state = last.get("state")
         if state == "running":  # the scheduler stopped it
             sweep.tracker.end_trial(last["run_id"], "pruned", f"stopped early after epoch {last['epoch']}")

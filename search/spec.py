@@ -93,12 +93,14 @@ class SearchSpec:
 
 @dataclass(frozen=True)
 class BackendSpec:
-    kind: str = "local"  # local: trials in this process; ray: Ray Tune
+    kind: str = "local"  # local: trials in processes of this machine; ray: Ray Tune
     address: str = "local"  # ray: local (a private runtime), auto or host:port (join a cluster)
     cpus_per_trial: float = 1
     gpus_per_trial: float = 0
-    max_concurrent: int | None = None
-    max_failures: int = 2
+    max_concurrent: int | None = None  # trials at once (local: 1 unless --workers)
+    max_failures: int = 2  # retries of a crashed trial, from its last checkpoint
+    trial_timeout: float | None = None  # seconds; a trial still running then fails with reason timeout
+    memory_per_trial: float | None = None  # GiB a trial may allocate; beyond it fails with reason oom
     storage_path: str | None = None  # Tune's experiment state; shared storage on a cluster
     dashboard: bool = False
 

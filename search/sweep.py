@@ -32,8 +32,7 @@ class Progress:
     failed: int = 0
     infeasible: int = 0
     pruned: int = 0
-    current: str = ""
-    epoch: str = ""
+    running: dict[int, str] = field(default_factory=dict)  # trial number -> what it is doing
     front: list[dict] = field(default_factory=list)
 
 
@@ -153,6 +152,10 @@ class Sweep:
             spec.description,
         )
         self.tracker.log_text(self.parent, yaml.safe_dump(dict(spec.resolved), sort_keys=False), "spec.yaml")
+
+    def failed(self) -> int:
+        """Trials that failed with a reason (interrupted ones are not failures: they rerun)."""
+        return sum(t.state == TrialState.FAIL and counted(t) for t in self.study.get_trials(deepcopy=False))
 
     def front_rows(self) -> tuple[list[dict], list[dict]]:
         """(all feasible completed trials, the Pareto-optimal ones) as rows of metrics."""

@@ -57,8 +57,10 @@ class LiveView:
             return Text("starting...")
         head = Text(
             f"trials: {p.done} complete, {p.infeasible} infeasible, {p.pruned} pruned, {p.failed} failed "
-            f"(this session; {p.requested} requested)\nnow: {p.current} {p.epoch}"
+            f"(this session; {p.requested} requested)"
         )
+        for number, doing in sorted(p.running.items()):
+            head.append(f"\nnow: t{number:02d} {doing}")
         return Group(head, front_table(p.front, self.objectives, "best front so far")) if p.front else head
 
     def __enter__(self):

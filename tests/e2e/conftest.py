@@ -1,5 +1,6 @@
 """Small real sweeps: real Optuna journal storage, real MLflow SQLite store, in a tmp dir."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,14 @@ def runs_of(folder: Path, experiment: str = "tiny", store: str = "store"):
     parents = [r for r in runs if r.data.tags.get("archsweep.trial") == "parent"]
     children = [r for r in runs if r.data.tags.get("archsweep.trial") != "parent"]
     return client, parents, children
+
+
+def inject(monkeypatch, folder: Path, faults: list[dict]) -> Path:
+    """Arm runs.faults for sweeps started by this test (see runs/faults.py)."""
+    plan = folder / "faults.json"
+    plan.write_text(json.dumps(faults))
+    monkeypatch.setenv("ARCHSWEEP_FAULTS", str(plan))
+    return plan
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -13,8 +14,7 @@ import optuna
 from optuna.trial import TrialState
 
 import main
-import search.local
-from tests.e2e.conftest import runs_of, write_spec
+from tests.e2e.conftest import inject, runs_of, write_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -71,22 +71,16 @@ def test_running_again_resumes_to_the_requested_count(workdir):
 
 
 def test_a_failing_trial_is_recorded_and_the_others_complete(workdir, monkeypatch):
-    real = search.local.run_trial
-
-    def flaky(arch, cfg, data, *, seed, **kw):
-        if seed == 1:  # trial 1 (seed 0 + trial number)
-            raise RuntimeError("injected failure")
-        return real(arch, cfg, data, seed=seed, **kw)
-
-    monkeypatch.setattr(search.local, "run_trial", flaky)
-    assert main.main(["run", str(write_spec(workdir))]) == 0
+    inject(monkeypatch, workdir, [{"trial": 1, "epoch": 0, "kind": "raise"}])
+    spec = write_spec(workdir, backend={"max_failures": 0})
+    assert main.main(["run", str(spec)]) == 3  # partial: one trial failed
     trials = study(workdir).trials
-    assert trials[1].state == TrialState.FAIL
-    assert trials[1].user_attrs["fail_reason"] == "RuntimeError: injected failure"
+    reason = "InjectedFault: injected fault in trial 1, epoch 1"
+    assert trials[1].state == TrialState.FAIL and trials[1].user_attrs["fail_reason"] == reason
     assert [t.state for t in trials[:1] + trials[2:]] == [TrialState.COMPLETE] * 4
     _, _, children = runs_of(workdir)
     failed = [c for c in children if c.info.status == "FAILED"]
-    assert len(failed) == 1 and failed[0].data.tags["archsweep.reason"] == "RuntimeError: injected failure"
+    assert len(failed) == 1 and failed[0].data.tags["archsweep.reason"] == reason
 
 
 def test_a_nan_loss_fails_its_trial_at_once(workdir):
@@ -117,20 +111,19 @@ def test_infeasible_trials_cost_no_training(workdir):
 
 
 def test_ctrl_c_marks_the_running_trial_and_resume_finishes(workdir, monkeypatch):
-    real = search.local.run_trial
+    plan = inject(monkeypatch, workdir, [{"trial": 2, "epoch": 0, "kind": "hang", "times": 1}])
 
-    def interrupted(arch, cfg, data, *, seed, **kw):
-        if seed == 2:
-            raise KeyboardInterrupt
-        return real(arch, cfg, data, seed=seed, **kw)
+    def press_ctrl_c_when_trial_2_hangs():
+        while not Path(f"{plan}.fired.0").exists():
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
 
     spec = write_spec(workdir)
-    monkeypatch.setattr(search.local, "run_trial", interrupted)
+    threading.Thread(target=press_ctrl_c_when_trial_2_hangs, daemon=True).start()
     assert main.main(["run", str(spec)]) == 130
     _, parents, children = runs_of(workdir)
     assert parents[0].info.status == "KILLED"
     assert sorted(c.info.status for c in children) == ["FINISHED", "FINISHED", "KILLED"]
-    monkeypatch.setattr(search.local, "run_trial", real)
     assert main.main(["run", str(spec)]) == 0
     states = [t.state for t in study(workdir).trials]
     assert states.count(TrialState.COMPLETE) == 5 and states.count(TrialState.FAIL) == 1
