@@ -6,8 +6,9 @@ who wants to see what a sweep does when a trial breaks.
     [{"trial": 3, "epoch": 1, "kind": "raise", "times": 1}, {"trial": 5, "epoch": 0, "kind": "hang"}]
 
 A fault fires at the end of epoch ``epoch`` (0-based) of trial ``trial``, after that
-epoch is reported and checkpointed, at most ``times`` times over all attempts of the
-trial (default: every attempt). Firings are counted in files next to the plan, so the
+epoch is reported and checkpointed (without ``epoch``: at the end of the first epoch that
+each attempt runs, so a retry resumed from a checkpoint meets it too), at most ``times``
+times over all attempts of the trial (default: every attempt). Firings are counted in files next to the plan, so the
 count survives the trial's process. Kinds: ``raise`` (a RuntimeError), ``exit`` (the
 process ends at once with code 1, like a segfault), ``hang`` (never reports or returns
 again).
@@ -32,11 +33,12 @@ def plan() -> str | None:
     return os.environ.get(ENV) or None
 
 
-def fire(path: str | None, trial: int, epoch: int) -> None:
+def fire(path: str | None, trial: int, epoch: int, first: int) -> None:
+    """Called after epoch ``epoch`` of an attempt that started at epoch ``first``."""
     if not path:
         return
     for i, fault in enumerate(json.loads(Path(path).read_text())):
-        if fault["trial"] != trial or fault["epoch"] != epoch:
+        if fault["trial"] != trial or fault.get("epoch", first) != epoch:
             continue
         counter = Path(f"{path}.fired.{i}")
         fired = int(counter.read_text()) if counter.exists() else 0

@@ -124,9 +124,10 @@ def _child(conn, job: Job, data: Dataset) -> None:
 
 
 def _train(conn, job: Job, data: Dataset) -> tuple:
-    resume = None
+    resume, first = None, 0
     if job.checkpoint and os.path.exists(job.checkpoint):
         resume = torch.load(job.checkpoint, map_location=job.device, weights_only=True)
+        first = resume["epoch"] + 1
         conn.send(("resumed", resume["epoch"], resume["metrics"]))
 
     def report(epoch: int, metrics: dict, snapshot) -> None:
@@ -136,7 +137,7 @@ def _train(conn, job: Job, data: Dataset) -> tuple:
         conn.send(("epoch", epoch, metrics))
         if not conn.recv():
             raise _Pruned
-        faults.fire(job.faults, job.trial, epoch)
+        faults.fire(job.faults, job.trial, epoch, first)
 
     metrics = run_trial(
         job.arch, job.cfg, data, seed=job.seed, constraints=job.constraints, report=report, resume=resume
