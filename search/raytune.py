@@ -15,11 +15,13 @@ asked and then on 127.0.0.1.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import subprocess
 import sys
 import tempfile
+import threading
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
@@ -38,8 +40,9 @@ from ray.tune.search.optuna import OptunaSearch
 
 from blocks import summary
 from runs import data as datasets
+from runs import faults, worker
 from runs.tracking import ATTEMPT_TAG, Tracker, private_server
-from runs.train import TrainConfig, TrialFailed
+from runs.train import TrainConfig
 from runs.trial import Infeasible, run_trial
 from search.fields import to_arch
 from search.local import make_sampler
@@ -51,6 +54,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 # What the workers do not need of the project folder (Ray also honours .gitignore).
 EXCLUDES = [".git", ".venv", "out", "data", "mlruns", "*.db", "*.journal", "__pycache__", ".*_cache"]
 HEAD_NODE, WORKER_NODES = "127.0.0.2", "127.0.0.{}"  # loopback: Ray keeps these, not 127.0.0.1
+TIMEOUT_TAG = "archsweep.timed_out"
 
 
 # -- in a Ray worker: one trial ------------------------------------------------------------
@@ -89,11 +93,19 @@ def trainable(config: dict, *, spec: Spec, parent: str, uri: str) -> None:
     )
     tracker.set_tags(run, {"archsweep.node": ray.util.get_node_ip_address()})
     base, cost = {"number": number, "run_id": run, "arch": line}, {}
-    resume = None
+
+    def fail(reason: str) -> None:  # deterministic: recorded, not retried
+        tracker.end_trial(run, "failed", reason)
+        tune.report({**base, "state": "failed", "reason": reason})
+
+    if TIMEOUT_TAG in tracker.tags(run):  # the watchdog ended the last attempt's worker
+        return fail(_timeout_reason(b.trial_timeout))
+    resume, first = None, 0
     if (checkpoint := tune.get_checkpoint()) is not None:
         with checkpoint.as_directory() as folder:
             resume = torch.load(Path(folder) / "state.pt", map_location=device, weights_only=True)
-        tracker.set_tags(run, {"archsweep.resumed_from_epoch": str(resume["epoch"] + 1)})
+        first = resume["epoch"] + 1
+        tracker.set_tags(run, {"archsweep.resumed_from_epoch": str(first)})
 
     def report(epoch: int, metrics: dict, snapshot) -> None:
         tracker.log_metrics(run, metrics, step=epoch)  # before Tune: a crash may repeat a step, never skip one
@@ -101,27 +113,73 @@ def trainable(config: dict, *, spec: Spec, parent: str, uri: str) -> None:
             torch.save(snapshot(), Path(folder) / "state.pt")
             result = {**base, **cost, **metrics, "epoch": epoch + 1, "state": "running"}
             tune.report(result, checkpoint=tune.Checkpoint.from_directory(folder))
+        faults.fire(os.environ.get(faults.ENV), number, epoch, first)
 
     try:
-        metrics = run_trial(
-            arch, cfg, data, seed=seed, constraints=spec.constraints, report=report, resume=resume, on_cost=cost.update
-        )
+        with _watchdog(b.trial_timeout, tracker, run), worker.memory_cap(b.memory_per_trial):
+            metrics = run_trial(
+                arch,
+                cfg,
+                data,
+                seed=seed,
+                constraints=spec.constraints,
+                report=report,
+                resume=resume,
+                on_cost=cost.update,
+            )
         tracker.log_metrics(run, metrics, step=int(metrics["epochs"]))
         outcome = completed(spec, metrics)
     except Infeasible as err:
         outcome = refused(spec, err)
         if outcome.metrics:
             tracker.log_metrics(run, outcome.metrics)
-    except TrialFailed as err:  # deterministic (a non-finite loss): recorded, not retried
-        tracker.end_trial(run, "failed", f"TrialFailed: {err}")
-        tune.report({**base, "state": "failed", "reason": f"TrialFailed: {err}"})
-        return
-    except Exception as err:  # Tune retries it up to max_failures; a retry reopens this run
-        tracker.end_trial(run, "failed", f"{type(err).__name__}: {err}")
+    except TrialTimeout:
+        return fail(_timeout_reason(b.trial_timeout))
+    except Exception as err:
+        if worker.failure_kind(err) in ("oom", "failed"):  # it would happen again: not retried
+            if device.type == "cuda":
+                torch.cuda.empty_cache()  # the next trial of this worker gets the memory back
+            return fail(worker.failure_reason(err))
+        tracker.end_trial(run, "failed", worker.failure_reason(err))  # Tune retries it; a retry reopens this run
         raise
     tracker.end_trial(run, outcome.state, outcome.reason)
     final = {**base, **outcome.metrics, "state": outcome.state, "reason": outcome.reason}
     tune.report({**final, "values": list(outcome.values), "violations": list(outcome.violations)})
+
+
+class TrialTimeout(Exception):
+    """Raised in a trial's thread by its watchdog."""
+
+
+def _timeout_reason(seconds: float | None) -> str:
+    return f"timeout: no result after {seconds:g} s (backend.trial_timeout)"
+
+
+@contextmanager
+def _watchdog(seconds: float | None, tracker: Tracker, run: str):
+    """After ``seconds``, raise TrialTimeout in the trial's thread (Tune runs trials in a
+    thread, which cannot be killed). A thread stuck in native code never sees it; then the
+    worker process ends itself after a grace period, and the retry Tune starts finds the
+    run's timeout tag and records the timeout instead of training again."""
+    if not seconds:
+        yield
+        return
+    target, done = threading.get_ident(), threading.Event()
+
+    def expire() -> None:
+        tracker.set_tags(run, {TIMEOUT_TAG: f"{seconds:g}"})
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(target), ctypes.py_object(TrialTimeout))
+        if not done.wait(30):
+            os._exit(1)
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        done.set()
+        timer.cancel()
 
 
 # -- in the driver: the searcher -----------------------------------------------------------
@@ -239,7 +297,8 @@ class _Bookkeeper(tune.Callback):
             return
         sweep = _ACTIVE[0]
         for run in sweep.tracker.runs_with_key(sweep.spec.name, trial.trial_id):
-            sweep.tracker.end_trial(run.info.run_id, "failed", _reason(trial.get_pickled_error()))
+            if run.info.status == "RUNNING":  # its worker died; else the worker recorded why
+                sweep.tracker.end_trial(run.info.run_id, "failed", _reason(trial.get_pickled_error()))
         sweep.progress.failed += 1
         sweep.on_change(sweep.progress)
 
@@ -268,6 +327,8 @@ def runtime(backend: BackendSpec):
     local) or an existing cluster; the project folder travels to the workers."""
     ensure_token()
     env = {"working_dir": str(PROJECT), "excludes": EXCLUDES}
+    if faults.plan():  # the hardening suite's faults reach the workers
+        env["env_vars"] = {faults.ENV: faults.plan()}
     if backend.address == "local":
         ray.init(
             address="local",
@@ -321,7 +382,10 @@ class RaySweep(Sweep):
     def _trainable(self):
         b = self.spec.backend
         fn = tune.with_parameters(trainable, spec=self.spec, parent=self.parent, uri=self.uri)
-        return tune.with_resources(fn, {"cpu": b.cpus_per_trial, "gpu": b.gpus_per_trial})
+        resources = {"cpu": b.cpus_per_trial, "gpu": b.gpus_per_trial}
+        if b.memory_per_trial:  # Ray places trials by it; worker.memory_cap enforces it
+            resources["memory"] = int(b.memory_per_trial * 2**30)
+        return tune.with_resources(fn, resources)
 
     def _scheduler(self):
         spec, first = self.spec, self.spec.objectives[0]

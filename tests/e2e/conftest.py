@@ -29,7 +29,8 @@ TINY = {
 
 
 def write_spec(folder: Path, **changes) -> Path:
-    spec = {**TINY, **changes}
+    """TINY with ``changes`` (a section set to None is left out)."""
+    spec = {k: v for k, v in {**TINY, **changes}.items() if v is not None}
     path = folder / f"{spec['name']}.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path

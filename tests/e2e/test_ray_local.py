@@ -15,6 +15,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import yaml
 
 import main
 from tests.e2e.conftest import runs_of, write_spec
@@ -143,8 +144,6 @@ def test_an_ablation_runs_on_ray_with_the_same_arms_seeds_and_report(tmp_path, m
     import csv
     import io
 
-    import yaml
-
     from tests.e2e.test_ablation import SPEC
 
     monkeypatch.chdir(tmp_path)
@@ -164,3 +163,45 @@ def test_an_ablation_runs_on_ray_with_the_same_arms_seeds_and_report(tmp_path, m
         assert reports["ray"][arm].get("refused", "") == row.get("refused", "")
         if row.get("val_accuracy_mean") not in (None, "", "nan"):  # refused arms have no accuracy
             assert abs(float(reports["ray"][arm]["val_accuracy_mean"]) - float(row["val_accuracy_mean"])) < 0.05
+
+
+def test_faults_on_ray_are_retried_or_recorded_like_local(tmp_path, monkeypatch):
+    """One sweep on the ray backend meets the fault suite's cases: a crash retried from its
+    checkpoint, a crash on every attempt, a hang ended by the timeout, and a trial beyond
+    its memory cap."""
+    from tests.e2e.conftest import inject
+    from tests.e2e.test_sweep import study
+
+    monkeypatch.chdir(tmp_path)
+    faults = [
+        {"trial": 1, "epoch": 1, "kind": "raise", "times": 1},
+        {"trial": 2, "kind": "raise"},
+        {"trial": 3, "epoch": 0, "kind": "hang"},
+    ]
+    inject(monkeypatch, tmp_path, faults)
+    # An ablation, so trial numbers are fixed: 0-3 the base (width 16), 4-7 width 4096.
+    stage = {"depth": 1, "width": 16, "mlp_ratio": 16, "mixer": "fourier"}
+    spec = write_spec(
+        tmp_path,
+        model={"patch_size": 2, "stages": [stage]},
+        train={"epochs": 3, "batch_size": 64, "lr": 0.003},
+        ablation={"factors": {"model.stages[*].width": [16, 4096]}, "seeds": 4},
+        search=None,
+        backend={"kind": "ray", "max_failures": 1, "trial_timeout": 20, "memory_per_trial": 0.25},
+    )
+    assert main.main(["run", str(spec)]) == 3
+    trials = {t.number: t for t in study(tmp_path).trials}
+    reasons = {n: t.user_attrs.get("fail_reason", "") for n, t in trials.items()}
+    assert len(trials) == 8
+    assert trials[1].state.name == "COMPLETE", reasons
+    assert reasons[2].startswith("InjectedFault: injected fault in trial 2")
+    assert reasons[3].startswith("timeout")
+    wide = [n for n, t in trials.items() if t.user_attrs["arm"] == 1]
+    assert wide == [4, 5, 6, 7] and all(reasons[n].startswith("oom: ") for n in wide), reasons
+    _, _, children = runs_of(tmp_path)
+    by_trial = {int(c.data.tags["archsweep.trial"]): c for c in children}
+    assert len(children) == 8 and "RUNNING" not in {c.info.status for c in children}
+    assert by_trial[1].info.status == "FINISHED" and by_trial[1].data.tags["archsweep.resumed_from_epoch"] == "2"
+    for n in [2, 3, *wide]:
+        assert by_trial[n].info.status == "FAILED" and by_trial[n].data.tags["archsweep.reason"] == reasons[n]
+    assert by_trial[0].info.status == "FINISHED"
