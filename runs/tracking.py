@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -36,6 +37,21 @@ REASON_TAG = "archsweep.reason"
 
 
 ATTEMPT_TAG = "archsweep.attempt_key"  # which backend trial owns a run (a retry continues it)
+
+
+def with_credentials(uri: str, user: str | None, password: str | None) -> str:
+    """The URI MLflow's client opens. A server gets user and password through
+    MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD, set in this process only; a
+    database URI needs them in itself (kept in memory, never printed or logged)."""
+    if not (user or password):
+        return uri
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme in ("http", "https"):
+        os.environ["MLFLOW_TRACKING_USERNAME"] = user or ""
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = password or ""
+        return uri
+    login = urllib.parse.quote(user or "", safe="") + (":" + urllib.parse.quote(password, safe="") if password else "")
+    return parts._replace(netloc=f"{login}@{parts.netloc}").geturl()
 
 
 def embedded_uri(store: Path) -> str:
@@ -96,8 +112,10 @@ def private_server(store: Path, timeout: float = 120.0) -> Iterator[str]:
 
 
 class Tracker:
-    def __init__(self, uri: str, experiment: str, artifacts: Path | None = None) -> None:
-        self.client = MlflowClient(uri)
+    def __init__(
+        self, uri: str, experiment: str, artifacts: Path | None = None, credentials: tuple = (None, None)
+    ) -> None:
+        self.client = MlflowClient(with_credentials(uri, *credentials))
         found = self.client.get_experiment_by_name(experiment)
         if found is None:
             location = artifacts.resolve().as_uri() if artifacts is not None else None

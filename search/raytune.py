@@ -70,7 +70,7 @@ def _dataset(spec: Spec, device: torch.device) -> datasets.Dataset:
     return _DATA[key]
 
 
-def trainable(config: dict, *, spec: Spec, parent: str, uri: str) -> None:
+def trainable(config: dict, *, spec: Spec, parent: str, uri: str, credentials: tuple = (None, None)) -> None:
     """One trial in a Ray worker; resumes from Tune's checkpoint when it is a retry."""
     b = spec.backend
     device = torch.device("cuda" if b.gpus_per_trial and torch.cuda.is_available() else "cpu")
@@ -80,7 +80,7 @@ def trainable(config: dict, *, spec: Spec, parent: str, uri: str) -> None:
     arch = to_arch(config["model"], geo.image_size, geo.num_classes, geo.channels)
     cfg = TrainConfig.from_mapping({**config["train"], "crop": spec.data.crop, "flip": spec.data.flip})
     line = summary(arch)
-    tracker = Tracker(uri, spec.experiment)
+    tracker = Tracker(uri, spec.experiment, credentials=credentials)
     key = tune.get_context().get_trial_id()
     run = tracker.trial_run(
         parent,
@@ -381,7 +381,9 @@ class RaySweep(Sweep):
 
     def _trainable(self):
         b = self.spec.backend
-        fn = tune.with_parameters(trainable, spec=self.spec, parent=self.parent, uri=self.uri)
+        login = (self.spec.tracking_user, self.spec.tracking_password) if self.spec.tracking_uri else (None, None)
+        # In Ray's object store (memory), not in Tune's saved state (the spec drops its password when pickled).
+        fn = tune.with_parameters(trainable, spec=self.spec, parent=self.parent, uri=self.uri, credentials=login)
         resources = {"cpu": b.cpus_per_trial, "gpu": b.gpus_per_trial}
         if b.memory_per_trial:  # Ray places trials by it; worker.memory_cap enforces it
             resources["memory"] = int(b.memory_per_trial * 2**30)

@@ -11,6 +11,7 @@ import hashlib
 import json
 import random
 import re
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,16 +118,34 @@ class Spec:
     search: SearchSpec = field(default_factory=SearchSpec)
     backend: BackendSpec = field(default_factory=BackendSpec)
     experiment: str = ""
-    tracking_uri: str | None = None
+    tracking_uri: str | None = None  # without user and password (runs.tracking.split_credentials)
+    tracking_user: str | None = None
+    tracking_password: str | None = field(default=None, repr=False)  # never pickled (see __getstate__)
     store: str = "out"  # where the embedded MLflow and Optuna stores live
     description: str = ""
     ablation: Any = None  # search.ablation.Ablation when the spec has an ablation section
     warnings: tuple[Issue, ...] = ()  # what validate notes but run would refuse (missing data)
     resolved: Mapping[str, Any] = field(default_factory=dict)  # the merged YAML, as plain data
 
+    def __getstate__(self) -> dict:
+        # Ray pickles specs into its object store and Tune's saved searcher state: no password.
+        return {**self.__dict__, "tracking_password": None}
+
     @property
     def sha(self) -> str:
         return hashlib.sha256(json.dumps(self.resolved, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def split_credentials(uri: str) -> tuple[str, str | None, str | None]:
+    """(the URI without user and password, the user, the password): the spec keeps the
+    first where it can be seen (spec.yaml, logs, Tune's saved state); runs.tracking
+    hands the others to MLflow's client."""
+    parts = urllib.parse.urlsplit(uri)
+    if "@" not in parts.netloc:
+        return uri, None, None
+    host = parts.netloc.rsplit("@", 1)[1]
+    user, password = urllib.parse.unquote(parts.username or ""), parts.password
+    return parts._replace(netloc=host).geturl(), user or None, urllib.parse.unquote(password) if password else None
 
 
 # -- extends and overrides ---------------------------------------------------------------
@@ -285,6 +304,12 @@ def _backend(c: F.Checker, raw: dict, tracking: dict, search: SearchSpec, object
         )
     if search.pruner == "hyperband":
         c.fail("search.pruner", "on the ray backend early stopping is asha or median (Ray Tune's schedulers)")
+    if b.storage_path and urllib.parse.urlsplit(b.storage_path).password:
+        c.fail(
+            "backend.storage_path",
+            "holds a password, which Tune would write into its saved state; "
+            "give the storage's credentials through its environment variables instead",
+        )
     if b.storage_path is not None and "://" not in b.storage_path:
         b = BackendSpec(**{**b.__dict__, "storage_path": str((folder / b.storage_path).resolve())})
     return b
@@ -423,6 +448,9 @@ def build_spec(data: dict, docs: list[Document], file: str, check_data: bool = T
     if c.issues:
         raise SpecError(c.issues)
     name = top.get("name") or Path(file).stem
+    uri, user, password = split_credentials(tracking["uri"]) if tracking.get("uri") else (None, None, None)
+    if password is not None:  # what is logged as spec.yaml and hashed holds no password
+        data = {**data, "tracking": {**data["tracking"], "uri": uri}}
     return Spec(
         name=name,
         file=file,
@@ -434,7 +462,9 @@ def build_spec(data: dict, docs: list[Document], file: str, check_data: bool = T
         search=search,
         backend=backend,
         experiment=tracking.get("experiment") or name,
-        tracking_uri=tracking.get("uri"),
+        tracking_uri=uri,
+        tracking_user=user,
+        tracking_password=password,
         store=tracking.get("dir") or "out",
         description=top.get("description") or "",
         ablation=ablation,

@@ -135,7 +135,7 @@ class Sweep:
         if uri and uri != spec.tracking_uri:  # a private server over the embedded store
             self.tracker = Tracker(uri, spec.experiment, artifacts=self.store / "artifacts")
         elif uri:  # a server of the user's: it decides where artifacts go
-            self.tracker = Tracker(uri, spec.experiment)
+            self.tracker = Tracker(uri, spec.experiment, credentials=(spec.tracking_user, spec.tracking_password))
         else:
             self.tracker = Tracker(embedded_uri(self.store), spec.experiment, artifacts=self.store / "artifacts")
         self.tracker.close_orphans(spec.name)

@@ -1,0 +1,152 @@
+"""What a sweep exposes: the sockets its processes open (checked from the system's own
+connection table), and where a password in the tracking URI could end up."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+from mlflow import MlflowClient
+
+import main
+from runs.tracking import free_port
+from tests.e2e.conftest import write_spec
+
+ROOT = Path(__file__).resolve().parents[2]
+SECRET = "Zq7-not-in-any-log-9xK"
+
+
+def _loopback(ip: str) -> bool:
+    address = ipaddress.ip_address(ip.split("%")[0])
+    return (getattr(address, "ipv4_mapped", None) or address).is_loopback
+
+
+def test_a_local_sweep_listens_nowhere_and_talks_to_loopback_only(workdir):
+    """Default settings, two workers: the sweep's processes (driver, fork server, trials)
+    are sampled while trials train; no socket listens beyond 127.0.0.1, and every
+    connection goes to a loopback address."""
+    spec = write_spec(workdir, train={"epochs": 40, "batch_size": 32}, search={"sampler": "random", "trials": 2})
+    driver = subprocess.Popen(
+        [sys.executable, str(ROOT / "main.py"), "run", str(spec), "--workers", "2"],
+        cwd=workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    listening, remote, seen = [], [], set()
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and driver.poll() is None and len(seen) < 4:
+            for proc in [psutil.Process(driver.pid), *psutil.Process(driver.pid).children(recursive=True)]:
+                try:
+                    connections = proc.net_connections(kind="inet")
+                    seen.add(proc.pid)
+                except psutil.Error:
+                    continue
+                listening += [c.laddr.ip for c in connections if c.status == psutil.CONN_LISTEN]
+                remote += [c.raddr.ip for c in connections if c.raddr]
+            time.sleep(0.2)
+    finally:
+        driver.kill()
+        driver.wait()
+    assert len(seen) >= 4, seen  # the driver, the fork server and two trials were looked at
+    assert all(ip == "127.0.0.1" for ip in listening), listening
+    assert all(_loopback(ip) for ip in remote), remote
+
+
+@pytest.fixture
+def auth_server(tmp_path):
+    """A real MLflow server with basic authentication (admin / SECRET) on 127.0.0.1."""
+    pytest.importorskip("flask_wtf", reason="the basic-auth server needs mlflow[auth] (requirements-dev.txt)")
+    folder = tmp_path / "server"
+    folder.mkdir()
+    config = folder / "auth.ini"
+    config.write_text(
+        "[mlflow]\ndefault_permission = READ\n"
+        f"database_uri = sqlite:///{folder / 'auth.db'}\nadmin_username = admin\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
+    port = free_port()
+    env = {
+        **os.environ,
+        "MLFLOW_AUTH_CONFIG_PATH": str(config),
+        "MLFLOW_AUTH_ADMIN_PASSWORD": SECRET,
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-only",
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+    }
+    cmd = [sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth", "--host", "127.0.0.1"]
+    cmd += ["--port", str(port), "--workers", "1", "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}"]
+    cmd += ["--artifacts-destination", str(folder / "artifacts")]
+    server = subprocess.Popen(
+        cmd, cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{uri}/health", timeout=2).close()
+                break
+            except OSError:
+                assert time.time() < deadline and server.poll() is None, "the auth server did not start"
+                time.sleep(0.5)
+        yield uri, folder
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def _files_holding(folder: Path, text: str) -> list[str]:
+    return [str(p) for p in folder.rglob("*") if p.is_file() and text.encode() in p.read_bytes()]
+
+
+@pytest.mark.parametrize("kind", ["local", "ray"])
+def test_a_password_in_the_tracking_uri_is_used_and_never_written(kind, auth_server, workdir, capfd, monkeypatch):
+    if kind == "ray":
+        pytest.importorskip("search.raytune")
+    uri, server_folder = auth_server
+    with pytest.raises(urllib.error.HTTPError) as refused:  # the server does check
+        urllib.request.urlopen(f"{uri}/api/2.0/mlflow/experiments/search?max_results=1", timeout=10)
+    assert refused.value.code == 401
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+    spec = write_spec(workdir, search={"sampler": "random", "trials": 2, "seed": 0}, backend={"kind": kind})
+    login = uri.replace("http://", f"http://admin:{SECRET}@")
+    assert main.main(["run", str(spec), "-o", f"tracking.uri={login}"]) == 0
+    out, err = capfd.readouterr()
+    assert SECRET not in out + err
+
+    client = MlflowClient(uri)  # the sweep set the credentials in this process's environment
+    runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+    assert len(runs) == 3  # parent and two trials: the credentials worked
+    for run in runs:
+        assert SECRET not in repr(run.data.params) + repr(run.data.tags) + repr(run.info)
+        for artifact in client.list_artifacts(run.info.run_id):
+            if not artifact.is_dir:
+                local = client.download_artifacts(run.info.run_id, artifact.path, str(workdir / "downloaded"))
+                assert SECRET.encode() not in Path(local).read_bytes(), artifact.path
+    # Every file the sweep wrote (store, Tune's experiment state, downloaded artifacts), the
+    # server's files (its store, its log-free folder), and every process's command line.
+    assert not _files_holding(workdir, SECRET)
+    assert server_folder.is_relative_to(workdir.parent)
+    command_lines = [" ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"])]
+    assert not [line for line in command_lines if SECRET in line]
+    if kind == "ray":
+        logs = Path("/tmp/ray/session_latest/logs")
+        assert not [str(p) for p in logs.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()]
+
+
+def test_a_password_in_the_storage_path_is_refused_without_echoing_it(workdir, capsys):
+    spec = write_spec(workdir, backend={"kind": "ray", "storage_path": f"s3://key:{SECRET}@bucket/sweeps"})
+    assert main.main(["run", str(spec)]) == 2
+    out, err = capsys.readouterr()
+    assert "backend.storage_path: holds a password" in err and SECRET not in out + err
+    assert not (workdir / "store").exists()
