@@ -209,11 +209,13 @@ def _plan(arch: ArchSpec) -> tuple[list[Problem], list[_StagePlan]]:
 
 
 def _attempt(path: str, problems: list[Problem], make):
-    """Run a constructor; a ValueError it raises becomes a Problem at ``path``."""
+    """Run a constructor; what it raises about its arguments becomes a Problem at
+    ``path`` (ValueError from our blocks; TypeError, OverflowError or RuntimeError from
+    torch, e.g. a size too large to allocate even on the meta device)."""
     try:
         return make()
-    except ValueError as err:
-        problems.append(Problem(path, str(err)))
+    except (ValueError, TypeError, OverflowError, RuntimeError) as err:
+        problems.append(Problem(path, (str(err).strip().splitlines() or [type(err).__name__])[0]))
         return None
 
 
@@ -233,9 +235,14 @@ def _build_stage(arch: ArchSpec, plan: _StagePlan, problems: list[Problem]) -> S
             return None
         hidden = max(1, round(s.width * s.mlp_ratio))
         post = arch.norm == "post"
-        blocks.append(
-            Block(s.width, mixer, mlp_hidden=hidden, dropout=s.dropout, drop_path=s.drop_path, post_norm=post)
+        block = _attempt(
+            path,
+            problems,
+            lambda: Block(s.width, mixer, mlp_hidden=hidden, dropout=s.dropout, drop_path=s.drop_path, post_norm=post),
         )
+        if block is None:
+            return None
+        blocks.append(block)
     extra = {"mode": t.mode, "stride": t.stride} if t.kind == "pool" else {}
     transition = TRANSITIONS[t.kind](plan.dim_in, s.width, prefix=prefix, **extra)
     return Stage(transition, blocks, query_only=t.query_only)

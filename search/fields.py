@@ -4,6 +4,7 @@ searchable, and how a sampled model section becomes a ``blocks.ArchSpec``."""
 from __future__ import annotations
 
 import random
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -26,12 +27,21 @@ def _is_int(v: Any) -> bool:
 
 
 def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+LARGEST = 2**31 - 1  # beyond any sane size or count, and beyond what torch's shapes take
 
 
 def integer(low: int = 1) -> Check:
     word = "a positive integer" if low == 1 else f"an integer >= {low}"
-    return lambda v: None if _is_int(v) and v >= low else f"expected {word}, got {v!r}"
+
+    def check(v):
+        if _is_int(v) and v > LARGEST:
+            return f"expected {word} up to {LARGEST}, got {v!r}"
+        return None if _is_int(v) and v >= low else f"expected {word}, got {v!r}"
+
+    return check
 
 
 def number(low: float = 0.0, high: float | None = None, *, open_low: bool = True) -> Check:

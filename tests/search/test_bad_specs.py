@@ -19,7 +19,7 @@ def expectation(path: Path) -> str:
 
 
 def test_corpus_is_large_and_every_case_different():
-    assert len(CORPUS) >= 30
+    assert len(CORPUS) >= 50
     assert len({expectation(p) for p in CORPUS}) == len(CORPUS)
 
 
