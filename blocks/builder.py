@@ -238,7 +238,9 @@ def _build_stage(arch: ArchSpec, plan: _StagePlan, problems: list[Problem]) -> S
         block = _attempt(
             path,
             problems,
-            lambda: Block(s.width, mixer, mlp_hidden=hidden, dropout=s.dropout, drop_path=s.drop_path, post_norm=post),
+            lambda mixer=mixer, hidden=hidden, post=post: Block(
+                s.width, mixer, mlp_hidden=hidden, dropout=s.dropout, drop_path=s.drop_path, post_norm=post
+            ),
         )
         if block is None:
             return None

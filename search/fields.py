@@ -3,8 +3,8 @@ searchable, and how a sampled model section becomes a ``blocks.ArchSpec``."""
 
 from __future__ import annotations
 
-import random
 import math
+import random
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass

@@ -77,7 +77,7 @@ def mutants(count: int, seed: int):
     rng = random.Random(seed)
     bases = [yaml.safe_load((ROOT / b).read_text()) for b in BASES]
     for i in range(count):
-        data = copy.deepcopy(rng.choice(bases))
+        data = copy.deepcopy(rng.choices(bases, weights=[8, 1, 1])[0])  # the others load 8x slower
         for _ in range(rng.randint(1, 3)):
             if isinstance(data, dict) and data:
                 data = mutate(data, rng)
