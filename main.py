@@ -113,8 +113,14 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     if args.resume and not sweep.resumable():
         print(f"error: --resume: sweep {spec.name} has no saved state in {spec.store} to resume", file=sys.stderr)
         return 2
+    from search.sweep import SweepBusy
+
     try:
-        sweep.open()
+        try:
+            sweep.open()
+        except SweepBusy as busy:
+            print(f"error: {busy}", file=sys.stderr)
+            return 2
         remaining = sweep.remaining()
         where = f"Ray ({spec.backend.address})" if spec.backend.kind == "ray" else str(sweep.device)
         console.print(f"sweep {spec.name}: {remaining} of {spec.search.trials} trials to run on {where}")

@@ -10,7 +10,9 @@ out of memory takes only itself down.
 
 from __future__ import annotations
 
+import fcntl
 import math
+import os
 import shutil
 import signal
 import threading
@@ -31,6 +33,7 @@ from search.spec import Spec
 from search.sweep import (
     Outcome,
     Sweep,
+    SweepBusy,
     completed,
     constraint_names,
     counted,
@@ -99,8 +102,9 @@ class LocalSweep(Sweep):
 
     def open(self) -> None:
         spec = self.spec
-        worker.start_server()  # it warms up while the study and the tracking open
         (self.store / "optuna").mkdir(parents=True, exist_ok=True)
+        self._lock()
+        worker.start_server()  # it warms up while the study and the tracking open
         backend = optuna.storages.journal.JournalFileBackend(str(self.store / "optuna" / f"{spec.name}.journal"))
         self.study = optuna.create_study(
             study_name=spec.name,
@@ -110,8 +114,11 @@ class LocalSweep(Sweep):
             pruner=make_pruner(spec),
             load_if_exists=True,
         )
+        # Optuna leaves a killed process's trials RUNNING forever (its heartbeat needs an RDB
+        # storage and optimize()); the lock says no other process runs this sweep, so they
+        # are dead: FAIL without a reason, not counted, run again.
         for stale in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            self.study.tell(stale.number, state=TrialState.FAIL)  # its process died: run it again
+            self.study.tell(stale.number, state=TrialState.FAIL)
         if spec.ablation is not None:
             self._enqueue_arms()
         self.open_tracking()
@@ -121,6 +128,30 @@ class LocalSweep(Sweep):
         shutil.rmtree(self.checkpoints, ignore_errors=True)  # of trials whose sweep was killed
         self.checkpoints.mkdir(parents=True, exist_ok=True)
         self.stop, self.faults = threading.Event(), faults.plan()
+
+    def _lock(self) -> None:
+        """One process per sweep (trials in parallel: --workers): a second one would take
+        the first one's running trials for dead ones. flock ends with the process, even by
+        SIGKILL, so a killed sweep leaves no stale lock."""
+        path = self.store / "optuna" / f"{self.spec.name}.lock"
+        self.lock_file = open(path, "a+")  # noqa: SIM115 (held until close)
+        try:
+            fcntl.flock(self.lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.lock_file.seek(0)
+            owner = self.lock_file.read().strip() or "?"
+            self.lock_file.close()
+            raise SweepBusy(
+                f"sweep {self.spec.name} is running in process {owner} (store {self.store}); "
+                "wait for it, or run trials in parallel with --workers N"
+            ) from None
+        self.lock_file.truncate(0)
+        self.lock_file.write(str(os.getpid()))
+        self.lock_file.flush()
+
+    def close(self) -> None:
+        if getattr(self, "lock_file", None) is not None and not self.lock_file.closed:
+            self.lock_file.close()  # releases the lock
 
     def _enqueue_arms(self) -> None:
         """Queue every (arm, seed) of the ablation that has neither run nor been queued."""

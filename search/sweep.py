@@ -36,6 +36,10 @@ class Progress:
     front: list[dict] = field(default_factory=list)
 
 
+class SweepBusy(Exception):
+    """Another process runs this sweep now; the message says which."""
+
+
 def counted(trial: optuna.trial.FrozenTrial) -> bool:
     """Trials that use up the budget: finished ones, failures with a reason; not trials
     interrupted by Ctrl-C or a killed process (those are run again)."""

@@ -143,3 +143,27 @@ def test_a_driver_killed_three_times_still_ends_with_exactly_the_requested_trial
     assert len(finished) == 6 and len(set(finished)) == 6
     assert {c.info.status for c in children} <= {"FINISHED", "KILLED"} and len(parents) == 1
     assert parents[0].info.status == "FINISHED"
+
+
+def test_a_second_process_on_a_running_sweep_is_refused_and_touches_nothing(workdir, capsys):
+    spec = write_spec(workdir, train={"epochs": 60, "batch_size": 32}, search={"sampler": "random", "trials": 2})
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    first = subprocess.Popen(
+        [sys.executable, str(ROOT / "main.py"), "run", str(spec)],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        journal = workdir / "store" / "optuna" / "tiny.journal"
+        deadline = time.time() + 120
+        while not (journal.exists() and [t for t in study(workdir).trials if t.state == TrialState.RUNNING]):
+            assert time.time() < deadline and first.poll() is None
+            time.sleep(0.2)
+        assert main.main(["run", str(spec)]) == 2
+        assert f"is running in process {first.pid}" in capsys.readouterr().err
+        assert study(workdir).trials[0].state == TrialState.RUNNING  # the first sweep's trial was left alone
+    finally:
+        first.kill()
+        first.wait()
