@@ -1,9 +1,11 @@
 """The MLflow adapter: the only module that imports mlflow.
 
 One parent run per sweep, one nested child run per trial, addressed by run id through
-``MlflowClient`` (no process-global active run, so a failing trial cannot leave the
-wrong run open). The embedded store is SQLite plus a folder of artifacts under the
-sweep's store directory; ``uri`` points at a tracking server instead.
+``MlflowClient``: no process-global active run, so a failing trial cannot leave the
+wrong run open, and MLflow's exit hook (which ends a fluent API's active run FINISHED
+whatever happened, mlflow#3932) has nothing to mark as a success. The embedded store is
+SQLite plus a folder of artifacts under the sweep's store directory; ``uri`` points at a
+tracking server instead.
 """
 
 from __future__ import annotations
@@ -209,7 +211,8 @@ class Tracker:
             self.client.delete_run(run_id)
 
     def close_orphans(self, sweep: str) -> int:
-        """Runs left RUNNING by a process that died mid-trial are ended as KILLED."""
+        """Runs left RUNNING by a process that died mid-trial are ended as KILLED (MLflow
+        never ends the run of a SIGKILLed or OOM-killed process: it stays RUNNING)."""
         orphans = [r for r in self.trial_runs(sweep) if r.info.status == "RUNNING"]
         for run in orphans:
             self.end_trial(run.info.run_id, "interrupted", "the sweep process stopped during this trial")

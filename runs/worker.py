@@ -155,7 +155,8 @@ def _context():
     with _LOCK:
         if _CONTEXT is None:
             _CONTEXT = multiprocessing.get_context("forkserver")
-            _CONTEXT.set_forkserver_preload(["runs.preload"])
+            # __main__ too: every child imports it anyway (main.py: rich, argparse), once here.
+            _CONTEXT.set_forkserver_preload(["__main__", "runs.preload"])
             _start(_CONTEXT)
         return _CONTEXT
 
