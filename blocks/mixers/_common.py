@@ -12,6 +12,8 @@ from blocks.rope import Rotary2D
 def positive_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if value > 2**31 - 1:  # no tensor dimension is that large
+        raise ValueError(f"{name} must be a positive integer up to {2**31 - 1}, got {value!r}")
     return value
 
 

@@ -90,8 +90,14 @@ class Performer(nn.Module):
         self.redraw, self._steps = redraw, 0
         self.qkv = QKV(dim, heads, head_dim, bias=qkv_bias, rope=rope)
         self.to_out = nn.Linear(heads * head_dim, dim)
-        # A buffer, so it is saved with the weights and eval is deterministic.
-        self.register_buffer("proj", orthogonal_features(self.features, head_dim).to(self.to_out.weight.device))
+        # A buffer, so it is saved with the weights and eval is deterministic. On the meta
+        # device (checks, counting) nothing is drawn: QR on the CPU would allocate for real.
+        device = self.to_out.weight.device
+        if device.type == "meta":
+            proj = torch.empty(self.features, head_dim, device=device)
+        else:
+            proj = orthogonal_features(self.features, head_dim).to(device)
+        self.register_buffer("proj", proj)
 
     @torch.no_grad()
     def redraw_features(self) -> None:
