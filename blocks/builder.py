@@ -209,13 +209,11 @@ def _plan(arch: ArchSpec) -> tuple[list[Problem], list[_StagePlan]]:
 
 
 def _attempt(path: str, problems: list[Problem], make):
-    """Run a constructor; what it raises about its arguments becomes a Problem at
-    ``path`` (ValueError from our blocks; TypeError, OverflowError or RuntimeError from
-    torch, e.g. a size too large to allocate even on the meta device)."""
+    """Run a constructor; a ValueError it raises becomes a Problem at ``path``."""
     try:
         return make()
-    except (ValueError, TypeError, OverflowError, RuntimeError) as err:
-        problems.append(Problem(path, (str(err).strip().splitlines() or [type(err).__name__])[0]))
+    except ValueError as err:
+        problems.append(Problem(path, str(err)))
         return None
 
 
@@ -293,7 +291,10 @@ def check(arch: ArchSpec) -> list[Problem]:
     if problems:
         return problems
     with torch.device("meta"):
-        return _construct(arch, plans)[1]
+        try:
+            return _construct(arch, plans)[1]
+        except (TypeError, OverflowError, RuntimeError) as err:  # torch refusing a size, even on meta
+            return [Problem("model", "cannot be built: " + (str(err).strip().splitlines() or [""])[0])]
 
 
 def build(arch: ArchSpec, device: torch.device | str | None = None) -> VisionModel:
