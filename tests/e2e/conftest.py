@@ -1,6 +1,8 @@
 """Small real sweeps: real Optuna journal storage, real MLflow SQLite store, in a tmp dir."""
 
 import json
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -58,3 +60,15 @@ def inject(monkeypatch, folder: Path, faults: list[dict]) -> Path:
 def workdir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+def wait_for_health(url: str, proc, what: str, timeout: float = 120) -> None:
+    """Until ``url``/health answers; fails if ``proc`` exits or the time runs out."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=2).close()
+            return
+        except OSError:
+            assert time.time() < deadline and proc.poll() is None, f"{what} did not start"
+            time.sleep(0.5)

@@ -19,7 +19,7 @@ from mlflow import MlflowClient
 
 import main
 from runs.tracking import free_port
-from tests.e2e.conftest import write_spec
+from tests.e2e.conftest import wait_for_health, write_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "Zq7-not-in-any-log-9xK"
@@ -90,14 +90,7 @@ def auth_server(tmp_path):
     )
     uri = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{uri}/health", timeout=2).close()
-                break
-            except OSError:
-                assert time.time() < deadline and server.poll() is None, "the auth server did not start"
-                time.sleep(0.5)
+        wait_for_health(uri, server, "the auth server")
         yield uri, folder
     finally:
         os.killpg(server.pid, signal.SIGTERM)

@@ -9,15 +9,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 import main
 from runs.tracking import free_port
-from tests.e2e.conftest import runs_of, write_spec
+from tests.e2e.conftest import runs_of, wait_for_health, write_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "out" / "test-artifacts"
@@ -45,14 +43,7 @@ def ui(workdir):
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/health", timeout=2).close()
-                break
-            except OSError:
-                assert time.time() < deadline and server.poll() is None, "the UI did not start"
-                time.sleep(0.5)
+        wait_for_health(url, server, "the UI")
         yield url, workdir
     finally:
         os.killpg(server.pid, signal.SIGTERM)
