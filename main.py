@@ -3,6 +3,8 @@
 python main.py run SPEC [-o key=value ...] [--resume]   run (or resume) a sweep
 python main.py validate SPEC [--json]        check a spec, show its space and sampled models
 python main.py ui                            the MLflow UI on 127.0.0.1 over the default store
+python main.py show [EXPERIMENT]             the Pareto table of a finished sweep, from MLflow
+python main.py export RUN_ID --out DIR       a trial's logged model, arch.yaml and weights
 python main.py blocks                        every registered block, one line each
 python main.py cost [NAME ...] [--timing]    parameters and GMACs of the papers' models
 python main.py bench {scaling,conv,funnel,trial} [--quick]   measurements for BENCHMARKS.md
@@ -254,6 +256,43 @@ def cmd_ui(args: argparse.Namespace, console: Console) -> int:
         return 0
 
 
+def cmd_show(args: argparse.Namespace, console: Console) -> int:
+    from search import review
+    from search.view import front_table
+
+    try:
+        uri = review.store_uri(args.store, args.uri)
+        experiment = review.pick_experiment(uri, args.experiment)
+        sweep, objectives, rows = review.front(uri, experiment)
+    except review.ReviewError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    title = f"Pareto front of {sweep} ({len(rows)} trials; experiment {experiment!r})"
+    if not console.is_terminal:  # piped or captured: whole lines, not 80 columns
+        console = Console(width=max(console.width, 200))
+    console.print(front_table(rows, objectives, title, run_ids=True))
+    console.print("take one away with: python main.py export RUN_ID --out DIR")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace, console: Console) -> int:
+    from search import review
+
+    try:
+        out = review.export(review.store_uri(args.store, args.uri), args.run_id, Path(args.out))
+    except review.ReviewError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    console.print(f"exported to {out}: the MLflow model, arch.yaml, weights.pt, probe.pt (inputs and their logits)")
+    console.print(f"  mlflow.pytorch.load_model({str(out)!r})")
+    console.print(
+        f"  or: blocks.build(blocks.from_dict(yaml.safe_load(open('{out}/arch.yaml'))))"
+        f".load_state_dict(torch.load('{out}/weights.pt'))",
+        soft_wrap=True,
+    )
+    return 0
+
+
 def cmd_cluster(args: argparse.Namespace, console: Console) -> int:
     from search import raytune
 
@@ -331,6 +370,14 @@ def parser() -> argparse.ArgumentParser:
     ui = sub.add_parser("ui", help="serve the MLflow UI on 127.0.0.1 over the sweep store")
     ui.add_argument("--store", default="out", help="the store directory (tracking.dir of the spec)")
     ui.add_argument("--port", type=int, default=5000)
+    show = sub.add_parser("show", help="the Pareto table of a finished sweep, read from MLflow")
+    show.add_argument("experiment", nargs="?", help="the MLflow experiment (default: the store's only one)")
+    export = sub.add_parser("export", help="a trial's logged model, its arch.yaml and weights, into a folder")
+    export.add_argument("run_id", help="the trial's MLflow run id (main.py show lists the front's)")
+    export.add_argument("--out", required=True, help="a new or empty folder")
+    for command in (show, export):
+        command.add_argument("--store", default="out", help="the store directory (tracking.dir of the spec)")
+        command.add_argument("--uri", help="an MLflow tracking server instead of the store")
     listing = sub.add_parser(
         "blocks", help="list every registered mixer, embedding, positional encoding, transition, head"
     )
@@ -355,6 +402,8 @@ def main(argv: list[str] | None = None) -> int:
         "cost": cmd_cost,
         "bench": cmd_bench,
         "cluster": cmd_cluster,
+        "show": cmd_show,
+        "export": cmd_export,
     }
     return commands[args.command](args, Console())
 

@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.parse
 import urllib.request
@@ -28,14 +29,21 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
 
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # the sweep prints where to look
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per download fills logs
 logging.getLogger("mlflow").setLevel(logging.WARNING)
 logging.getLogger("alembic").setLevel(logging.WARNING)
+# It warns on every pickled model; pickle it is, since torch.export (its "pt2") does not
+# take every mixer (complex FFTs), and a model is only ever loaded from one's own store.
+logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
 
 SWEEP_TAG = "archsweep.sweep"
 TRIAL_TAG = "archsweep.trial"
 PARETO_TAG = "archsweep.pareto"
 STATE_TAG = "archsweep.state"
 REASON_TAG = "archsweep.reason"
+MODEL_TAG = "archsweep.model"  # the artifact path of the trial's logged MLflow model
+MODEL_PATH = "model"
+BLOCKS = Path(__file__).resolve().parents[1] / "blocks"  # travels with a logged model: it unpickles from it
 
 
 ATTEMPT_TAG = "archsweep.attempt_key"  # which backend trial owns a run (a retry continues it)
@@ -113,15 +121,47 @@ def private_server(store: Path, timeout: float = 120.0) -> Iterator[str]:
         log.close()
 
 
+def experiment_names(uri: str) -> list[str]:
+    """The experiments of a store or server, MLflow's empty "Default" left out."""
+    found = MlflowClient(uri).search_experiments()
+    return [e.name for e in found if not (e.name == "Default" and e.experiment_id == "0")]
+
+
+def get_run(uri: str, run_id: str):
+    """A run by id; LookupError when the store has none."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return MlflowClient(uri).get_run(run_id)
+    except MlflowException:
+        raise LookupError(run_id) from None
+
+
+def download_model(uri: str, run_id: str, into: Path) -> Path:
+    """The run's logged model folder (see Tracker.log_model), downloaded into ``into``."""
+    return Path(MlflowClient(uri).download_artifacts(run_id, MODEL_PATH, str(into)))
+
+
 class Tracker:
     def __init__(
-        self, uri: str, experiment: str, artifacts: Path | None = None, credentials: tuple = (None, None)
+        self,
+        uri: str,
+        experiment: str,
+        artifacts: Path | None = None,
+        credentials: tuple = (None, None),
+        create: bool = True,
     ) -> None:
+        """The ``experiment`` in the store at ``uri``, created unless ``create`` is False
+        (then LookupError when it does not exist)."""
         self.client = MlflowClient(with_credentials(uri, *credentials))
         found = self.client.get_experiment_by_name(experiment)
+        if found is None and not create:
+            raise LookupError(experiment)
         if found is None:
             location = artifacts.resolve().as_uri() if artifacts is not None else None
-            self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+            # The UI opens it in its "Model training" mode (runs, metrics), not the GenAI one.
+            tags = {"mlflow.experimentKind": "custom_model_development"}
+            self.experiment_id = self.client.create_experiment(experiment, artifact_location=location, tags=tags)
         else:
             self.experiment_id = found.experiment_id
 
@@ -140,6 +180,11 @@ class Tracker:
         if description:
             all_tags[MLFLOW_RUN_NOTE] = description
         return self.client.create_run(self.experiment_id, run_name=name, tags=all_tags).info.run_id
+
+    def sweeps(self) -> list:
+        """The experiment's sweep (parent) runs, the latest first."""
+        query = f"tags.`{TRIAL_TAG}` = 'parent'"
+        return self.client.search_runs([self.experiment_id], filter_string=query, order_by=["start_time DESC"])
 
     def end_sweep(self, run_id: str, status: str) -> None:
         self.client.set_terminated(run_id, status=status)
@@ -160,6 +205,47 @@ class Tracker:
 
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
         self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    # -- models ------------------------------------------------------------------------
+
+    def log_model(
+        self, run_id: str, model, example: tuple, files: Mapping[str, bytes], register: str | None = None
+    ) -> None:
+        """``model`` (an nn.Module) as an MLflow PyTorch model at ``model/`` of the run, its
+        signature from ``example`` (inputs, outputs as arrays), ``files`` (name -> content)
+        beside it; and a new version of the registered model ``register`` if named."""
+        import mlflow.pytorch
+        import torch
+        from mlflow.models import infer_signature
+
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / MODEL_PATH
+            mlflow.pytorch.save_model(
+                model,
+                path,
+                serialization_format="pickle",
+                code_paths=[str(BLOCKS)],
+                # Given, not inferred: inferring them loads the model in a subprocess (seconds).
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "pyyaml"],
+                signature=infer_signature(*example),
+            )
+            for name, content in files.items():
+                (path / name).write_bytes(content)
+            self.client.log_artifacts(run_id, str(path), MODEL_PATH)
+        if register:
+            self._register(run_id, register)
+        self.set_tags(run_id, {MODEL_TAG: MODEL_PATH})
+
+    def _register(self, run_id: str, name: str) -> None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.create_registered_model(name)
+        except MlflowException as err:
+            if err.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        source = f"{self.client.get_run(run_id).info.artifact_uri}/{MODEL_PATH}"
+        self.client.create_model_version(name, source, run_id=run_id)
 
     # -- trials ------------------------------------------------------------------------
 

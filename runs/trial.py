@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
-from blocks import ArchSpec, build, check
+from blocks import ArchSpec, build, check, from_dict, to_dict
 from blocks.cost import count_params, flops_per_image, latency_ms, peak_memory_mb
 from runs.data import Dataset
 from runs.train import TrainConfig, train
@@ -46,9 +46,11 @@ def run_trial(
     report: Callable[..., None] = lambda epoch, metrics, snapshot: None,
     resume: Mapping | None = None,
     on_cost: Callable[[dict[str, float]], None] = lambda cost: None,
+    on_trained: Callable[[dict], None] = lambda record: None,
 ) -> dict[str, float]:
     """Train ``arch`` and return every per-trial metric; raises ``Infeasible`` before
-    any training when the builder refuses it or a cost constraint is broken."""
+    any training when the builder refuses it or a cost constraint is broken.
+    ``on_trained`` gets the trained model's ``trained_record`` (to keep for logging)."""
     problems = check(arch)
     if problems:
         raise Infeasible("refused by the builder: " + "; ".join(map(str, problems)), {}, [1.0] * len(constraints))
@@ -61,4 +63,32 @@ def run_trial(
         raise Infeasible("breaks " + ", ".join(broken), cost, violations)
     on_cost(cost)
     metrics = train(model, data, cfg, seed=seed, report=report, resume=resume)
+    on_trained(trained_record(arch, model, data))
     return {**cost, **metrics}
+
+
+PROBE_IMAGES = 8
+
+
+@torch.no_grad()
+def trained_record(arch: ArchSpec, model: torch.nn.Module, data: Dataset) -> dict:
+    """What a trained trial leaves behind, on the CPU: its architecture (plain data), its
+    weights, and a probe: the first validation images with the logits this very module
+    gave them, so a model logged, exported and reloaded elsewhere can be checked against
+    the one that was trained."""
+    model.eval()
+    probe = data.val_x[:PROBE_IMAGES]
+    logits = model(probe).float()
+    return {
+        "arch": to_dict(arch),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "probe_x": probe.cpu(),
+        "probe_logits": logits.cpu(),
+    }
+
+
+def rebuild(record: dict) -> torch.nn.Module:
+    """The trained model of a ``trained_record``, in eval mode on the CPU."""
+    model = build(from_dict(record["arch"]))
+    model.load_state_dict(record["state_dict"])
+    return model.eval()

@@ -95,6 +95,7 @@ class Job:
     device: str
     threads: int
     checkpoint: str | None  # written after every epoch when retries are on
+    weights: str  # runs.trial.trained_record of the trained model, for logging it as an MLflow model
     memory_gib: float | None
     faults: str | None
 
@@ -139,8 +140,19 @@ def _train(conn, job: Job, data: Dataset) -> tuple:
             raise _Pruned
         faults.fire(job.faults, job.trial, epoch, first)
 
+    def keep(record: dict) -> None:
+        torch.save(record, f"{job.weights}.tmp")
+        os.replace(f"{job.weights}.tmp", job.weights)
+
     metrics = run_trial(
-        job.arch, job.cfg, data, seed=job.seed, constraints=job.constraints, report=report, resume=resume
+        job.arch,
+        job.cfg,
+        data,
+        seed=job.seed,
+        constraints=job.constraints,
+        report=report,
+        resume=resume,
+        on_trained=keep,
     )
     return ("done", metrics)
 

@@ -167,7 +167,13 @@ BACKEND_FIELDS = {
     "storage_path": Field(optional(text)),
     "dashboard": Field(boolean, False),
 }
-TRACKING_FIELDS = {"experiment": Field(optional(text)), "uri": Field(optional(text)), "dir": Field(optional(text))}
+TRACKING_FIELDS = {
+    "experiment": Field(optional(text)),
+    "uri": Field(optional(text)),
+    "dir": Field(optional(text)),
+    "models": Field(one_of("pareto", "all", "none"), "pareto"),  # which trials are logged as MLflow models
+    "register": Field(optional(text)),  # a registered model name: the logged models become its versions
+}
 MODEL_FIELDS = {
     "patch_size": Field(integer(), 4, True),
     "positional": Field(one_of(*POSITIONALS), "learned", True),
@@ -355,8 +361,8 @@ def model_space(c: Checker, raw: Any, geometry=None) -> dict:
     if not isinstance(raw, Mapping):
         c.fail("model", f"expected a mapping with stages, got {raw!r}")
         return {}
-    extra = {"embedding", "stages"}
-    fields = {**MODEL_FIELDS, **{k: Field(lambda v: None) for k in extra}}
+    # In this order, always: the order of the keys is the order Optuna samples them in.
+    fields = {**MODEL_FIELDS, **{k: Field(lambda v: None) for k in ("embedding", "stages")}}
     space = c.section(raw, "model", fields)
     space["embedding"] = named_block(
         c, "model.embedding", raw.get("embedding", "patch"), EMBEDDINGS, EMBEDDING_ARGS, "embedding"

@@ -127,6 +127,8 @@ class LocalSweep(Sweep):
         self.checkpoints = self.store / "checkpoints" / spec.name
         shutil.rmtree(self.checkpoints, ignore_errors=True)  # of trials whose sweep was killed
         self.checkpoints.mkdir(parents=True, exist_ok=True)
+        self.weights = self.store / "weights" / spec.name  # kept until finish() logs the models
+        self.weights.mkdir(parents=True, exist_ok=True)
         self.stop, self.faults = threading.Event(), faults.plan()
 
     def _lock(self) -> None:
@@ -206,6 +208,7 @@ class LocalSweep(Sweep):
             str(self.device),
             max(1, torch.get_num_threads() // self.workers),
             str(checkpoint) if checkpoint else None,
+            str(self.weights / f"t{trial.number}.pt"),
             b.memory_per_trial,
             self.faults,
         )
@@ -299,6 +302,17 @@ class LocalSweep(Sweep):
         return outcome.values
 
     # -- the sweep ---------------------------------------------------------------------
+
+    def trained(self, number: int) -> dict | None:
+        path = self.weights / f"t{number}.pt"
+        return torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
+
+    def finish(self, status: str = "FINISHED") -> list[dict]:
+        front = super().finish(status)
+        # The models worth keeping are logged now; a trial on any later front is on this
+        # one too (adding trials only removes trials from a front), so none is needed again.
+        shutil.rmtree(self.weights, ignore_errors=True)
+        return front
 
     def remaining(self) -> int:
         return max(0, self.spec.search.trials - sum(counted(t) for t in self.study.get_trials(deepcopy=False)))

@@ -55,6 +55,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 EXCLUDES = [".git", ".venv", "out", "data", "mlruns", "*.db", "*.journal", "__pycache__", ".*_cache"]
 HEAD_NODE, WORKER_NODES = "127.0.0.2", "127.0.0.{}"  # loopback: Ray keeps these, not 127.0.0.1
 TIMEOUT_TAG = "archsweep.timed_out"
+TRAINED = "trained.pt"  # in a trial's last checkpoint: its runs.trial.trained_record
 
 
 # -- in a Ray worker: one trial ------------------------------------------------------------
@@ -115,6 +116,7 @@ def trainable(config: dict, *, spec: Spec, parent: str, uri: str, credentials: t
             tune.report(result, checkpoint=tune.Checkpoint.from_directory(folder))
         faults.fire(os.environ.get(faults.ENV), number, epoch, first)
 
+    trained: dict = {}
     try:
         with _watchdog(b.trial_timeout, tracker, run), worker.memory_cap(b.memory_per_trial):
             metrics = run_trial(
@@ -126,6 +128,7 @@ def trainable(config: dict, *, spec: Spec, parent: str, uri: str, credentials: t
                 report=report,
                 resume=resume,
                 on_cost=cost.update,
+                on_trained=trained.update,
             )
         tracker.log_metrics(run, metrics, step=int(metrics["epochs"]))
         outcome = completed(spec, metrics)
@@ -144,7 +147,11 @@ def trainable(config: dict, *, spec: Spec, parent: str, uri: str, credentials: t
         raise
     tracker.end_trial(run, outcome.state, outcome.reason)
     final = {**base, **outcome.metrics, "state": outcome.state, "reason": outcome.reason}
-    tune.report({**final, "values": list(outcome.values), "violations": list(outcome.violations)})
+    final = {**final, "values": list(outcome.values), "violations": list(outcome.violations)}
+    with tempfile.TemporaryDirectory() as folder:
+        if trained:  # the last checkpoint then holds the trained model (RaySweep.trained)
+            torch.save(trained, Path(folder) / TRAINED)
+        tune.report(final, checkpoint=tune.Checkpoint.from_directory(folder) if trained else None)
 
 
 class TrialTimeout(Exception):
@@ -374,6 +381,14 @@ class RaySweep(Sweep):
         searcher.restore_from_dir(str(self.experiment_path))
         return searcher._ot_study
 
+    def trained(self, number: int) -> dict | None:
+        checkpoint = getattr(self, "last_checkpoints", {}).get(number)
+        if checkpoint is None:
+            return None
+        with checkpoint.as_directory() as folder:
+            path = Path(folder) / TRAINED
+            return torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
+
     def remaining(self) -> int:
         study = self._saved_study()
         done = 0 if study is None else sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
@@ -449,6 +464,7 @@ class RaySweep(Sweep):
         those trials ran again under the same number."""
         source = self._saved_study()
         reasons = {r.config["number"]: _reason(r.error) for r in grid if r.error is not None and r.config}
+        self.last_checkpoints = {r.config["number"]: r.checkpoint for r in grid if r.checkpoint and r.config}
         journal = self.store / "optuna" / f"{self.spec.name}.journal"
         journal.parent.mkdir(parents=True, exist_ok=True)
         journal.unlink(missing_ok=True)
@@ -494,6 +510,9 @@ def cluster_up(workers: int = 1, cpus: int = 1, port: int = 6390) -> str:
     address = f"{HEAD_NODE}:{port}"
     common = ["--num-cpus", str(cpus), "--object-store-memory", str(200 * 2**20), "--disable-usage-stats"]
     env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token")}
+    # A lost node is declared dead after ~3 s, not Ray's ~15 s (5 failed checks, 3 s apart):
+    # until then Tune may place a lost trial's retries on it, each one a failure more.
+    env |= {"RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3"}
     head = ["start", "--head", "--node-ip-address", HEAD_NODE, "--port", str(port), "--include-dashboard=false"]
     subprocess.run([_ray_cli(), *head, *common], env=env, check=True, capture_output=True)
     for i in range(workers):

@@ -122,6 +122,8 @@ class Spec:
     tracking_user: str | None = None
     tracking_password: str | None = field(default=None, repr=False)  # never pickled (see __getstate__)
     store: str = "out"  # where the embedded MLflow and Optuna stores live
+    log_models: str = "pareto"  # which trials' trained models are logged: pareto, all or none
+    register: str | None = None  # the MLflow registered model their versions go to
     description: str = ""
     ablation: Any = None  # search.ablation.Ablation when the spec has an ablation section
     warnings: tuple[Issue, ...] = ()  # what validate notes but run would refuse (missing data)
@@ -466,6 +468,8 @@ def build_spec(data: dict, docs: list[Document], file: str, check_data: bool = T
         tracking_user=user,
         tracking_password=password,
         store=tracking.get("dir") or "out",
+        log_models=tracking.get("models") or "pareto",
+        register=tracking.get("register"),
         description=top.get("description") or "",
         ablation=ablation,
         warnings=tuple(c.warnings),

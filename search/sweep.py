@@ -7,6 +7,7 @@ trial with the user attributes ``arch``, ``mlflow_run_id``, ``metrics`` and ``st
 
 from __future__ import annotations
 
+import io
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,9 +17,9 @@ import torch
 import yaml
 from optuna.trial import TrialState
 
-from runs.tracking import PARETO_TAG, Tracker, embedded_uri
-from runs.trial import Infeasible
-from search import pareto
+from runs.tracking import MODEL_TAG, PARETO_TAG, Tracker, embedded_uri
+from runs.trial import Infeasible, rebuild
+from search import pareto, report
 from search.space import flatten, sample
 from search.spec import METRICS, Spec
 
@@ -46,6 +47,12 @@ def counted(trial: optuna.trial.FrozenTrial) -> bool:
     if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
         return True
     return trial.state == TrialState.FAIL and "fail_reason" in trial.user_attrs
+
+
+def _saved(obj) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
 
 
 def _git_commit() -> str:
@@ -152,6 +159,7 @@ class Sweep:
                 "archsweep.backend": spec.backend.kind,
                 "archsweep.sampler": spec.search.sampler,
                 "archsweep.device": str(self.device),
+                "archsweep.objectives": ",".join(f"{o.metric}:{o.direction}" for o in spec.objectives),
             },
             spec.description,
         )
@@ -192,11 +200,15 @@ class Sweep:
         ]
         self.tracker.log_text(self.parent, pareto.to_csv(front, columns), "pareto.csv")
         self.tracker.log_text(self.parent, pareto.to_csv(rows, columns), "trials.csv")
+        plot = ""
         if rows:
             import matplotlib.pyplot as plt
 
             figure = pareto.plot(rows, [rows.index(r) for r in front], objectives)
             self.tracker.log_figure(self.parent, figure, "pareto.png")
+            svg = io.StringIO()
+            figure.savefig(svg, format="svg")
+            plot = svg.getvalue()
             plt.close(figure)
         states = [t.state for t in self.study.get_trials(deepcopy=False)]
         summary = {
@@ -210,8 +222,47 @@ class Sweep:
         self.tracker.log_metrics(self.parent, summary)
         if self.spec.ablation is not None:
             self.ablation_rows = self._ablation_report()
+        self._log_models(rows, front)
+        self._log_report(front, summary, plot)
         self.tracker.end_sweep(self.parent, status)
         return front
+
+    def trained(self, number: int) -> dict | None:
+        """The ``runs.trial.trained_record`` a completed trial left, if the backend kept it."""
+        return None
+
+    def _log_models(self, rows: list[dict], front: list[dict]) -> None:
+        """The chosen trials' trained models as MLflow models in their runs (once: a
+        resumed sweep skips those logged before)."""
+        chosen = {"pareto": front, "all": rows, "none": []}[self.spec.log_models]
+        for row in chosen:
+            if MODEL_TAG in self.tracker.tags(row["run_id"]):
+                continue
+            record = self.trained(row["trial"])
+            if record is None:
+                continue
+            probe = {"x": record["probe_x"], "logits": record["probe_logits"]}
+            files = {
+                "arch.yaml": yaml.safe_dump(record["arch"], sort_keys=False).encode(),
+                "weights.pt": _saved(record["state_dict"]),
+                "probe.pt": _saved(probe),
+            }
+            example = (probe["x"].numpy(), probe["logits"].numpy())
+            self.tracker.log_model(row["run_id"], rebuild(record), example, files, self.spec.register)
+
+    def _log_report(self, front: list[dict], summary: dict[str, float], plot: str) -> None:
+        trials = [
+            {
+                "trial": t.number,
+                "state": t.user_attrs.get("state") or t.state.name.lower(),
+                "arch": t.user_attrs.get("arch", ""),
+                "reason": t.user_attrs.get("reason") or t.user_attrs.get("fail_reason", ""),
+                **t.user_attrs.get("metrics", {}),
+            }
+            for t in self.study.get_trials(deepcopy=False)
+        ]
+        html = report.html(self.spec, front, trials, summary, plot, getattr(self, "ablation_rows", None))
+        self.tracker.log_text(self.parent, html, "report.html")
 
     def ablation_metrics(self) -> list[str]:
         names = [o.metric for o in self.spec.objectives] + [

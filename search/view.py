@@ -10,13 +10,19 @@ from rich.text import Text
 from search.sweep import Progress
 
 
-def front_table(front: list[dict], objectives, title: str = "Pareto front") -> Table:
+def front_table(front: list[dict], objectives, title: str = "Pareto front", run_ids: bool = False) -> Table:
+    """The front, best first by the first objective; ``run_ids``: with each trial's MLflow
+    run id (what ``main.py export`` takes) and whether it has a logged model."""
     extra = [m for m in ("params", "gmacs") if m not in {o.metric for o in objectives}]
     columns = [f"{o.metric} ({o.direction})" for o in objectives] + extra
     table = Table("trial", *columns, "architecture", title=title)
+    if run_ids:
+        table.add_column("run id", no_wrap=True, min_width=32)  # whole: it is copied into a command
+        table.add_column("model")
     for row in sorted(front, key=lambda r: r[objectives[0].metric], reverse=objectives[0].direction == "max"):
         values = [row[o.metric] for o in objectives] + [row[m] for m in extra]
-        table.add_row(f"t{row['trial']:02d}", *map(_number, values), Text(row["arch"]))
+        ids = [row["run_id"], "yes" if row["model"] else "-"] if run_ids else []
+        table.add_row(f"t{row['trial']:02d}", *map(_number, values), Text(row["arch"]), *ids)
     return table
 
 

@@ -1,5 +1,7 @@
 """The command line, run as a user runs it."""
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -30,3 +32,21 @@ def test_cost_of_a_preset_and_refusal_of_an_unknown_one():
     assert bad.returncode == 2
     assert bad.stderr.strip().startswith("error: unknown preset 'gfnet-xss' (did you mean 'gfnet-xs'?)")
     assert "Traceback" not in bad.stderr
+
+
+def test_the_same_spec_samples_the_same_models_in_any_process():
+    """Python salts string hashes per process: nothing that orders the sampling (and so
+    what trial N is) may depend on it."""
+    samples = set()
+    for salt in ("0", "1", "2"):
+        out = subprocess.run(
+            [sys.executable, "main.py", "validate", "spaces/quickstart.yaml", "--samples", "4", "--json"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "PYTHONHASHSEED": salt},
+        )
+        assert out.returncode == 0, out.stderr
+        samples.add(json.dumps(json.loads(out.stdout)["samples"], sort_keys=True))
+    assert len(samples) == 1

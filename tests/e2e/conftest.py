@@ -1,6 +1,7 @@
 """Small real sweeps: real Optuna journal storage, real MLflow SQLite store, in a tmp dir."""
 
 import json
+import os
 import time
 import urllib.request
 from pathlib import Path
@@ -72,3 +73,22 @@ def wait_for_health(url: str, proc, what: str, timeout: float = 120) -> None:
         except OSError:
             assert time.time() < deadline and proc.poll() is None, f"{what} did not start"
             time.sleep(0.5)
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def quickstart(tmp_path_factory) -> Path:
+    """The main job as the README runs it (16 trials, 12 epochs on digits), once for the
+    tests that read its results; its folder (the store is out/)."""
+    import main
+
+    folder = tmp_path_factory.mktemp("quickstart")
+    before = os.getcwd()
+    os.chdir(folder)
+    try:
+        assert main.main(["run", str(ROOT / "spaces" / "quickstart.yaml")]) == 0
+    finally:
+        os.chdir(before)
+    return folder

@@ -1,9 +1,12 @@
-"""Reviewing a sweep as a person does: the MLflow UI in a real headless Chromium (Debian's
-package, driven by Playwright), and the terminal's ``show``. Screenshots are kept under
-out/test-artifacts/ (the README's comes from here)."""
+"""Reviewing a sweep as a person does, on the quickstart's results: the MLflow UI in a
+real headless Chromium (Debian's package, driven by Playwright), the terminal's ``show``,
+and a Pareto model taken away with ``export`` and used in a fresh process. Screenshots
+are kept under out/test-artifacts/ (the README's come from here)."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import signal
@@ -12,13 +15,21 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+import yaml
 
-import main
 from runs.tracking import free_port
-from tests.e2e.conftest import runs_of, wait_for_health, write_spec
+from tests.e2e.conftest import runs_of, wait_for_health
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "out" / "test-artifacts"
+MODEL_TAG = "archsweep.model"
+
+
+def _main(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
 
 
 def _chromium() -> str:
@@ -29,14 +40,12 @@ def _chromium() -> str:
 
 
 @pytest.fixture
-def ui(workdir):
-    """A finished 6-trial sweep and `main.py ui` serving its store on 127.0.0.1."""
-    spec = write_spec(workdir, search={"sampler": "random", "trials": 6, "seed": 0})
-    assert main.main(["run", str(spec)]) == 0
+def ui(quickstart):
+    """`main.py ui` serving the quickstart's store on 127.0.0.1."""
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, str(ROOT / "main.py"), "ui", "--store", "store", "--port", str(port)],
-        cwd=workdir,
+        [sys.executable, str(ROOT / "main.py"), "ui", "--port", str(port)],
+        cwd=quickstart,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -44,30 +53,32 @@ def ui(workdir):
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for_health(url, server, "the UI")
-        yield url, workdir
+        yield url
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
 
 
-def test_the_sweep_reads_in_the_mlflow_ui(ui):
+def test_the_sweep_reads_in_the_mlflow_ui(ui, quickstart):
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in requirements-dev.txt")
-    url, workdir = ui
-    client, parents, children = runs_of(workdir)
+    client, parents, children = runs_of(quickstart, "quickstart", "out")
     parent = parents[0]
     experiment = parent.info.experiment_id
-    front = [c for c in children if c.data.tags["archsweep.pareto"] == "true"]
-    behind = [c for c in children if c.data.tags["archsweep.pareto"] == "false"]
+    front = [c for c in children if c.data.tags.get("archsweep.pareto") == "true"]
+    behind = [c for c in children if c.data.tags.get("archsweep.pareto") == "false"]
     assert front and behind
     SHOTS.mkdir(parents=True, exist_ok=True)
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1500, "height": 950})
-        page.goto(f"{url}/#/experiments/{experiment}/runs")
+        page.goto(f"{ui}/#/experiments/{experiment}/runs")
+        assistant = page.get_by_role("button", name="Close")  # MLflow's chat panel: half the page
+        with contextlib.suppress(sync_api.Error):
+            assistant.click(timeout=10_000)
         # The parent run, named after the sweep, and its nested trials behind its expander.
         sync_api.expect(page.get_by_text(parent.info.run_name, exact=True).first).to_be_visible(timeout=60_000)
         page.locator("button[data-component-id*='runnamecellrenderer']").first.click()  # the "+" of the parent
-        for child in children:
+        for child in children[:8]:  # the table shows the first rows; enough to know they are there
             sync_api.expect(page.get_by_text(child.info.run_name, exact=True).first).to_be_visible()
         page.screenshot(path=str(SHOTS / "review-runs.png"))
         # The Pareto tag as a filter: only the front's trials remain.
@@ -80,13 +91,108 @@ def test_the_sweep_reads_in_the_mlflow_ui(ui):
             sync_api.expect(page.get_by_text(child.info.run_name, exact=True).first).to_be_visible()
         page.screenshot(path=str(SHOTS / "review-pareto-filter.png"))
         # The Pareto plot among the parent run's artifacts, drawn by the browser.
-        page.goto(f"{url}/#/experiments/{experiment}/runs/{parent.info.run_id}/artifacts/pareto.png")
+        page.goto(f"{ui}/#/experiments/{experiment}/runs/{parent.info.run_id}/artifacts/pareto.png")
         image = page.locator("img[src^='blob:']").first  # the viewer fetches the file into a blob
         sync_api.expect(image).to_be_visible(timeout=60_000)
         from PIL import Image
 
-        png = Image.open(client.download_artifacts(parent.info.run_id, "pareto.png", str(workdir)))
+        png = Image.open(client.download_artifacts(parent.info.run_id, "pareto.png", str(quickstart)))
         drawn = image.evaluate("img => [img.complete, img.naturalWidth, img.naturalHeight]")
         assert drawn == [True, *png.size]  # the browser decoded our plot, pixel size for pixel size
         page.screenshot(path=str(SHOTS / "review-pareto-plot.png"))
+        # The HTML report in the artifact viewer: every front run named in its front table.
+        page.get_by_text("report.html", exact=True).click()
+        report = page.frame_locator("iframe").first
+        sync_api.expect(report.locator("h1")).to_have_text("quickstart", timeout=60_000)
+        first_table = report.locator("table").first
+        for child in front:
+            sync_api.expect(first_table.get_by_text(child.data.tags["archsweep.arch"], exact=True)).to_have_count(1)
+        sync_api.expect(report.locator("svg").first).to_be_visible()
+        page.screenshot(path=str(SHOTS / "review-report.png"))
         browser.close()
+
+
+def test_show_prints_the_front_with_run_ids(quickstart):
+    _, _, children = runs_of(quickstart, "quickstart", "out")
+    shown = _main("show", cwd=quickstart)
+    assert shown.returncode == 0, shown.stderr
+    for child in children:
+        on_front = child.data.tags.get("archsweep.pareto") == "true"
+        assert (child.info.run_id in shown.stdout) == on_front, child.info.run_name
+    wrong = _main("show", "quickstrat", cwd=quickstart)
+    assert wrong.returncode == 2 and "did you mean 'quickstart'" in wrong.stderr
+
+
+_FRESH = """
+import json, sys
+import mlflow.pytorch, torch
+folder, data = sys.argv[1], torch.load(sys.argv[2])
+model = mlflow.pytorch.load_model(folder)
+probe = torch.load(folder + "/probe.pt")
+with torch.no_grad():
+    same = torch.allclose(model(probe["x"]), probe["logits"], rtol=1e-4, atol=1e-5)  # any thread count
+    hits = sum((model(data["x"][i : i + 512]).argmax(1) == data["y"][i : i + 512]).sum().item()
+               for i in range(0, len(data["y"]), 512))
+print(json.dumps({"same_logits": same, "accuracy": hits / len(data["y"]), "module": type(model).__module__,
+                  "blocks_from": sys.modules["blocks"].__file__}))
+"""
+
+
+def test_an_exported_pareto_model_works_in_a_fresh_process(quickstart, tmp_path):
+    from blocks import build, from_dict
+    from blocks.cost import count_params
+    from runs import data as datasets
+    from search.spec import load
+
+    _, _, children = runs_of(quickstart, "quickstart", "out")
+    front = [c for c in children if c.data.tags.get("archsweep.pareto") == "true"]
+    assert front and all(MODEL_TAG in c.data.tags for c in front)  # every Pareto trial has its model
+    assert not [c for c in children if c.data.tags.get("archsweep.pareto") != "true" and MODEL_TAG in c.data.tags]
+    best = max(front, key=lambda c: c.data.metrics["val_accuracy"])
+    out = tmp_path / "winner"
+    exported = _main("export", best.info.run_id, "--out", str(out), "--store", str(quickstart / "out"), cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+
+    # In a fresh process outside the project (no archsweep on its path): MLflow's loader.
+    spec = load(str(ROOT / "spaces" / "quickstart.yaml"))
+    val = datasets.load(spec.data, seed=spec.search.seed)
+    torch.save({"x": val.val_x, "y": val.val_y}, tmp_path / "val.pt")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    fresh = subprocess.run(
+        [sys.executable, "-c", _FRESH, str(out), str(tmp_path / "val.pt")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    result = json.loads(fresh.stdout.strip().splitlines()[-1])
+    assert result["same_logits"]  # the logits the trial's own process gave these images
+    assert result["accuracy"] == best.data.metrics["val_accuracy"]  # what the sweep measured
+    assert result["module"] == "blocks.model" and result["blocks_from"].startswith(str(out))
+
+    # The YAML alone rebuilds the architecture; with weights.pt, the same model.
+    rebuilt = build(from_dict(yaml.safe_load((out / "arch.yaml").read_text())))
+    assert count_params(rebuilt)[0] == best.data.metrics["params"]
+    rebuilt.load_state_dict(torch.load(out / "weights.pt", weights_only=True))
+    probe = torch.load(out / "probe.pt", weights_only=True)
+    with torch.no_grad():
+        assert torch.equal(rebuilt.eval()(probe["x"]), probe["logits"])
+
+
+def test_export_refuses_without_side_effects(quickstart, tmp_path):
+    _, _, children = runs_of(quickstart, "quickstart", "out")
+    behind = next(c for c in children if c.data.tags.get("archsweep.pareto") == "false")
+    store = str(quickstart / "out")
+    refused = _main("export", behind.info.run_id, "--out", str(tmp_path / "a"), "--store", store, cwd=tmp_path)
+    assert refused.returncode == 2 and "not on the Pareto front" in refused.stderr
+    unknown = _main("export", "0" * 32, "--out", str(tmp_path / "b"), "--store", store, cwd=tmp_path)
+    assert unknown.returncode == 2 and unknown.stderr.startswith("error: no run")
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "mine.txt").write_text("keep")
+    front = next(c for c in children if c.data.tags.get("archsweep.pareto") == "true")
+    occupied = _main("export", front.info.run_id, "--out", str(taken), "--store", store, cwd=tmp_path)
+    assert occupied.returncode == 2 and "not an empty folder" in occupied.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"] and [p.name for p in taken.iterdir()] == ["mine.txt"]
