@@ -51,6 +51,21 @@ def _refused(address: str, env: dict) -> bool:
     return "InvalidAuthToken" in seen and "CONNECTED" not in seen
 
 
+def _front_models_reload(client, children, folder: Path) -> None:
+    """Every Pareto trial's logged model, reloaded, gives the logits its trial recorded."""
+    import mlflow.pytorch
+    import torch
+
+    front = [r for r in children if r.data.tags.get("archsweep.pareto") == "true"]
+    assert front and all("archsweep.model" in r.data.tags for r in front)
+    for run in front:
+        model_dir = client.download_artifacts(run.info.run_id, "model", str(folder / run.info.run_id))
+        probe = torch.load(Path(model_dir) / "probe.pt", weights_only=True)
+        with torch.no_grad():
+            logits = mlflow.pytorch.load_model(model_dir)(probe["x"])
+        assert torch.allclose(logits, probe["logits"], rtol=1e-4, atol=1e-5)
+
+
 def test_the_quickstart_gives_the_same_kind_of_result_on_both_backends(tmp_path, monkeypatch):
     """Same spec, same seed: the same architectures per trial number and accuracies within
     a few points (the ray workers train with one thread each, so sums round differently)."""
@@ -61,10 +76,11 @@ def test_the_quickstart_gives_the_same_kind_of_result_on_both_backends(tmp_path,
         store = f"store_{kind}"
         args = ["run", quickstart, "-o", "search.trials=4", "-o", f"tracking.dir={store}", "-o", f"backend.kind={kind}"]
         assert main.main(args) == 0
-        _, parents, children = runs_of(tmp_path, "quickstart", store)
+        client, parents, children = runs_of(tmp_path, "quickstart", store)
         assert len(parents) == 1 and len(children) == 4
         assert {r.info.status for r in children} == {"FINISHED"}
         results[kind] = {r.data.tags["archsweep.trial"]: r for r in children}
+        _front_models_reload(client, children, tmp_path / kind)
     local, ray = results["local"], results["ray"]
     for number, run in local.items():
         assert ray[number].data.params == run.data.params

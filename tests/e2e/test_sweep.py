@@ -59,15 +59,22 @@ def test_sweep_logs_parent_children_and_the_true_pareto_front(workdir):
 
 
 def test_running_again_resumes_to_the_requested_count(workdir):
-    spec = write_spec(workdir)
+    """Also with every trial's model logged and registered: once each, across the runs."""
+    spec = write_spec(workdir, tracking={"dir": "store", "models": "all", "register": "tiny-models"})
     assert main.main(["run", str(spec), "-o", "search.trials=3"]) == 0
     assert main.main(["run", str(spec)]) == 0  # 5 requested: two more
     assert main.main(["run", str(spec)]) == 0  # nothing left to do
     trials = study(workdir).trials
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 5
-    _, parents, children = runs_of(workdir)
+    client, parents, children = runs_of(workdir)
     numbers = [c.data.tags["archsweep.trial"] for c in children]
     assert len(parents) == 1 and sorted(numbers) == [str(i) for i in range(5)]
+    versions = client.search_model_versions("name = 'tiny-models'")
+    assert sorted(v.run_id for v in versions) == sorted(c.info.run_id for c in children)
+    for version in versions:  # each version is its run's model, as the registry serves it
+        folder = Path(client.download_artifacts(version.run_id, "model", str(workdir / f"v{version.version}")))
+        assert version.source.endswith(f"{version.run_id}/artifacts/model") and (folder / "MLmodel").exists()
+    assert not (workdir / "store" / "weights" / "tiny").exists()  # kept only until logged
 
 
 def test_a_failing_trial_is_recorded_and_the_others_complete(workdir, monkeypatch):

@@ -1,0 +1,93 @@
+"""The HTML report, read back with the standard library's HTML parser."""
+
+from html.parser import HTMLParser
+
+import matplotlib
+
+matplotlib.use("Agg")
+import io
+
+import matplotlib.pyplot as plt
+import yaml
+
+from search.report import html
+from search.spec import load
+
+
+class Page(HTMLParser):
+    """Tables as lists of rows (cells' text, the row's class), the text of <pre>, tags seen."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables, self.pre, self.tags = [], [], []
+        self._cell = self._row = None
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self._row = ([], dict(attrs).get("class"))
+        elif tag in ("td", "th"):
+            self._cell = ""
+        elif tag == "pre":
+            self.pre.append("")
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th"):
+            self._row[0].append(self._cell)
+            self._cell = None
+        elif tag == "tr":
+            self.tables[-1].append(self._row)
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell += data
+        elif self.tags and self.tags[-1] == "pre":
+            self.pre[-1] += data
+
+
+def _spec(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "r",
+                "description": "a <b>bold</b> claim",
+                "data": {"dataset": "synthetic", "image_size": 8, "num_classes": 4, "samples": 64, "channels": 1},
+                "model": {"patch_size": 2, "stages": [{"depth": 1, "width": 8, "mixer": "fourier"}]},
+                "objectives": [{"val_accuracy": "max"}, {"gmacs": "min"}],
+            }
+        )
+    )
+    return load(str(path))
+
+
+def test_front_all_trials_and_spec_survive_any_text(tmp_path):
+    spec = _spec(tmp_path)
+    trials = [
+        {"trial": 0, "state": "complete", "arch": "a > b", "val_accuracy": 0.9, "gmacs": 2.0, "params": 10.0},
+        {"trial": 1, "state": "complete", "arch": "<script>x</script>", "val_accuracy": 0.5, "gmacs": 1.0},
+        {"trial": 2, "state": "failed", "arch": "c & d", "reason": "RuntimeError: <oops>"},
+        {"trial": 3, "state": "complete", "arch": "e", "val_accuracy": 0.4, "gmacs": 3.0},
+    ]
+    front = [trials[1], trials[0]]
+    figure = plt.figure()
+    svg = io.StringIO()
+    figure.savefig(svg, format="svg")
+    plt.close(figure)
+    page = Page()
+    page.feed(html(spec, front, trials, {"trials_complete": 3.0}, svg.getvalue()))
+    assert "script" not in page.tags and "b" not in page.tags  # text stays text
+    assert "svg" in page.tags
+    front_table, all_table = page.tables
+    header, *rows = front_table
+    assert header[0][:3] == ["trial", "val_accuracy", "gmacs"]
+    assert [r[0][0] for r in rows] == ["0", "1"]  # best first by the first objective
+    assert rows[1][0][-1] == "<script>x</script>"
+    header, *rows = all_table
+    assert [r[0][0] for r in rows] == ["0", "1", "2", "3"]
+    assert [r[1] for r in rows] == ["front", "front", None, None]
+    failed = dict(zip(header[0], rows[2][0], strict=True))
+    assert failed["state"] == "failed" and failed["reason"] == "RuntimeError: <oops>" and failed["gmacs"] == ""
+    assert yaml.safe_load(page.pre[-1]) == dict(spec.resolved)
