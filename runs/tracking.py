@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -41,8 +42,7 @@ TRIAL_TAG = "archsweep.trial"
 PARETO_TAG = "archsweep.pareto"
 STATE_TAG = "archsweep.state"
 REASON_TAG = "archsweep.reason"
-MODEL_TAG = "archsweep.model"  # the artifact path of the trial's logged MLflow model
-MODEL_PATH = "model"
+MODEL_TAG = "archsweep.model"  # the id of the trial's logged MLflow model
 BLOCKS = Path(__file__).resolve().parents[1] / "blocks"  # travels with a logged model: it unpickles from it
 
 
@@ -137,9 +137,17 @@ def get_run(uri: str, run_id: str):
         raise LookupError(run_id) from None
 
 
-def download_model(uri: str, run_id: str, into: Path) -> Path:
-    """The run's logged model folder (see Tracker.log_model), downloaded into ``into``."""
-    return Path(MlflowClient(uri).download_artifacts(run_id, MODEL_PATH, str(into)))
+def download_model(uri: str, model_id: str, into: Path) -> Path:
+    """A logged model's folder (see Tracker.log_model), downloaded into ``into``."""
+    import mlflow.artifacts
+
+    location = MlflowClient(uri).get_logged_model(model_id).artifact_location
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=str(into), tracking_uri=uri))
+
+
+def _model_name(text: str) -> str:
+    """A logged model's name: MLflow refuses / : . % and quotes in it."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-") or "model"
 
 
 class Tracker:
@@ -159,9 +167,7 @@ class Tracker:
             raise LookupError(experiment)
         if found is None:
             location = artifacts.resolve().as_uri() if artifacts is not None else None
-            # The UI opens it in its "Model training" mode (runs, metrics), not the GenAI one.
-            tags = {"mlflow.experimentKind": "custom_model_development"}
-            self.experiment_id = self.client.create_experiment(experiment, artifact_location=location, tags=tags)
+            self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
         else:
             self.experiment_id = found.experiment_id
 
@@ -209,34 +215,54 @@ class Tracker:
     # -- models ------------------------------------------------------------------------
 
     def log_model(
-        self, run_id: str, model, example: tuple, files: Mapping[str, bytes], register: str | None = None
-    ) -> None:
-        """``model`` (an nn.Module) as an MLflow PyTorch model at ``model/`` of the run, its
-        signature from ``example`` (inputs, outputs as arrays), ``files`` (name -> content)
-        beside it; and a new version of the registered model ``register`` if named."""
+        self,
+        run_id: str,
+        model,
+        *,
+        name: str,
+        example: tuple,
+        files: Mapping[str, bytes],
+        metrics: Mapping[str, float],
+        register: str | None = None,
+    ) -> str:
+        """``model`` (an nn.Module) as an MLflow logged model of the run (MLflow 3: the
+        run's "Models" column and the experiment's Models tab), with ``metrics`` linked
+        to it, its signature from ``example`` (input, output arrays) and ``files`` (name
+        -> content) in its folder; a new version of the registered model ``register`` if
+        named. Returns the model id, also the run's tag archsweep.model."""
         import mlflow.pytorch
         import torch
-        from mlflow.models import infer_signature
+        from mlflow.entities import LoggedModelOutput
+        from mlflow.models import Model, infer_signature
 
+        logged = self.client.create_logged_model(self.experiment_id, name=_model_name(name), source_run_id=run_id)
+        model_id = logged.model_id
+        self.client.log_outputs(run_id, [LoggedModelOutput(model_id, step=0)])
         with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / MODEL_PATH
+            path = Path(folder) / "model"
             mlflow.pytorch.save_model(
                 model,
                 path,
+                mlflow_model=Model(artifact_path=logged.artifact_location, run_id=run_id, model_id=model_id),
                 serialization_format="pickle",
                 code_paths=[str(BLOCKS)],
                 # Given, not inferred: inferring them loads the model in a subprocess (seconds).
                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "pyyaml"],
                 signature=infer_signature(*example),
             )
-            for name, content in files.items():
-                (path / name).write_bytes(content)
-            self.client.log_artifacts(run_id, str(path), MODEL_PATH)
+            for file, content in files.items():
+                (path / file).write_bytes(content)
+            self.client.log_model_artifacts(model_id, str(path))
+        now = int(time.time() * 1000)
+        linked = [Metric(k, float(v), now, 0, model_id=model_id) for k, v in metrics.items()]
+        self.client.log_batch(run_id, metrics=linked)
+        self.client.finalize_logged_model(model_id, "READY")
         if register:
-            self._register(run_id, register)
-        self.set_tags(run_id, {MODEL_TAG: MODEL_PATH})
+            self._register(run_id, logged, register)
+        self.set_tags(run_id, {MODEL_TAG: model_id})
+        return model_id
 
-    def _register(self, run_id: str, name: str) -> None:
+    def _register(self, run_id: str, logged, name: str) -> None:
         from mlflow.exceptions import MlflowException
 
         try:
@@ -244,8 +270,9 @@ class Tracker:
         except MlflowException as err:
             if err.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
-        source = f"{self.client.get_run(run_id).info.artifact_uri}/{MODEL_PATH}"
-        self.client.create_model_version(name, source, run_id=run_id)
+        # Its artifact location, not models:/<id>: that one the registry resolves through
+        # the process-wide tracking URI, not this client's store.
+        self.client.create_model_version(name, logged.artifact_location, run_id=run_id, model_id=logged.model_id)
 
     # -- trials ------------------------------------------------------------------------
 

@@ -91,7 +91,7 @@ def export(uri: str, run_id: str, out: Path) -> Path:
         raise ReviewError(f"{out} exists and is not an empty folder; choose another --out")
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-") as staging:
-        folder = download_model(uri, run_id, Path(staging))
+        folder = download_model(uri, run.data.tags[MODEL_TAG], Path(staging))
         if out.exists():
             out.rmdir()
         shutil.move(str(folder), out)  # complete or not there at all

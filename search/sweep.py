@@ -247,8 +247,15 @@ class Sweep:
                 "weights.pt": _saved(record["state_dict"]),
                 "probe.pt": _saved(probe),
             }
-            example = (probe["x"].numpy(), probe["logits"].numpy())
-            self.tracker.log_model(row["run_id"], rebuild(record), example, files, self.spec.register)
+            self.tracker.log_model(
+                row["run_id"],
+                rebuild(record),
+                name=f"{self.spec.name}-t{row['trial']:02d}",
+                example=(probe["x"].numpy(), probe["logits"].numpy()),
+                files=files,
+                metrics={k: v for k, v in row.items() if k not in ("trial", "arch", "run_id")},
+                register=self.spec.register,
+            )
 
     def _log_report(self, front: list[dict], summary: dict[str, float], plot: str) -> None:
         trials = [

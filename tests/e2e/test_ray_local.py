@@ -53,13 +53,16 @@ def _refused(address: str, env: dict) -> bool:
 
 def _front_models_reload(client, children, folder: Path) -> None:
     """Every Pareto trial's logged model, reloaded, gives the logits its trial recorded."""
+    import mlflow.artifacts
     import mlflow.pytorch
     import torch
 
     front = [r for r in children if r.data.tags.get("archsweep.pareto") == "true"]
     assert front and all("archsweep.model" in r.data.tags for r in front)
     for run in front:
-        model_dir = client.download_artifacts(run.info.run_id, "model", str(folder / run.info.run_id))
+        model = client.get_logged_model(run.data.tags["archsweep.model"])
+        assert model.source_run_id == run.info.run_id
+        model_dir = mlflow.artifacts.download_artifacts(model.artifact_location, dst_path=str(folder / run.info.run_id))
         probe = torch.load(Path(model_dir) / "probe.pt", weights_only=True)
         with torch.no_grad():
             logits = mlflow.pytorch.load_model(model_dir)(probe["x"])

@@ -75,11 +75,19 @@ def test_the_sweep_reads_in_the_mlflow_ui(ui, quickstart):
         assistant = page.get_by_role("button", name="Close")  # MLflow's chat panel: half the page
         with contextlib.suppress(sync_api.Error):
             assistant.click(timeout=10_000)
+        page.get_by_text("Model training", exact=True).click()  # the UI's mode for runs and models
         # The parent run, named after the sweep, and its nested trials behind its expander.
         sync_api.expect(page.get_by_text(parent.info.run_name, exact=True).first).to_be_visible(timeout=60_000)
         page.locator("button[data-component-id*='runnamecellrenderer']").first.click()  # the "+" of the parent
         for child in children[:8]:  # the table shows the first rows; enough to know they are there
             sync_api.expect(page.get_by_text(child.info.run_name, exact=True).first).to_be_visible()
+        page.get_by_role("button", name="Columns").click()  # the sweep's metrics as columns, as a person sets them
+        columns = page.get_by_placeholder("Search columns")
+        for name in ("Dataset", "Source", "val_accuracy", "gmacs", "params"):  # two off, three on
+            columns.fill(name)
+            page.get_by_text(name, exact=True).last.click()  # the menu's entry (the table's header comes first)
+        page.keyboard.press("Escape")
+        sync_api.expect(page.get_by_role("columnheader", name="val_accuracy").first).to_be_visible()
         page.screenshot(path=str(SHOTS / "review-runs.png"))
         # The Pareto tag as a filter: only the front's trials remain.
         search = page.get_by_test_id("search-box")
@@ -87,8 +95,10 @@ def test_the_sweep_reads_in_the_mlflow_ui(ui, quickstart):
         search.press("Enter")
         for child in behind:  # gone from the table (the front's parent stays, as their context)
             sync_api.expect(page.get_by_text(child.info.run_name, exact=True)).to_have_count(0, timeout=30_000)
-        for child in front:
+        for child in front:  # each with its logged model in the Models column
             sync_api.expect(page.get_by_text(child.info.run_name, exact=True).first).to_be_visible()
+            model = f"quickstart-t{int(child.data.tags['archsweep.trial']):02d}"
+            sync_api.expect(page.get_by_text(model, exact=True).first).to_be_visible()
         page.screenshot(path=str(SHOTS / "review-pareto-filter.png"))
         # The Pareto plot among the parent run's artifacts, drawn by the browser.
         page.goto(f"{ui}/#/experiments/{experiment}/runs/{parent.info.run_id}/artifacts/pareto.png")

@@ -69,11 +69,14 @@ def test_running_again_resumes_to_the_requested_count(workdir):
     client, parents, children = runs_of(workdir)
     numbers = [c.data.tags["archsweep.trial"] for c in children]
     assert len(parents) == 1 and sorted(numbers) == [str(i) for i in range(5)]
+    models = client.search_logged_models([parents[0].info.experiment_id])
+    assert sorted(m.source_run_id for m in models) == sorted(c.info.run_id for c in children)
+    assert {str(m.status) for m in models} == {"READY"}
     versions = client.search_model_versions("name = 'tiny-models'")
-    assert sorted(v.run_id for v in versions) == sorted(c.info.run_id for c in children)
-    for version in versions:  # each version is its run's model, as the registry serves it
-        folder = Path(client.download_artifacts(version.run_id, "model", str(workdir / f"v{version.version}")))
-        assert version.source.endswith(f"{version.run_id}/artifacts/model") and (folder / "MLmodel").exists()
+    assert sorted((v.run_id, v.source) for v in versions) == sorted(
+        (m.source_run_id, m.artifact_location) for m in models
+    )
+    assert {c.data.tags["archsweep.model"] for c in children} == {m.model_id for m in models}
     assert not (workdir / "store" / "weights" / "tiny").exists()  # kept only until logged
 
 
