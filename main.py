@@ -147,6 +147,8 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     where = spec.tracking_uri or sweep.store
     ui = "python main.py ui" + ("" if spec.tracking_uri or spec.store == "out" else f" --store {spec.store}")
     console.print(f"results: MLflow experiment {spec.experiment!r} in {where}; open it with: {ui}")
+    for problem in sweep.model_errors:
+        console.print(f"warning: model not logged, {problem}")
     failed = sweep.failed()
     if failed and rows:
         console.print(f"partial: {failed} trial(s) failed; their reasons are in MLflow (tag archsweep.reason)")

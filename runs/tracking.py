@@ -222,14 +222,15 @@ class Tracker:
         name: str,
         example: tuple,
         files: Mapping[str, bytes],
-        metrics: Mapping[str, float],
+        step: int,
         register: str | None = None,
     ) -> str:
         """``model`` (an nn.Module) as an MLflow logged model of the run (MLflow 3: the
-        run's "Models" column and the experiment's Models tab), with ``metrics`` linked
-        to it, its signature from ``example`` (input, output arrays) and ``files`` (name
-        -> content) in its folder; a new version of the registered model ``register`` if
-        named. Returns the model id, also the run's tag archsweep.model."""
+        run's "Models" column and the experiment's Models tab), with the run's metrics
+        of ``step`` linked to it, its signature from ``example`` (input, output arrays)
+        and ``files`` (name -> content) in its folder; a new version of the registered
+        model ``register`` if named. Returns the model id, also the run's tag
+        archsweep.model."""
         import mlflow.pytorch
         import torch
         from mlflow.entities import LoggedModelOutput
@@ -253,14 +254,23 @@ class Tracker:
             for file, content in files.items():
                 (path / file).write_bytes(content)
             self.client.log_model_artifacts(model_id, str(path))
-        now = int(time.time() * 1000)
-        linked = [Metric(k, float(v), now, 0, model_id=model_id) for k, v in metrics.items()]
-        self.client.log_batch(run_id, metrics=linked)
+        self._link_metrics(run_id, model_id, step)
         self.client.finalize_logged_model(model_id, "READY")
         if register:
             self._register(run_id, logged, register)
         self.set_tags(run_id, {MODEL_TAG: model_id})
         return model_id
+
+    def _link_metrics(self, run_id: str, model_id: str, step: int) -> None:
+        """The run's metrics of ``step``, logged again as they are plus the model id (as
+        MLflow's own log_model does): the store keeps one entry each, now the model's too."""
+        linked = [
+            Metric(m.key, m.value, m.timestamp, m.step, model_id=model_id)
+            for key in self.client.get_run(run_id).data.metrics
+            for m in self.client.get_metric_history(run_id, key)
+            if m.step == step
+        ]
+        self.client.log_batch(run_id, metrics=linked)
 
     def _register(self, run_id: str, logged, name: str) -> None:
         from mlflow.exceptions import MlflowException

@@ -108,7 +108,10 @@ def trainable(config: dict, *, spec: Spec, parent: str, uri: str, credentials: t
         first = resume["epoch"] + 1
         tracker.set_tags(run, {"archsweep.resumed_from_epoch": str(first)})
 
+    last: list = []  # the last epoch's snapshot function
+
     def report(epoch: int, metrics: dict, snapshot) -> None:
+        last[:] = [snapshot]
         tracker.log_metrics(run, metrics, step=epoch)  # before Tune: a crash may repeat a step, never skip one
         with tempfile.TemporaryDirectory() as folder:
             torch.save(snapshot(), Path(folder) / "state.pt")
@@ -149,9 +152,11 @@ def trainable(config: dict, *, spec: Spec, parent: str, uri: str, credentials: t
     final = {**base, **outcome.metrics, "state": outcome.state, "reason": outcome.reason}
     final = {**final, "values": list(outcome.values), "violations": list(outcome.violations)}
     with tempfile.TemporaryDirectory() as folder:
-        if trained:  # the last checkpoint then holds the trained model (RaySweep.trained)
+        if trained and last:  # the last checkpoint holds the trained model (RaySweep.trained)
             torch.save(trained, Path(folder) / TRAINED)
-        tune.report(final, checkpoint=tune.Checkpoint.from_directory(folder) if trained else None)
+            # and the training state still: a retry after a lost driver resumes from it.
+            torch.save(last[0](), Path(folder) / "state.pt")
+        tune.report(final, checkpoint=tune.Checkpoint.from_directory(folder) if trained and last else None)
 
 
 class TrialTimeout(Exception):

@@ -131,6 +131,7 @@ class Sweep:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.store = Path(spec.store)
         self.progress = Progress(spec.search.trials)
+        self.model_errors: list[str] = []  # models that could not be logged, and why
 
     def resumable(self) -> bool:
         """Whether a stopped sweep of this spec left state to continue from."""
@@ -241,21 +242,28 @@ class Sweep:
             record = self.trained(row["trial"])
             if record is None:
                 continue
-            probe = {"x": record["probe_x"], "logits": record["probe_logits"]}
-            files = {
-                "arch.yaml": yaml.safe_dump(record["arch"], sort_keys=False).encode(),
-                "weights.pt": _saved(record["state_dict"]),
-                "probe.pt": _saved(probe),
-            }
-            self.tracker.log_model(
-                row["run_id"],
-                rebuild(record),
-                name=f"{self.spec.name}-t{row['trial']:02d}",
-                example=(probe["x"].numpy(), probe["logits"].numpy()),
-                files=files,
-                metrics={k: v for k, v in row.items() if k not in ("trial", "arch", "run_id")},
-                register=self.spec.register,
-            )
+            try:
+                self._log_model(row, record)
+            except Exception as err:  # the sweep's results stand without it: say why on the run
+                self.model_errors.append(f"t{row['trial']:02d}: {type(err).__name__}: {err}")
+                self.tracker.set_tags(row["run_id"], {"archsweep.model_error": f"{type(err).__name__}: {err}"})
+
+    def _log_model(self, row: dict, record: dict) -> None:
+        probe = {"x": record["probe_x"], "logits": record["probe_logits"]}
+        files = {
+            "arch.yaml": yaml.safe_dump(record["arch"], sort_keys=False).encode(),
+            "weights.pt": _saved(record["state_dict"]),
+            "probe.pt": _saved(probe),
+        }
+        self.tracker.log_model(
+            row["run_id"],
+            rebuild(record),
+            name=f"{self.spec.name}-t{row['trial']:02d}",
+            example=(probe["x"].numpy(), probe["logits"].numpy()),
+            files=files,
+            step=int(row["epochs"]),
+            register=self.spec.register,
+        )
 
     def _log_report(self, front: list[dict], summary: dict[str, float], plot: str) -> None:
         trials = [
