@@ -38,7 +38,7 @@ def test_the_same_spec_samples_the_same_models_in_any_process():
     """Python salts string hashes per process: nothing that orders the sampling (and so
     what trial N is) may depend on it."""
     samples = set()
-    for salt in ("0", "1", "2"):
+    for salt in ("0", "2"):  # two that ordered a set of two names differently (the bug found)
         out = subprocess.run(
             [sys.executable, "main.py", "validate", "spaces/quickstart.yaml", "--samples", "4", "--json"],
             cwd=ROOT,

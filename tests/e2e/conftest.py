@@ -92,3 +92,29 @@ def quickstart(tmp_path_factory) -> Path:
     finally:
         os.chdir(before)
     return folder
+
+
+@pytest.fixture(scope="session")
+def quickstart_ui(quickstart):
+    """`main.py ui` serving the quickstart's store on 127.0.0.1: its URL."""
+    import signal
+    import subprocess
+    import sys
+
+    from runs.tracking import free_port
+
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, str(ROOT / "main.py"), "ui", "--port", str(port)],
+        cwd=quickstart,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_health(url, server, "the UI")
+        yield url
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)

@@ -9,7 +9,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -18,8 +17,8 @@ import pytest
 import torch
 import yaml
 
-from runs.tracking import free_port
-from tests.e2e.conftest import runs_of, wait_for_health
+import main
+from tests.e2e.conftest import runs_of
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "out" / "test-artifacts"
@@ -39,27 +38,8 @@ def _chromium() -> str:
     return path
 
 
-@pytest.fixture
-def ui(quickstart):
-    """`main.py ui` serving the quickstart's store on 127.0.0.1."""
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, str(ROOT / "main.py"), "ui", "--port", str(port)],
-        cwd=quickstart,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_health(url, server, "the UI")
-        yield url
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
-
-
-def test_the_sweep_reads_in_the_mlflow_ui(ui, quickstart):
+def test_the_sweep_reads_in_the_mlflow_ui(quickstart_ui, quickstart):
+    ui = quickstart_ui
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in requirements-dev.txt")
     client, parents, children = runs_of(quickstart, "quickstart", "out")
     parent = parents[0]
@@ -122,15 +102,16 @@ def test_the_sweep_reads_in_the_mlflow_ui(ui, quickstart):
         browser.close()
 
 
-def test_show_prints_the_front_with_run_ids(quickstart):
+def test_show_prints_the_front_with_run_ids(quickstart, capsys):
     _, _, children = runs_of(quickstart, "quickstart", "out")
-    shown = _main("show", cwd=quickstart)
-    assert shown.returncode == 0, shown.stderr
+    store = str(quickstart / "out")
+    assert main.main(["show", "--store", store]) == 0
+    shown = capsys.readouterr().out
     for child in children:
         on_front = child.data.tags.get("archsweep.pareto") == "true"
-        assert (child.info.run_id in shown.stdout) == on_front, child.info.run_name
-    wrong = _main("show", "quickstrat", cwd=quickstart)
-    assert wrong.returncode == 2 and "did you mean 'quickstart'" in wrong.stderr
+        assert (child.info.run_id in shown) == on_front, child.info.run_name
+    assert main.main(["show", "quickstrat", "--store", store]) == 2
+    assert "did you mean 'quickstart'" in capsys.readouterr().err
 
 
 _FRESH = """
@@ -191,18 +172,20 @@ def test_an_exported_pareto_model_works_in_a_fresh_process(quickstart, tmp_path)
         assert torch.equal(rebuilt.eval()(probe["x"]), probe["logits"])
 
 
-def test_export_refuses_without_side_effects(quickstart, tmp_path):
+def test_export_refuses_without_side_effects(quickstart, tmp_path, capsys):
     _, _, children = runs_of(quickstart, "quickstart", "out")
     behind = next(c for c in children if c.data.tags.get("archsweep.pareto") == "false")
-    store = str(quickstart / "out")
-    refused = _main("export", behind.info.run_id, "--out", str(tmp_path / "a"), "--store", store, cwd=tmp_path)
-    assert refused.returncode == 2 and "not on the Pareto front" in refused.stderr
-    unknown = _main("export", "0" * 32, "--out", str(tmp_path / "b"), "--store", store, cwd=tmp_path)
-    assert unknown.returncode == 2 and unknown.stderr.startswith("error: no run")
+    front = next(c for c in children if c.data.tags.get("archsweep.pareto") == "true")
     taken = tmp_path / "taken"
     taken.mkdir()
     (taken / "mine.txt").write_text("keep")
-    front = next(c for c in children if c.data.tags.get("archsweep.pareto") == "true")
-    occupied = _main("export", front.info.run_id, "--out", str(taken), "--store", store, cwd=tmp_path)
-    assert occupied.returncode == 2 and "not an empty folder" in occupied.stderr
+    cases = [
+        (behind.info.run_id, tmp_path / "a", "not on the Pareto front"),
+        ("0" * 32, tmp_path / "b", "error: no run"),
+        (front.info.run_id, taken, "not an empty folder"),
+    ]
+    for run_id, out, why in cases:
+        assert main.main(["export", run_id, "--out", str(out), "--store", str(quickstart / "out")]) == 2
+        error = capsys.readouterr().err
+        assert why in error and len(error.strip().splitlines()) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"] and [p.name for p in taken.iterdir()] == ["mine.txt"]
