@@ -17,6 +17,7 @@ trials failed, the others completed), 130 interrupted (run again to resume).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -251,9 +252,12 @@ def cmd_ui(args: argparse.Namespace, console: Console) -> int:
         "127.0.0.1",
         "--port",
         str(args.port),
+        "--workers",
+        "2",  # MLflow's default 4, and a job runner with 7 consumers: ~2.5 GB idle for one reader
     ]
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # GenAI jobs; a sweep has none
     try:
-        return subprocess.run(cmd, check=False).returncode
+        return subprocess.run(cmd, check=False, env=env).returncode
     except KeyboardInterrupt:
         return 0
 

@@ -16,6 +16,7 @@ import yaml
 from bench.common import Env, pyplot, save_figure, write_csv
 from blocks import ArchSpec, EmbeddingSpec, MixerSpec, StageSpec, build
 from runs.data import load
+from runs.tracking import MODEL_TAG
 from runs.train import TrainConfig, train
 from search.spec import DataSpec
 
@@ -78,9 +79,9 @@ def loop_comparison(device: str, repeats: int, epochs: int) -> list[dict]:
     ]
 
 
-def sweep_overhead(trials: int, epochs: int, device: str, backend: dict, label: str) -> dict:
+def sweep_overhead(trials: int, epochs: int, device: str, backend: dict, label: str, models: str = "pareto") -> dict:
     """One short-trial sweep on ``backend``: its set-up, the trials' wall time against the
-    sum of their training time, and the wrap-up."""
+    sum of their training time, and the wrap-up (``models``: tracking.models)."""
     from search.spec import load as load_spec
 
     spec_data = {
@@ -96,7 +97,7 @@ def sweep_overhead(trials: int, epochs: int, device: str, backend: dict, label: 
     }
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "spec.yaml"
-        path.write_text(yaml.safe_dump({**spec_data, "tracking": {"dir": str(Path(tmp) / "store")}}))
+        path.write_text(yaml.safe_dump({**spec_data, "tracking": {"dir": str(Path(tmp) / "store"), "models": models}}))
         spec = load_spec(path)
         if spec.backend.kind == "ray":
             from search.raytune import RaySweep as Backend
@@ -112,7 +113,9 @@ def sweep_overhead(trials: int, epochs: int, device: str, backend: dict, label: 
             sweep.finish()
             t3 = time.perf_counter()
             rows, _ = sweep.front_rows()
-            runs = {r.info.run_id: r.info for r in sweep.tracker.trial_runs(spec.name)}
+            found = sweep.tracker.trial_runs(spec.name)
+            runs = {r.info.run_id: r.info for r in found}
+            logged = sum(MODEL_TAG in r.data.tags for r in found)
         finally:
             sweep.close()
     trained = sum(r["train_time_s"] for r in rows)
@@ -128,6 +131,7 @@ def sweep_overhead(trials: int, epochs: int, device: str, backend: dict, label: 
         "overhead_per_trial_s": (t2 - t1 - trained) / trials,
         "median_trial_overhead_s": statistics.median(each),
         "finish_s": t3 - t2,
+        "models_logged": logged,
         "total_s": t3 - t0,
     }
 
@@ -137,6 +141,9 @@ def overheads(trials: int, epochs: int, device: str, quick: bool = False) -> lis
     local) and two at a time (1 thread each), side by side on the same short trials."""
     rows = [sweep_overhead(trials, epochs, device, {"kind": "local"}, "local")]
     rows.append(sweep_overhead(trials, epochs, device, {"kind": "local", "max_concurrent": 2}, "local, 2 workers"))
+    if not quick:  # what logging the trained models adds to finish(): none, then every trial's
+        for models in ("none", "all"):
+            rows.append(sweep_overhead(trials, epochs, device, {"kind": "local"}, f"local, models: {models}", models))
     try:
         import search.raytune  # noqa: F401
     except ImportError:
