@@ -10,6 +10,7 @@ out of memory takes only itself down.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import math
 import os
@@ -312,6 +313,8 @@ class LocalSweep(Sweep):
         # The models worth keeping are logged now; a trial on any later front is on this
         # one too (adding trials only removes trials from a front), so none is needed again.
         shutil.rmtree(self.weights, ignore_errors=True)
+        with contextlib.suppress(OSError):  # the folder of all sweeps' weights, when empty
+            self.weights.parent.rmdir()
         return front
 
     def remaining(self) -> int:
