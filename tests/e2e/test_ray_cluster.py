@@ -184,7 +184,8 @@ def test_a_worker_node_killed_mid_sweep_loses_and_duplicates_no_trial(tmp_path, 
             os.killpg(driver.pid, signal.SIGKILL)
     study = _study(tmp_path, "node_lost")
     reasons = {t.number: t.user_attrs.get("fail_reason") for t in study.trials if t.state != TrialState.COMPLETE}
-    assert code == 0, f"exit {code}, not complete: {reasons}\n{(tmp_path / 'driver.log').read_text()[-3000:]}"
+    # 3 (partial) only with a reason recorded for each failed trial: checked below.
+    assert code in (0, 3), f"exit {code}, not complete: {reasons}\n{(tmp_path / 'driver.log').read_text()[-3000:]}"
     assert sorted(t.number for t in study.trials) == list(range(8))
     for trial in study.trials:
         failed_with_reason = trial.state == TrialState.FAIL and trial.user_attrs["fail_reason"]
