@@ -148,11 +148,11 @@ def overheads(trials: int, epochs: int, device: str, quick: bool = False) -> lis
         import search.raytune  # noqa: F401
     except ImportError:
         return rows
-    if not quick:
+    if not quick:  # quick: the local rows show the bench runs; Ray's start alone takes 15 s
         serial = {"kind": "ray", "cpus_per_trial": 2, "max_concurrent": 1}
         rows.append(sweep_overhead(trials, epochs, device, serial, "ray, 1 at a time"))
-    parallel = {"kind": "ray", "cpus_per_trial": 1, "max_concurrent": 2}
-    rows.append(sweep_overhead(trials, epochs, device, parallel, "ray, 2 at a time"))
+        parallel = {"kind": "ray", "cpus_per_trial": 1, "max_concurrent": 2}
+        rows.append(sweep_overhead(trials, epochs, device, parallel, "ray, 2 at a time"))
     for row in rows:
         row["speedup_vs_local"] = rows[0]["trials_wall_s"] / row["trials_wall_s"]
     return rows

@@ -219,8 +219,11 @@ def test_sweep_logs_to_a_tracking_server(workdir):
             f"sqlite:///{workdir / 'server.db'}",
             "--artifacts-destination",
             str(workdir / "served"),
+            "--workers",
+            "1",
         ],
         cwd=workdir,
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},  # no GenAI job runner
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -242,6 +245,9 @@ def test_sweep_logs_to_a_tracking_server(workdir):
         assert len(runs) == 3 and len(parents) == 1
         assert {a.path for a in client.list_artifacts(parents[0].info.run_id)} >= {"pareto.csv", "pareto.png"}
         assert not (workdir / "store" / "mlflow.db").exists()  # nothing went to the embedded store
+        front = [r for r in runs if r.data.tags.get("archsweep.pareto") == "true"]
+        assert front and all(client.get_logged_model(r.data.tags["archsweep.model"]).status == "READY" for r in front)
+        assert list((workdir / "served").rglob("weights.pt"))  # the models' files, through the server
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
