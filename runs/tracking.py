@@ -33,8 +33,9 @@ os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # the s
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per download fills logs
 logging.getLogger("mlflow").setLevel(logging.WARNING)
 logging.getLogger("alembic").setLevel(logging.WARNING)
-# It warns on every pickled model; pickle it is, since torch.export (its "pt2") does not
-# take every mixer (complex FFTs), and a model is only ever loaded from one's own store.
+# It warns on every pickled model. Pickle it is: it gives back the model's own class
+# (blocks' VisionModel, trainable further), where MLflow's "pt2" gives an exported graph;
+# and a model is only loaded from one's own store.
 logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
 
 SWEEP_TAG = "archsweep.sweep"
