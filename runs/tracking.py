@@ -69,6 +69,41 @@ def embedded_uri(store: Path) -> str:
     return f"sqlite:///{(store / 'mlflow.db').resolve()}"
 
 
+def embedded_store(store: Path) -> str:
+    """The URI of the sweep's own SQLite store, created whole or not at all.
+
+    MLflow builds a new database's schema by some sixty Alembic migrations, committed one
+    by one over ~4 s: a process killed among them leaves a database no later run can open
+    ("table _alembic_tmp_experiments already exists"). So the schema is built in a side
+    file and renamed into place, which is atomic."""
+    db = store / "mlflow.db"
+    if db.exists():
+        return embedded_uri(store)
+    store.mkdir(parents=True, exist_ok=True)
+    for stale in store.glob("mlflow.db.init-*"):  # left by a process killed while building (and its -journal)
+        if not _alive(int(stale.name.split("-")[1])):
+            stale.unlink(missing_ok=True)
+    side = store / f"mlflow.db.init-{os.getpid()}"
+    side.unlink(missing_ok=True)
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore  # sqlalchemy: only when building
+
+    side_uri = f"sqlite:///{side.resolve()}"
+    SqlAlchemyStore(side_uri, (store / "artifacts").resolve().as_uri())
+    SqlAlchemyStore._engine_map.pop(side_uri).dispose()  # nothing keeps the side file open once renamed
+    os.replace(side, db)
+    return embedded_uri(store)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -93,7 +128,7 @@ def private_server(store: Path, timeout: float = 120.0) -> Iterator[str]:
     port = free_port()
     cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
     artifacts = (store / "artifacts").resolve().as_uri()
-    cmd += ["--backend-store-uri", embedded_uri(store), "--default-artifact-root", artifacts]
+    cmd += ["--backend-store-uri", embedded_store(store), "--default-artifact-root", artifacts]
     log = open(store / "mlflow-server.log", "ab")  # noqa: SIM115 (closed below)
     # No job runner (GenAI evaluation jobs: a dozen processes this store never uses).
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}

@@ -17,7 +17,7 @@ import torch
 import yaml
 from optuna.trial import TrialState
 
-from runs.tracking import MODEL_TAG, PARETO_TAG, Tracker, embedded_uri
+from runs.tracking import MODEL_TAG, PARETO_TAG, Tracker, embedded_store
 from runs.trial import Infeasible, rebuild
 from search import pareto, report
 from search.space import flatten, sample
@@ -149,7 +149,7 @@ class Sweep:
         elif uri:  # a server of the user's: it decides where artifacts go
             self.tracker = Tracker(uri, spec.experiment, credentials=(spec.tracking_user, spec.tracking_password))
         else:
-            self.tracker = Tracker(embedded_uri(self.store), spec.experiment, artifacts=self.store / "artifacts")
+            self.tracker = Tracker(embedded_store(self.store), spec.experiment, artifacts=self.store / "artifacts")
         self.tracker.close_orphans(spec.name)
         self.parent = self.tracker.sweep_run(
             spec.name,
