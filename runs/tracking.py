@@ -25,6 +25,11 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
+# MLflow 3 sends usage telemetry unless told not to (it looks up config.mlflow-telemetry.io
+# and keeps an installation id in ~/.config/mlflow): a sweep talks to loopback only. Set
+# before mlflow is imported, which is when it starts its client; a user may opt back in.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE

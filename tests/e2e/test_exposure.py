@@ -3,6 +3,7 @@ connection table), and where a password in the tracking URI could end up."""
 
 from __future__ import annotations
 
+import ast
 import ipaddress
 import os
 import signal
@@ -30,14 +31,42 @@ def _loopback(ip: str) -> bool:
     return (getattr(address, "ipv4_mapped", None) or address).is_loopback
 
 
+# What MLflow takes for a CI run or a test, where it sends no telemetry; a user's shell has none.
+CI_MARKERS = {"PYTEST_CURRENT_TEST", "CI", "GITHUB_ACTIONS", "GITLAB_CI", "JENKINS_URL", "BUILDKITE", "TF_BUILD"}
+
+
+def _outside_loopback(audit_log: Path) -> list[str]:
+    """The name lookups and connections in an audited.py log that leave the machine."""
+    leaving = []
+    for line in audit_log.read_text().splitlines():
+        event, target = line.split("\t")
+        target = ast.literal_eval(target)
+        if event == "socket.connect" and isinstance(target, tuple):
+            target = target[0]
+        elif event == "socket.connect":  # a Unix socket
+            continue
+        try:
+            loopback = target in ("localhost", None) or _loopback(str(target))
+        except ValueError:  # a name, not an address
+            loopback = False
+        if not loopback:
+            leaving.append(line)
+    return leaving
+
+
 def test_a_local_sweep_listens_nowhere_and_talks_to_loopback_only(workdir):
-    """Default settings, two workers: the sweep's processes (driver, fork server, trials)
-    are sampled while trials train; no socket listens beyond 127.0.0.1, and every
-    connection goes to a loopback address."""
+    """Default settings, two workers, run as from a user's shell: the sweep's processes
+    (driver, fork server, trials) are sampled while trials train; no socket listens beyond
+    127.0.0.1, every connection goes to a loopback address, and no process so much as
+    looks up a name beyond it (as MLflow's telemetry would)."""
     spec = write_spec(workdir, train={"epochs": 40, "batch_size": 32}, search={"sampler": "random", "trials": 2})
+    audit = workdir / "network.log"
+    audit.touch()
+    audited = [sys.executable, str(ROOT / "tests/e2e/audited.py"), str(audit)]
     driver = subprocess.Popen(
-        [sys.executable, str(ROOT / "main.py"), "run", str(spec), "--workers", "2"],
+        [*audited, str(ROOT / "main.py"), "run", str(spec), "--workers", "2"],
         cwd=workdir,
+        env={k: v for k, v in os.environ.items() if k not in CI_MARKERS},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -60,6 +89,8 @@ def test_a_local_sweep_listens_nowhere_and_talks_to_loopback_only(workdir):
     assert len(seen) >= 4, seen  # the driver, the fork server and two trials were looked at
     assert all(ip == "127.0.0.1" for ip in listening), listening
     assert all(_loopback(ip) for ip in remote), remote
+    assert "socket.connect" in audit.read_text()  # the audit saw the workers' connections
+    assert not _outside_loopback(audit)
 
 
 @pytest.fixture
