@@ -21,7 +21,7 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -125,10 +125,13 @@ def _die_with_parent() -> None:
 
 
 @contextmanager
-def private_server(store: Path, timeout: float = 120.0) -> Iterator[str]:
+def private_server(store: Path, timeout: float = 120.0) -> Iterator[Callable[[], str]]:
     """An ``mlflow server`` on 127.0.0.1 over the embedded store, for worker processes
     that log runs themselves: one process owns the SQLite file, so concurrent trials do
-    not meet SQLite's "database is locked". Yields its URI; stopped on exit."""
+    not meet SQLite's "database is locked". Stopped on exit.
+
+    Yields ``ready``, which waits until the server answers and gives its URI: it takes
+    ~10 s to start, time the caller can spend starting something else."""
     store.mkdir(parents=True, exist_ok=True)
     port = free_port()
     cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
@@ -141,17 +144,20 @@ def private_server(store: Path, timeout: float = 120.0) -> Iterator[str]:
         cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True, preexec_fn=_die_with_parent
     )
     uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + timeout
+    deadline = time.time() + timeout
+
+    def ready() -> str:
         while True:
             try:
                 urllib.request.urlopen(f"{uri}/health", timeout=2).close()
-                break
+                return uri
             except OSError:
                 if proc.poll() is not None or time.time() > deadline:
                     raise RuntimeError(f"the MLflow server did not start; see {store / 'mlflow-server.log'}") from None
                 time.sleep(0.3)
-        yield uri
+
+    try:
+        yield ready
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:

@@ -371,9 +371,10 @@ class RaySweep(Sweep):
         return tune.Tuner.can_restore(str(self.experiment_path))
 
     def open(self) -> None:
-        self.uri = self.spec.tracking_uri or self.stack.enter_context(private_server(self.store))
+        server = None if self.spec.tracking_uri else self.stack.enter_context(private_server(self.store))
+        self.stack.enter_context(runtime(self.spec.backend))  # while the server starts: both take seconds
+        self.uri = self.spec.tracking_uri or server()
         self.open_tracking(self.uri)
-        self.stack.enter_context(runtime(self.spec.backend))
 
     def close(self) -> None:
         self.stack.close()

@@ -40,8 +40,8 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    with private_server(tmp_path_factory.mktemp("mlflow")) as uri:
-        yield uri
+    with private_server(tmp_path_factory.mktemp("mlflow")) as ready:
+        yield ready()
 
 
 def _spec(folder: Path, name: str, address: str, uri: str, trials: int, epochs: int = 2, retries: int = 2) -> Path:

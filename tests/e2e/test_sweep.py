@@ -238,7 +238,7 @@ def test_sweep_logs_to_a_tracking_server(workdir):
             except OSError:
                 time.sleep(0.5)
         spec = write_spec(workdir, search={"sampler": "random", "trials": 2, "seed": 0})
-        assert main.main(["run", str(spec), "-o", f"tracking.uri={uri}"]) == 0
+        assert main.main(["run", str(spec), "-o", f"tracking.uri={uri}", "-o", "tracking.models=pareto"]) == 0
         client = MlflowClient(uri)
         runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
         parents = [r for r in runs if r.data.tags["archsweep.trial"] == "parent"]
