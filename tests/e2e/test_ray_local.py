@@ -77,7 +77,8 @@ def test_the_quickstart_gives_the_same_kind_of_result_on_both_backends(tmp_path,
     results = {}
     for kind in ("local", "ray"):
         store = f"store_{kind}"
-        args = ["run", quickstart, "-o", "search.trials=4", "-o", f"tracking.dir={store}", "-o", f"backend.kind={kind}"]
+        args = ["run", quickstart, "-o", "search.trials=4", "-o", "train.epochs=6"]
+        args += ["-o", f"tracking.dir={store}", "-o", f"backend.kind={kind}"]
         assert main.main(args) == 0
         client, parents, children = runs_of(tmp_path, "quickstart", store)
         assert len(parents) == 1 and len(children) == 4
