@@ -7,6 +7,7 @@ It sees what a process tries, even a lookup that fails for want of a network."""
 
 import runpy
 import sys
+from pathlib import Path
 
 
 def _record(log: str):
@@ -27,5 +28,5 @@ if __name__ == "__main__":
     log, script, *rest = sys.argv[1:]
     sys.addaudithook(_record(log))
     sys.argv = [script, *rest]
-    sys.path[0] = str(__import__("pathlib").Path(script).resolve().parent)
+    sys.path[0] = str(Path(script).resolve().parent)
     runpy.run_path(script, run_name="__main__")
