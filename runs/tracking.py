@@ -78,7 +78,7 @@ def embedded_store(store: Path) -> str:
     """The URI of the sweep's own SQLite store, created whole or not at all.
 
     MLflow builds a new database's schema by some sixty Alembic migrations, committed one
-    by one over ~4 s: a process killed among them leaves a database no later run can open
+    by one over seconds: a process killed among them leaves a database no later run can open
     ("table _alembic_tmp_experiments already exists"). So the schema is built in a side
     file and renamed into place, which is atomic."""
     db = store / "mlflow.db"
@@ -131,7 +131,7 @@ def private_server(store: Path, timeout: float = 120.0) -> Iterator[Callable[[],
     not meet SQLite's "database is locked". Stopped on exit.
 
     Yields ``ready``, which waits until the server answers and gives its URI: it takes
-    ~10 s to start, time the caller can spend starting something else."""
+    seconds to start, time the caller can spend starting something else."""
     store.mkdir(parents=True, exist_ok=True)
     port = free_port()
     cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]

@@ -22,7 +22,7 @@ class _Loader(yaml.SafeLoader):
     pass
 
 
-class _FastLoader(getattr(yaml, "CSafeLoader", _Loader)):  # libyaml: loads a spec in half the time
+class _FastLoader(getattr(yaml, "CSafeLoader", _Loader)):  # libyaml, where PyYAML was built with it
     pass
 
 
