@@ -18,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -318,6 +319,11 @@ class _Bookkeeper(tune.Callback):
 # -- in the driver: the sweep --------------------------------------------------------------
 
 
+def _stop_now(signum, frame) -> None:
+    """SIGINT while Tune stops a sweep gracefully (a second Ctrl-C): stop at once."""
+    raise KeyboardInterrupt
+
+
 def _trial_folder(trial) -> str:
     return f"t{trial.config['number']:03d}_{trial.trial_id}"
 
@@ -457,17 +463,27 @@ class RaySweep(Sweep):
         slots = self.spec.backend.max_concurrent or max(1, int(ray.cluster_resources().get("CPU", 1)))
         os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(slots)
         _ACTIVE[:] = [self]
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, _stop_now) if main else None
         try:
             grid = self._tuner().fit()
+            # Tune answers Ctrl-C by saving its state, stopping the trials and returning from
+            # fit() as if the sweep were over; its handler puts back the one it replaced
+            # (ours), which otherwise stays replaced. Said as the local backend says it.
+            pressed = main and signal.getsignal(signal.SIGINT) is _stop_now
         finally:
             _ACTIVE.clear()
-        self._record(grid)
+            if main:
+                signal.signal(signal.SIGINT, previous)
+        if self._record(grid) and pressed:
+            raise KeyboardInterrupt
 
-    def _record(self, grid) -> None:
+    def _record(self, grid) -> bool:
         """The searcher's study (restored from Tune's saved state) becomes the sweep's
         journal study, with the reasons of failed trials; MLflow runs of trials that Tune
         lost with a killed driver (created after its last saved state) are removed, since
-        those trials ran again under the same number."""
+        those trials ran again under the same number. True when trials were left unfinished
+        (by Ctrl-C or the time budget: they run again on the next run)."""
         source = self._saved_study()
         reasons = {r.config["number"]: _reason(r.error) for r in grid if r.error is not None and r.config}
         self.last_checkpoints = {r.config["number"]: r.checkpoint for r in grid if r.checkpoint and r.config}
@@ -476,13 +492,14 @@ class RaySweep(Sweep):
         journal.unlink(missing_ok=True)
         storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
         self.study = optuna.create_study(study_name=self.spec.name, storage=storage, directions=source.directions)
-        keys = set()
+        keys, unfinished = set(), 0
         for t in source.get_trials(deepcopy=True):
             keys.add(t.user_attrs.get("tune_trial_id"))
             attrs = dict(t.user_attrs)
             if t.state == TrialState.FAIL and "fail_reason" not in attrs:
                 attrs["fail_reason"] = reasons.get(t.number, "failed")
-            state = t.state if t.state.is_finished() else TrialState.FAIL
+            state = t.state if t.state.is_finished() else TrialState.FAIL  # uncounted: it reruns
+            unfinished += state != t.state
             self.study.add_trial(
                 optuna.trial.create_trial(
                     state=state,
@@ -498,6 +515,7 @@ class RaySweep(Sweep):
         lost = [r.info.run_id for r in runs if r.data.tags.get(ATTEMPT_TAG) not in keys]
         self.tracker.delete_runs(lost)
         self.tracker.close_orphans(self.spec.name)
+        return unfinished > 0
 
 
 # -- a cluster on this machine, for trying it out and for the tests ------------------------

@@ -158,6 +158,49 @@ def test_nothing_archsweep_starts_is_open_to_other_machines(tmp_path):
         subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"], capture_output=True)
 
 
+def test_ctrl_c_on_ray_is_an_interruption_and_the_next_run_finishes(tmp_path, monkeypatch):
+    """Ctrl-C as a terminal sends it (SIGINT to the driver's process group) while a trial
+    hangs: exit 130, the parent and that trial's run KILLED, nothing left RUNNING; the next
+    run resumes the trial from its checkpoint and ends with exactly the requested trials."""
+    from tests.e2e.conftest import inject
+    from tests.e2e.test_sweep import study
+
+    monkeypatch.chdir(tmp_path)
+    plan = inject(monkeypatch, tmp_path, [{"trial": 2, "epoch": 0, "kind": "hang", "times": 1}])
+    spec = write_spec(tmp_path, search={"sampler": "random", "trials": 3, "seed": 0}, backend={"kind": "ray"})
+    driver = subprocess.Popen(
+        [sys.executable, str(ROOT / "main.py"), "run", str(spec)],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.time() + 240
+        while not Path(f"{plan}.fired.0").exists():
+            assert time.time() < deadline and driver.poll() is None, "trial 2 never reached its hang"
+            time.sleep(0.2)
+        os.killpg(driver.pid, signal.SIGINT)
+        assert driver.wait(timeout=120) == 130
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+        subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"], capture_output=True)
+    _, parents, children = runs_of(tmp_path)
+    by_trial = {int(c.data.tags["archsweep.trial"]): c for c in children}
+    assert parents[0].info.status == "KILLED"
+    assert by_trial[2].info.status == "KILLED" and "RUNNING" not in {c.info.status for c in children}
+
+    assert main.main(["run", str(spec)]) == 0
+    assert [t.state.name for t in study(tmp_path).trials] == ["COMPLETE"] * 3
+    _, parents, children = runs_of(tmp_path)
+    by_trial = {int(c.data.tags["archsweep.trial"]): c for c in children}
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert sorted(by_trial) == [0, 1, 2] and len(children) == 3
+    assert {c.info.status for c in children} == {"FINISHED"}
+    assert by_trial[2].data.tags["archsweep.resumed_from_epoch"] == "1"
+
+
 def test_an_ablation_runs_on_ray_with_the_same_arms_seeds_and_report(tmp_path, monkeypatch):
     """The ablation of tests/e2e/test_ablation.py, one seed fewer, on both backends: the
     same (arm, seed) child runs, and the same report rows."""
