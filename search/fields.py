@@ -74,6 +74,14 @@ def optional(check: Check) -> Check:
     return lambda v: None if v is None else check(v)
 
 
+def models_to_log(v: Any) -> str | None:
+    """pareto, all, none, or trial numbers (logged with the front's)."""
+    if v in ("pareto", "all", "none") or (isinstance(v, list) and v and all(_is_int(n) and n >= 0 for n in v)):
+        return None
+    hint = did_you_mean(v, ("pareto", "all", "none")) if isinstance(v, str) else ""
+    return f"expected pareto, all, none or a list of trial numbers, got {v!r}{hint}"
+
+
 def stride(v: Any) -> str | None:
     if isinstance(v, list) and len(v) == 2 and all(_is_int(s) and s >= 1 for s in v) and v != [1, 1]:
         return None
@@ -171,7 +179,7 @@ TRACKING_FIELDS = {
     "experiment": Field(optional(text)),
     "uri": Field(optional(text)),
     "dir": Field(optional(text)),
-    "models": Field(one_of("pareto", "all", "none"), "pareto"),  # which trials are logged as MLflow models
+    "models": Field(models_to_log, "pareto"),  # which trials are logged as MLflow models
     "register": Field(optional(text)),  # a registered model name: the logged models become its versions
 }
 MODEL_FIELDS = {

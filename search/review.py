@@ -85,7 +85,8 @@ def export(uri: str, run_id: str, out: Path) -> Path:
     if MODEL_TAG not in run.data.tags:
         why = "it is not on the Pareto front" if run.data.tags.get(PARETO_TAG) != "true" else "the sweep logged none"
         raise ReviewError(
-            f"run {run_id} ({run.info.run_name}) has no logged model: {why}; tracking.models: all logs every trial's"
+            f"run {run_id} ({run.info.run_name}) has no logged model: {why};"
+            f" a sweep run with tracking.models: [{run.data.tags.get(TRIAL_TAG, 'N')}] (or all) logs it"
         )
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ReviewError(f"{out} exists and is not an empty folder; choose another --out")

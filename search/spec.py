@@ -122,7 +122,7 @@ class Spec:
     tracking_user: str | None = None
     tracking_password: str | None = field(default=None, repr=False)  # never pickled (see __getstate__)
     store: str = "out"  # where the embedded MLflow and Optuna stores live
-    log_models: str = "pareto"  # which trials' trained models are logged: pareto, all or none
+    log_models: str | tuple[int, ...] = "pareto"  # whose trained models are logged: pareto, all, none or (numbers)
     register: str | None = None  # the MLflow registered model their versions go to
     description: str = ""
     ablation: Any = None  # search.ablation.Ablation when the spec has an ablation section
@@ -406,6 +406,15 @@ def _ablation(c: F.Checker, raw: Any, data: dict, model: Mapping, train: Mapping
     return ab.Ablation(dict(factors), section["design"], section["seeds"], tuple(built))
 
 
+def _models_to_log(c: F.Checker, models: Any, trials: int) -> str | tuple[int, ...]:
+    if not isinstance(models, list):
+        return models
+    beyond = sorted(n for n in models if isinstance(n, int) and n >= trials)
+    if beyond:
+        c.fail("tracking.models", f"trial {beyond[0]} is beyond the sweep's {trials} trials (numbered 0-{trials - 1})")
+    return tuple(models)
+
+
 def _refuse_count_objectives(c: F.Checker, objectives) -> None:
     for o in objectives:
         if o.metric == "epochs":
@@ -445,6 +454,7 @@ def build_spec(data: dict, docs: list[Document], file: str, check_data: bool = T
         if ablation is not None:
             search = SearchSpec(sampler="random", trials=max(1, len(ablation.runnable) * ablation.seeds))
     tracking = c.section(data.get("tracking") or {}, "tracking", F.TRACKING_FIELDS)
+    log_models = _models_to_log(c, tracking.get("models") or "pareto", search.trials)
     backend = _backend(c, data.get("backend") or {}, tracking, search, objectives, Path(file).parent)
     _refuse_count_objectives(c, objectives)
     if c.issues:
@@ -468,7 +478,7 @@ def build_spec(data: dict, docs: list[Document], file: str, check_data: bool = T
         tracking_user=user,
         tracking_password=password,
         store=tracking.get("dir") or "out",
-        log_models=tracking.get("models") or "pareto",
+        log_models=log_models,
         register=tracking.get("register"),
         description=top.get("description") or "",
         ablation=ablation,

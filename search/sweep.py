@@ -235,7 +235,11 @@ class Sweep:
     def _log_models(self, rows: list[dict], front: list[dict]) -> None:
         """The chosen trials' trained models as MLflow models in their runs (once: a
         resumed sweep skips those logged before)."""
-        chosen = {"pareto": front, "all": rows, "none": []}[self.spec.log_models]
+        choice = self.spec.log_models
+        if isinstance(choice, tuple):  # the front's and those asked for by number
+            chosen = [r for r in rows if r in front or r["trial"] in choice]
+        else:
+            chosen = {"pareto": front, "all": rows, "none": []}[choice]
         for row in chosen:
             if MODEL_TAG in self.tracker.tags(row["run_id"]):
                 continue

@@ -80,6 +80,16 @@ def test_running_again_resumes_to_the_requested_count(workdir):
     assert not (workdir / "store" / "weights" / "tiny").exists()  # kept only until logged
 
 
+def test_trials_asked_for_by_number_are_logged_as_models_with_the_front(workdir):
+    spec = write_spec(workdir, tracking={"dir": "store", "models": [0, 4]})
+    assert main.main(["run", str(spec)]) == 0
+    _, _, children = runs_of(workdir)
+    front = {int(c.data.tags["archsweep.trial"]) for c in children if c.data.tags.get("archsweep.pareto") == "true"}
+    logged = {int(c.data.tags["archsweep.trial"]) for c in children if "archsweep.model" in c.data.tags}
+    assert not {0, 4} <= front  # so at least one is logged only because it was asked for
+    assert logged == front | {0, 4}
+
+
 def test_a_failing_trial_is_recorded_and_the_others_complete(workdir, monkeypatch):
     inject(monkeypatch, workdir, [{"trial": 1, "epoch": 0, "kind": "raise"}])
     spec = write_spec(workdir, backend={"max_failures": 0})
