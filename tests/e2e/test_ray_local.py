@@ -51,6 +51,22 @@ def _refused(address: str, env: dict) -> bool:
     return "InvalidAuthToken" in seen and "CONNECTED" not in seen
 
 
+def _driver(spec: Path, folder: Path) -> subprocess.Popen:
+    """`main.py run SPEC` as from a user's shell: its own process group, output discarded."""
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "main.py"), "run", str(spec)],
+        cwd=folder,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def _stop_ray() -> None:
+    """Whatever Ray processes a killed driver left behind."""
+    subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"], capture_output=True)
+
+
 def _front_models_reload(client, children, folder: Path) -> None:
     """Every Pareto trial's logged model, reloaded, gives the logits its trial recorded."""
     import mlflow.artifacts
@@ -107,13 +123,7 @@ def test_nothing_archsweep_starts_is_open_to_other_machines(tmp_path):
         search={"sampler": "random", "trials": 2, "seed": 0},
         backend={"kind": "ray"},
     )
-    driver = subprocess.Popen(
-        [sys.executable, str(ROOT / "main.py"), "run", str(spec)],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    driver = _driver(spec, tmp_path)
     db = tmp_path / "store" / "mlflow.db"
 
     def training() -> bool:
@@ -155,7 +165,7 @@ def test_nothing_archsweep_starts_is_open_to_other_machines(tmp_path):
     finally:
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()
-        subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"], capture_output=True)
+        _stop_ray()
 
 
 def test_ctrl_c_on_ray_is_an_interruption_and_the_next_run_finishes(tmp_path, monkeypatch):
@@ -168,13 +178,7 @@ def test_ctrl_c_on_ray_is_an_interruption_and_the_next_run_finishes(tmp_path, mo
     monkeypatch.chdir(tmp_path)
     plan = inject(monkeypatch, tmp_path, [{"trial": 2, "epoch": 0, "kind": "hang", "times": 1}])
     spec = write_spec(tmp_path, search={"sampler": "random", "trials": 3, "seed": 0}, backend={"kind": "ray"})
-    driver = subprocess.Popen(
-        [sys.executable, str(ROOT / "main.py"), "run", str(spec)],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    driver = _driver(spec, tmp_path)
     try:
         deadline = time.time() + 240
         while not Path(f"{plan}.fired.0").exists():
@@ -185,7 +189,7 @@ def test_ctrl_c_on_ray_is_an_interruption_and_the_next_run_finishes(tmp_path, mo
     finally:
         if driver.poll() is None:
             os.killpg(driver.pid, signal.SIGKILL)
-        subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"], capture_output=True)
+        _stop_ray()
     _, parents, children = runs_of(tmp_path)
     by_trial = {int(c.data.tags["archsweep.trial"]): c for c in children}
     assert parents[0].info.status == "KILLED"
