@@ -39,6 +39,7 @@ from search.sweep import (
     constraint_names,
     counted,
     draw,
+    journal_storage,
     refused,
     run_name,
     trial_params,
@@ -106,10 +107,9 @@ class LocalSweep(Sweep):
         (self.store / "optuna").mkdir(parents=True, exist_ok=True)
         self._lock()
         worker.start_server()  # it warms up while the study and the tracking open
-        backend = optuna.storages.journal.JournalFileBackend(str(self.store / "optuna" / f"{spec.name}.journal"))
         self.study = optuna.create_study(
             study_name=spec.name,
-            storage=optuna.storages.JournalStorage(backend),
+            storage=journal_storage(self.store / "optuna" / f"{spec.name}.journal", owned=True),
             directions=["maximize" if o.direction == "max" else "minimize" for o in spec.objectives],
             sampler=make_sampler(spec),
             pruner=make_pruner(spec),

@@ -48,7 +48,16 @@ from runs.trial import Infeasible, run_trial
 from search.fields import to_arch
 from search.local import make_sampler
 from search.spec import METRICS, BackendSpec, Spec
-from search.sweep import Sweep, completed, constraint_names, draw, refused, run_name, trial_params
+from search.sweep import (
+    Sweep,
+    completed,
+    constraint_names,
+    draw,
+    journal_storage,
+    refused,
+    run_name,
+    trial_params,
+)
 
 logging.getLogger("ray").setLevel(logging.ERROR)
 PROJECT = Path(__file__).resolve().parents[1]
@@ -490,8 +499,9 @@ class RaySweep(Sweep):
         journal = self.store / "optuna" / f"{self.spec.name}.journal"
         journal.parent.mkdir(parents=True, exist_ok=True)
         journal.unlink(missing_ok=True)
-        storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
-        self.study = optuna.create_study(study_name=self.spec.name, storage=storage, directions=source.directions)
+        self.study = optuna.create_study(
+            study_name=self.spec.name, storage=journal_storage(journal, owned=True), directions=source.directions
+        )
         keys, unfinished = set(), 0
         for t in source.get_trials(deepcopy=True):
             keys.add(t.user_attrs.get("tune_trial_id"))

@@ -41,6 +41,19 @@ class SweepBusy(Exception):
     """Another process runs this sweep now; the message says which."""
 
 
+def journal_storage(path: Path, *, owned: bool = False) -> optuna.storages.JournalStorage:
+    """The Optuna journal at ``path``. Optuna guards its writes with a symlink
+    ``<journal>.lock -> <journal path as given>``: given a relative path, the link dangles, so
+    the lock a killed process leaves is never judged stale and the next writer spins forever.
+    Hence the absolute path (a stale lock is then broken after Optuna's 30 s). ``owned``: this
+    process is the journal's only writer (the local sweep's lock, the Ray driver) and is not
+    writing yet, so a lock there can only be a dead process's: removed at once."""
+    path = path.resolve()
+    if owned:
+        Path(f"{path}.lock").unlink(missing_ok=True)
+    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+
+
 def counted(trial: optuna.trial.FrozenTrial) -> bool:
     """Trials that use up the budget: finished ones, failures with a reason; not trials
     interrupted by Ctrl-C or a killed process (those are run again)."""

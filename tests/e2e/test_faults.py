@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 from optuna.trial import TrialState
 
 import main
@@ -143,6 +144,33 @@ def test_a_driver_killed_three_times_still_ends_with_exactly_the_requested_trial
     assert len(finished) == 6 and len(set(finished)) == 6
     assert {c.info.status for c in children} <= {"FINISHED", "KILLED"} and len(parents) == 1
     assert parents[0].info.status == "FINISHED"
+
+
+@pytest.mark.timeout(180)
+def test_a_journal_lock_left_by_a_killed_process_does_not_stall_the_next_run(workdir):
+    # What a driver SIGKILLed inside an Optuna journal write leaves (an earlier CI run hung
+    # here for an hour): Optuna's lock, taken by a real process through the store's
+    # relative path, as the sweep used to open it.
+    spec = write_spec(workdir, search={"sampler": "random", "trials": 2})
+    assert main.main(["run", str(spec)]) == 0
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_JOURNAL_LOCK, "store/optuna/tiny.journal"], cwd=workdir, stdout=subprocess.PIPE
+    )
+    assert holder.stdout.readline() == b"held\n"
+    holder.kill()
+    holder.wait()
+    assert os.path.islink(workdir / "store" / "optuna" / "tiny.journal.lock")
+    assert main.main(["run", str(write_spec(workdir, search={"sampler": "random", "trials": 3}))]) == 0
+    assert [t.state for t in study(workdir).trials] == [TrialState.COMPLETE] * 3
+
+
+HOLD_JOURNAL_LOCK = """
+import sys, time
+from optuna.storages.journal import JournalFileSymlinkLock
+JournalFileSymlinkLock(sys.argv[1]).acquire()
+print("held", flush=True)
+time.sleep(600)
+"""
 
 
 def test_a_second_process_on_a_running_sweep_is_refused_and_touches_nothing(workdir, capsys):
