@@ -156,9 +156,11 @@ def test_a_journal_lock_left_by_a_killed_process_does_not_stall_the_next_run(wor
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLD_JOURNAL_LOCK, "store/optuna/tiny.journal"], cwd=workdir, stdout=subprocess.PIPE
     )
-    assert holder.stdout.readline() == b"held\n"
-    holder.kill()
-    holder.wait()
+    try:
+        assert holder.stdout.readline() == b"held\n"
+    finally:
+        holder.kill()
+        holder.wait()
     assert os.path.islink(workdir / "store" / "optuna" / "tiny.journal.lock")
     assert main.main(["run", str(write_spec(workdir, search={"sampler": "random", "trials": 3}))]) == 0
     assert [t.state for t in study(workdir).trials] == [TrialState.COMPLETE] * 3
