@@ -11,13 +11,13 @@ python main.py bench {scaling,conv,funnel,trial} [--quick]   measurements for BE
 python main.py cluster {up,down,status}      a Ray cluster on this machine (loopback, token auth)
 
 Exit codes: 0 done, 1 the sweep ran but no trial completed, 2 bad input, 3 partial (some
-trials failed, the others completed), 130 interrupted (run again to resume).
+trials failed, the others completed), 4 the tracking store failed or the sweep's Ray runtime
+stopped, 130 interrupted (4 and 130: run again to resume).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -104,7 +104,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     spec = _load(args)
     if spec is None:
         return 2
-    from search.view import LiveView, front_table
+    from search.view import LiveView, front_table, tally
 
     if spec.backend.kind == "ray":
         from search.raytune import RaySweep as Backend
@@ -116,13 +116,14 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     if args.resume and not sweep.resumable():
         print(f"error: --resume: sweep {spec.name} has no saved state in {spec.store} to resume", file=sys.stderr)
         return 2
-    from search.sweep import SweepBusy
+    from search.preflight import StoreError
+    from search.sweep import SweepBusy, TrackingFailed
 
     try:
         try:
             sweep.open()
-        except SweepBusy as busy:
-            print(f"error: {busy}", file=sys.stderr)
+        except (SweepBusy, StoreError) as refused:
+            print(f"error: {refused}", file=sys.stderr)
             return 2
         remaining = sweep.remaining()
         where = f"Ray ({spec.backend.address})" if spec.backend.kind == "ray" else str(sweep.device)
@@ -134,6 +135,13 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
             sweep.finish("KILLED")
             console.print("interrupted; run the same command again to resume")
             return 130
+        except TrackingFailed as err:
+            sweep.abandon()
+            print(
+                f"error: the tracking store failed in {err}; that trial is not counted: run again to resume",
+                file=sys.stderr,
+            )
+            return 4
         front = sweep.finish()
     finally:
         sweep.close()
@@ -145,6 +153,8 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         console.print(ablation_table(sweep.ablation_rows, shown, f"ablation {spec.name} (all metrics: ablation.csv)"))
     else:
         console.print(front_table(front, spec.objectives, f"Pareto front of {spec.name} ({len(rows)} feasible trials)"))
+    for line in tally(sweep.trial_rows()):
+        console.print(Text(line), soft_wrap=True)
     where = spec.tracking_uri or sweep.store
     ui = "python main.py ui" + ("" if spec.tracking_uri or spec.store == "out" else f" --store {spec.store}")
     console.print(f"results: MLflow experiment {spec.experiment!r} in {where}; open it with: {ui}")
@@ -176,7 +186,6 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
     import json
     import random
 
-    from blocks.cost import count_params, flops_per_image
     from runs.data import geometry
     from search.fields import RandomTrial, to_arch
     from search.space import describe as describe_dim
@@ -184,34 +193,26 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
 
     dims = {**dimensions(spec.model, "model"), **dimensions(spec.train, "train")}
     geo, rng = geometry(spec.data), random.Random(args.seed)
-    samples = []
-    for _ in range(args.samples):
-        arch = to_arch(sample(spec.model, RandomTrial(rng), "model"), geo.image_size, geo.num_classes, geo.channels)
-        problems = [str(p) for p in check_arch(arch)]
-        row = {"summary": summary(arch), "refused": problems}
-        if not problems:
-            row["params"] = count_params(build(arch, device="meta"))[0]
-            row["gmacs"] = flops_per_image(arch) / 2e9
-        samples.append(row)
     if spec.ablation is not None:  # the arms, not random draws
-        samples = []
-        for arm in spec.ablation.arms:
-            arch = to_arch(arm.model, geo.image_size, geo.num_classes, geo.channels)
-            row = {"summary": f"{arm.name}: {summary(arch)}", "refused": [arm.refused] if arm.refused else []}
-            if not arm.refused:
-                row["params"] = count_params(build(arch, device="meta"))[0]
-                row["gmacs"] = flops_per_image(arch) / 2e9
-            samples.append(row)
+        samples = [
+            _architecture_row(to_arch(arm.model, geo.image_size, geo.num_classes, geo.channels), spec, arm.name)
+            for arm in spec.ablation.arms
+        ]
+    else:
+        models = [sample(spec.model, RandomTrial(rng), "model") for _ in range(args.samples)]
+        samples = [_architecture_row(to_arch(m, geo.image_size, geo.num_classes, geo.channels), spec) for m in models]
+    at_run = [str(c) for c in spec.constraints if c.metric not in _COUNTED]
     report = {
         "name": spec.name,
         "dimensions": {p: describe_dim(d) for p, d in dims.items()},
-        "size": size(spec.model) * size(spec.train),
+        "size": size(spec.model) * size(spec.train),  # infinite with a continuous dimension (null in JSON)
         "objectives": [f"{o.metric} ({o.direction})" for o in spec.objectives],
         "constraints": [str(c) for c in spec.constraints],
+        "constraints_checked_when_trials_run": at_run,
         "samples": samples,
     }
     if args.json:
-        print(json.dumps(report, indent=2, default=str))
+        print(json.dumps(_finite(report), indent=2, default=str, allow_nan=False))
         return 0
     console.print(f"{spec.file}: valid. {len(dims)} dimensions, {report['size']:g} points.")
     print_table(
@@ -227,39 +228,61 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
     ]
     title = "ablation arms" if spec.ablation is not None else "sampled architectures"
     print_table(console, title, ["architecture", "params", "GMACs", "refused"], rows, markdown=False)
+    breaking = sum(1 for r in samples if r["refused"])
+    if breaking:
+        console.print(f"{breaking} of these {len(samples)} would be recorded infeasible, without training")
+    if at_run:
+        console.print(f"checked when each trial runs (measured on its device): {', '.join(at_run)}")
     return 0
 
 
-def cmd_ui(args: argparse.Namespace, console: Console) -> int:
-    import subprocess
+_COUNTED = ("params", "gmacs", "gflops")  # cost metrics counted without a device; latency and memory are measured
 
-    from runs.tracking import embedded_uri
+
+def _architecture_row(arch, spec, arm: str = "") -> dict:
+    """What validate shows of one architecture: the builder's refusals, or its counted
+    cost and the cost constraints that it breaks (as the sweep would record it)."""
+    from blocks.cost import count_params, flops_per_image
+
+    refused = [str(p) for p in check_arch(arch)]
+    row = {"summary": f"{arm}: {summary(arch)}" if arm else summary(arch), "refused": refused}
+    if not refused:
+        flops = flops_per_image(arch)
+        row.update(params=count_params(build(arch, device="meta"))[0], gmacs=flops / 2e9, gflops=flops / 1e9)
+        broken = [str(c) for c in spec.constraints if c.metric in _COUNTED and c.violation(row[c.metric]) > 0]
+        row["refused"] = ["breaks " + ", ".join(broken)] if broken else []
+    return row
+
+
+def _finite(value):
+    """``value`` with infinities and NaNs as null: JSON has no numbers for them."""
+    import math
+
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def cmd_ui(args: argparse.Namespace, console: Console) -> int:
+    from runs import store as stores
+    from runs.tracking import port_taken, serve_ui
 
     store = Path(args.store)
     if not (store / "mlflow.db").exists():
         print(f"error: no sweep store at {store}/mlflow.db; run a sweep first (make run)", file=sys.stderr)
         return 2
-    url = f"http://127.0.0.1:{args.port}"
-    console.print(f"MLflow UI on {url} (Ctrl-C to stop)")
-    cmd = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "ui",
-        "--backend-store-uri",
-        embedded_uri(store),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(args.port),
-        "--workers",
-        "2",  # MLflow's default 4, and a job runner with 7 consumers: ~2.5 GB idle for one reader
-    ]
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # GenAI jobs; a sweep has none
-    try:
-        return subprocess.run(cmd, check=False, env=env).returncode
-    except KeyboardInterrupt:
-        return 0
+    if port_taken(args.port):
+        print(f"error: port {args.port} on 127.0.0.1 is in use; choose another with --port N", file=sys.stderr)
+        return 2
+    with stores.reading(store) as db:  # a read-only store: a copy, rewritten if the store moved
+        code = serve_ui(db, args.port, lambda url: console.print(f"MLflow UI on {url} (Ctrl-C to stop)"))
+    if code:
+        print(f"error: the MLflow UI server stopped with exit code {code}", file=sys.stderr)
+    return code
 
 
 def cmd_show(args: argparse.Namespace, console: Console) -> int:
@@ -267,9 +290,9 @@ def cmd_show(args: argparse.Namespace, console: Console) -> int:
     from search.view import front_table
 
     try:
-        uri = review.store_uri(args.store, args.uri)
-        experiment = review.pick_experiment(uri, args.experiment)
-        sweep, objectives, rows = review.front(uri, experiment)
+        with review.opened(args.store, args.uri) as uri:
+            experiment = review.pick_experiment(uri, args.experiment)
+            sweep, objectives, rows = review.front(uri, experiment)
     except review.ReviewError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -285,7 +308,8 @@ def cmd_export(args: argparse.Namespace, console: Console) -> int:
     from search import review
 
     try:
-        out = review.export(review.store_uri(args.store, args.uri), args.run_id, Path(args.out))
+        with review.opened(args.store, args.uri) as uri:
+            out = review.export(uri, args.run_id, Path(args.out))
     except review.ReviewError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -308,9 +332,10 @@ def cmd_cluster(args: argparse.Namespace, console: Console) -> int:
         console.print(f"Ray cluster at {address}: a head and {args.workers} worker node(s), token authentication on")
         console.print(f"run a sweep on it: python main.py run SPEC -o backend.kind=ray -o backend.address={address}")
         console.print("(a cluster's workers log to a tracking server: also set -o tracking.uri=http://127.0.0.1:PORT)")
-    elif args.action == "down":
-        raytune.cluster_down()
-        console.print("stopped every Ray node of this user on this machine")
+    elif args.action == "down":  # that cluster only: not a sweep's private runtime beside it
+        stopped = raytune.cluster_down(address)
+        said = f"stopped the Ray cluster at {address} ({stopped} processes)" if stopped else f"no cluster at {address}"
+        console.print(said)
     else:
         console.print(raytune.cluster_status(address))
     return 0

@@ -170,6 +170,26 @@ def _stage_problems(arch: ArchSpec, s: StageSpec, path: str) -> list[Problem]:
     return problems
 
 
+def _input_problems(arch: ArchSpec) -> list[Problem]:
+    """``input_mean``/``input_std``: both or neither, one finite number per channel, std > 0."""
+    mean, std = arch.input_mean, arch.input_std
+    if (mean is None) != (std is None):
+        return [Problem("input_std" if std is None else "input_mean", "input_mean and input_std go together")]
+    problems = []
+    for key, values in (("input_mean", mean), ("input_std", std)):
+        if values is None:
+            continue
+        numbers = isinstance(values, tuple) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values
+        )
+        if not numbers or len(values) != arch.in_channels:
+            want = f"{arch.in_channels} finite number{'s' if arch.in_channels > 1 else ''}, one per channel"
+            problems.append(Problem(key, f"expected {want}, got {values!r}"))
+        elif key == "input_std" and min(values) <= 0:
+            problems.append(Problem(key, f"must be positive, got {values!r}"))
+    return problems
+
+
 def _plan(arch: ArchSpec) -> tuple[list[Problem], list[_StagePlan]]:
     """Structural checks and the token grid of every active stage."""
     problems: list[Problem] = []
@@ -184,6 +204,7 @@ def _plan(arch: ArchSpec) -> tuple[list[Problem], list[_StagePlan]]:
         problems.append(Problem("head", _unknown("head", arch.head, HEADS)))
     if arch.norm not in ("pre", "post"):
         problems.append(Problem("norm", f"must be pre or post, got {arch.norm!r}"))
+    problems += _input_problems(arch)
     p = emb.patch_size
     if not isinstance(p, int) or isinstance(p, bool) or p < 1:
         problems.append(Problem("embedding.patch_size", f"expected a positive integer, got {p!r}"))
@@ -273,6 +294,8 @@ def _construct(arch: ArchSpec, plans: list[_StagePlan]) -> tuple[VisionModel | N
         num_classes=arch.num_classes,
         cls_token=bool(prefix),
         summary=summary(arch),
+        input_mean=arch.input_mean,
+        input_std=arch.input_std,
     )
     return model, problems
 

@@ -11,7 +11,9 @@ import math
 import statistics
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -114,33 +116,109 @@ def flops_per_image(arch: ArchSpec) -> int:
 # -- latency -----------------------------------------------------------------------------
 
 
-def latency_ms(model: nn.Module, images: torch.Tensor, *, repeats: int = 20, warmup: int = 5) -> float:
-    """Median forward latency in ms (eval, inference mode).
+# A latency is flagged unreliable when either limit is passed: the machine was busy while it
+# was timed, and the figure may be the load's rather than the model's.
+LATENCY_SPREAD_LIMIT = 0.5  # the rounds' medians differ by more than this, relative to the least
+LATENCY_WAIT_LIMIT = 0.5  # the timing thread waited for a core this share of the quietest round
 
-    The warm-up runs include cuDNN autotuning and cuFFT plan creation; on CUDA each run
-    is timed with events and synchronised.
-    """
+
+@dataclass(frozen=True)
+class Latency:
+    """A forward latency timed in rounds. ``ms``: the least of the rounds' medians (load
+    on the machine only ever adds time, so the quietest round is the model's own cost);
+    ``spread``: the relative range of the rounds' medians, ``(max - min) / min``;
+    ``wait``: the share of that quietest round's time the timing thread spent off the CPU
+    (waiting for a core: steady load, which slows every round alike); ``rounds``: the
+    medians."""
+
+    ms: float
+    spread: float
+    wait: float
+    rounds: tuple[float, ...]
+
+    @property
+    def unreliable(self) -> bool:
+        return self.spread > LATENCY_SPREAD_LIMIT or self.wait > LATENCY_WAIT_LIMIT
+
+
+def estimate_latency(rounds: Sequence[Sequence[tuple[float, float]]]) -> Latency:
+    """The estimate from per-run ``(wall, cpu)`` times (ms) grouped in rounds. A spike in a
+    few runs of a round leaves its median alone; a round spoilt throughout loses to a
+    quieter one and shows in the spread."""
+    walls = [statistics.median(wall for wall, _ in r) for r in rounds]
+    cpus = [statistics.median(cpu for _, cpu in r) for r in rounds]
+    quiet = min(range(len(walls)), key=walls.__getitem__)
+    low = walls[quiet]
+    if low <= 0:
+        return Latency(low, math.inf, 0.0, tuple(walls))
+    return Latency(low, (max(walls) - low) / low, max(0.0, 1 - cpus[quiet] / low), tuple(walls))
+
+
+def _timed_forward(model: nn.Module, images: torch.Tensor) -> Callable[[], tuple[float, float]]:
+    """One forward pass of ``images``: (wall, cpu) ms. On CUDA both are the kernels' time
+    (events, synchronised); on the CPU, the cpu time is the calling thread's own."""
+
+    def once() -> tuple[float, float]:
+        if images.is_cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            model(images)
+            end.record()
+            torch.cuda.synchronize()
+            ms = start.elapsed_time(end)
+            return ms, ms
+        wall, cpu = time.perf_counter(), time.thread_time()
+        model(images)
+        return (time.perf_counter() - wall) * 1e3, (time.thread_time() - cpu) * 1e3
+
+    return once
+
+
+@contextmanager
+def _threads(n: int | None):
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def measure_latency(
+    model: nn.Module,
+    images: torch.Tensor,
+    *,
+    rounds: int = 5,
+    repeats: int = 5,
+    warmup: int = 2,
+    threads: int | None = 1,
+    timer: Callable[[], tuple[float, float]] | None = None,
+) -> Latency:
+    """Forward latency (eval, inference mode) from ``rounds`` rounds of ``repeats`` timed
+    runs, after ``warmup`` untimed ones (cuDNN autotuning, cuFFT plans). On the CPU it is
+    timed on ``threads`` threads (None: as set): one by default, so that the figure does
+    not depend on how many trials share the machine, all of a thread's time is its own to
+    count, and no thread of a parallel region waits on another that load keeps off a core
+    (which made small models time hundreds of times slower). ``timer`` runs and times one
+    forward pass (default: ``model(images)``; tests give a fake one)."""
     was_training = model.training
     model.eval()
-    cuda = images.is_cuda
-    times = []
-    with torch.inference_mode():
-        for _ in range(warmup):
-            model(images)
-        for _ in range(repeats):
-            if cuda:
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                model(images)
-                end.record()
-                torch.cuda.synchronize()
-                times.append(start.elapsed_time(end))
-            else:
-                t0 = time.perf_counter()
-                model(images)
-                times.append((time.perf_counter() - t0) * 1e3)
-    model.train(was_training)
-    return statistics.median(times)
+    once = timer or _timed_forward(model, images)
+    try:
+        with torch.inference_mode(), _threads(None if images.is_cuda else threads):
+            for _ in range(warmup):
+                once()
+            times = [[once() for _ in range(repeats)] for _ in range(rounds)]
+    finally:
+        model.train(was_training)
+    return estimate_latency(times)
+
+
+def latency_ms(model: nn.Module, images: torch.Tensor, *, repeats: int = 20, warmup: int = 5) -> float:
+    """Median forward latency in ms of ``repeats`` runs on the threads as set (one round of
+    ``measure_latency``)."""
+    return measure_latency(model, images, rounds=1, repeats=repeats, warmup=warmup, threads=None).ms
 
 
 # -- memory ------------------------------------------------------------------------------
@@ -271,11 +349,13 @@ def measure(
     *,
     device: torch.device | str = "cpu",
     batch_size: int = 32,
-    repeats: int = 20,
+    repeats: int = 5,
     timing: bool = True,
 ) -> dict[str, float]:
     """The cost metrics of ``arch``: params, gmacs, gflops and (with ``timing``)
-    latency_ms at batch 1 and peak_mem_mb of a training step at ``batch_size``."""
+    latency_ms at batch 1 (``repeats`` runs a round, see ``measure_latency``, on the
+    threads as set) with its latency_spread, and peak_mem_mb of a training step at
+    ``batch_size``."""
     flops = flops_per_image(arch)
     total, trainable = count_params(build(arch, device="meta"))
     out = {
@@ -287,6 +367,7 @@ def measure(
     if timing:
         model = build(arch, device=device)
         shape = (arch.in_channels, *arch.image_size)
-        out["latency_ms"] = latency_ms(model, torch.randn(1, *shape, device=device), repeats=repeats)
+        latency = measure_latency(model, torch.randn(1, *shape, device=device), repeats=repeats, threads=None)
+        out["latency_ms"], out["latency_spread"] = latency.ms, latency.spread
         out["peak_mem_mb"] = peak_memory_mb(model, torch.randn(batch_size, *shape, device=device))
     return out

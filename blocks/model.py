@@ -79,7 +79,12 @@ class Stage(nn.Module):
 
 
 class VisionModel(nn.Module):
-    """images (B, C, H, W) -> logits (B, classes). ``summary`` is its one-line layout."""
+    """images (B, C, H, W) -> logits (B, classes). ``summary`` is its one-line layout.
+
+    With ``input_mean``/``input_std`` (per channel) the model normalises its input first:
+    they are buffers, so they travel with the weights and the pickled module, and a
+    model taken away needs no preprocessing beyond the image size.
+    """
 
     def __init__(
         self,
@@ -92,8 +97,13 @@ class VisionModel(nn.Module):
         num_classes: int,
         cls_token: bool,
         summary: str = "",
+        input_mean: tuple[float, ...] | None = None,
+        input_std: tuple[float, ...] | None = None,
     ) -> None:
         super().__init__()
+        # None registers nothing: a model without normalisation has the state dict it always had.
+        for name, values in (("input_mean", input_mean), ("input_std", input_std)):
+            self.register_buffer(name, None if values is None else torch.tensor(values).view(1, -1, 1, 1))
         self.embed, self.positional, self.stages = embed, positional, nn.ModuleList(stages)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, width_in)) if cls_token else None
         if self.cls_token is not None:
@@ -103,6 +113,8 @@ class VisionModel(nn.Module):
         self.summary = summary
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
+        if self.input_mean is not None:
+            images = (images - self.input_mean) / self.input_std
         if images.is_cuda:  # cuDNN convolutions prefer NHWC
             images = images.contiguous(memory_format=torch.channels_last)
         x, hw = self.embed(images)  # (B, N, D)

@@ -18,6 +18,12 @@ def _freeze(options: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return MappingProxyType(dict(options or {}))
 
 
+def _floats(values) -> tuple[float, ...] | None:
+    if values is None or isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        return values  # None, or left for the builder to refuse
+    return tuple(float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v for v in values)
+
+
 def _pair(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
     if isinstance(value, int):
         return (value, value)
@@ -92,6 +98,10 @@ class ArchSpec:
     ``norm`` is ``pre`` (pre-norm residual blocks, the default) or ``post`` (the
     original Transformer / FNet placement). ``head`` is ``cls`` (a class token) or
     ``gap`` (global average pooling of the final tokens).
+
+    ``input_mean`` and ``input_std`` (one number per channel, both or neither) make the
+    model normalise its input itself, ``(images - mean) / std``: a model trained on
+    normalised data then takes images as they come (in [0, 1]). None: used as given.
     """
 
     image_size: tuple[int, int]
@@ -102,10 +112,14 @@ class ArchSpec:
     positional: str = "learned"
     head: str = "gap"
     norm: str = "pre"
+    input_mean: tuple[float, ...] | None = None
+    input_std: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "image_size", _pair(self.image_size))
         object.__setattr__(self, "stages", tuple(self.stages))
+        object.__setattr__(self, "input_mean", _floats(self.input_mean))
+        object.__setattr__(self, "input_std", _floats(self.input_std))
 
     @property
     def active_stages(self) -> tuple[StageSpec, ...]:

@@ -7,8 +7,10 @@ image folders are read from a local path.
 
 from __future__ import annotations
 
+import math
+import os
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,15 +30,25 @@ class Geometry:
 
 @dataclass
 class Dataset:
-    train_x: torch.Tensor  # (N, C, H, W), normalised
+    """Images as they come (in [0, 1], at the spec's size), and the training split's
+    per-channel ``mean`` and ``std``: the model normalises with them (``normalising``),
+    so that a model taken away takes plain images."""
+
+    train_x: torch.Tensor  # (N, C, H, W)
     train_y: torch.Tensor  # (N,)
     val_x: torch.Tensor
     val_y: torch.Tensor
     geometry: Geometry
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
 
     def to(self, device: torch.device | str) -> Dataset:
         moved = (t.to(device) for t in (self.train_x, self.train_y, self.val_x, self.val_y))
-        return Dataset(*moved, self.geometry)
+        return Dataset(*moved, self.geometry, self.mean, self.std)
+
+    def normalising(self, arch):
+        """``arch`` (an ``ArchSpec``) normalising its input with this data's statistics."""
+        return replace(arch, input_mean=self.mean, input_std=self.std)
 
 
 def geometry(spec) -> Geometry:
@@ -115,7 +127,8 @@ def _imagefolder(spec) -> tuple:
 
 
 def load(spec, *, seed: int = 0) -> Dataset:
-    """Load a ``DataSpec`` on the CPU: resized, normalised with the training statistics."""
+    """Load a ``DataSpec`` on the CPU: resized, with the training split's per-channel
+    statistics beside it (the images themselves are left as they are)."""
     if spec.dataset == "digits":
         tx, ty, vx, vy = _digits(spec)
     elif spec.dataset == "synthetic":
@@ -127,8 +140,8 @@ def load(spec, *, seed: int = 0) -> Dataset:
     geo = geometry(spec)
     if tuple(tx.shape[-2:]) != geo.image_size:
         tx, vx = (F.interpolate(t, size=geo.image_size, mode="bilinear", align_corners=False) for t in (tx, vx))
-    mean, std = tx.mean(dim=(0, 2, 3), keepdim=True), tx.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
-    return Dataset((tx - mean) / std, ty.long(), (vx - mean) / std, vy.long(), geo)
+    mean, std = tx.mean(dim=(0, 2, 3)), tx.std(dim=(0, 2, 3)).clamp_min(1e-6)
+    return Dataset(tx, ty.long(), vx, vy.long(), geo, tuple(mean.tolist()), tuple(std.tolist()))
 
 
 def augment(x: torch.Tensor, *, crop: int, flip: bool, generator: torch.Generator) -> torch.Tensor:
@@ -146,3 +159,71 @@ def augment(x: torch.Tensor, *, crop: int, flip: bool, generator: torch.Generato
         mask = torch.rand(B, generator=generator, device=generator.device).to(x.device) < 0.5
         x = torch.where(mask[:, None, None, None], x.flip(-1), x)
     return x
+
+
+# -- what a spec's dataset needs, known before loading it (search.spec refuses on these) --
+
+DIGITS_IMAGES = 1797  # scikit-learn's digits: counted here rather than importing sklearn at validate
+CIFAR_IMAGES = 60_000
+LOAD_COPIES = 3  # float32 images are held about three times over while loading (decoded, resized, split)
+
+
+def class_folders(folder: Path) -> dict[str, list[Path]]:
+    """An image folder's classes (its sub-folders, sorted) -> their image files, by suffix."""
+    return {
+        sub.name: sorted(f for f in sub.iterdir() if f.suffix.lower() in _IMAGE_SUFFIXES and f.is_file())
+        for sub in sorted(p for p in folder.iterdir() if p.is_dir())
+    }
+
+
+def folder_problems(folder: Path, *, limit: int = 3) -> list[str]:
+    """Why ``folder`` cannot be a dataset of images, one sentence each ([] when it can):
+    no class, one class, a class without images, files that are not images."""
+    from PIL import Image, UnidentifiedImageError
+
+    classes = class_folders(folder)
+    suffixes = ", ".join(sorted(_IMAGE_SUFFIXES))
+    if not classes:
+        return [f"{folder} holds no sub-folders; put one sub-folder of images per class there"]
+    problems = [f"class folder {name!r} holds no images ({suffixes})" for name, files in classes.items() if not files]
+    if len(classes) < 2:
+        problems.append(f"{folder} holds one class ({next(iter(classes))!r}); a classifier needs two or more")
+    bad = []
+    for name, files in classes.items():
+        for file in files:
+            try:
+                with Image.open(file) as image:
+                    image.verify()  # reads the file through: a truncated or mislabelled one fails here
+            except (OSError, UnidentifiedImageError, Image.DecompressionBombError, SyntaxError, ValueError) as err:
+                bad.append(f"{name}/{file.name} ({str(err).splitlines()[0][:80] or type(err).__name__})")
+    if bad:
+        more = f" and {len(bad) - limit} more" if len(bad) > limit else ""
+        problems.append(f"not images that can be read: {', '.join(bad[:limit])}{more}")
+    return problems
+
+
+def images(spec) -> int:
+    """How many images (training and validation) the dataset of a ``DataSpec`` holds."""
+    if spec.dataset == "digits":
+        return DIGITS_IMAGES
+    if spec.dataset == "synthetic":
+        return spec.samples
+    if spec.dataset in ("cifar10", "cifar100"):
+        return CIFAR_IMAGES
+    return sum(len(files) for files in class_folders(Path(spec.path)).values())
+
+
+def bytes_to_load(spec) -> int:
+    """Memory that loading the dataset takes at its size, about (float32, LOAD_COPIES)."""
+    geo = geometry(spec)
+    return images(spec) * geo.channels * geo.image_size[0] * geo.image_size[1] * 4 * LOAD_COPIES
+
+
+def largest_side(spec, memory: int) -> int:
+    """The largest square image size whose dataset loads in ``memory`` bytes (0: none)."""
+    return math.isqrt(memory // max(1, images(spec) * geometry(spec).channels * 4 * LOAD_COPIES))
+
+
+def physical_memory() -> int:
+    """This machine's memory in bytes."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

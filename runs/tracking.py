@@ -10,6 +10,7 @@ tracking server instead.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -34,6 +35,8 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
 
+from runs import store as stores
+
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # the sweep prints where to look
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per download fills logs
 logging.getLogger("mlflow").setLevel(logging.WARNING)
@@ -49,6 +52,8 @@ PARETO_TAG = "archsweep.pareto"
 STATE_TAG = "archsweep.state"
 REASON_TAG = "archsweep.reason"
 MODEL_TAG = "archsweep.model"  # the id of the trial's logged MLflow model
+# Metrics that are flags (1.0 or 0.0) are tags too, "true" or "false", for filtering runs.
+FLAG_TAGS = {"latency_unreliable": "archsweep.latency_unreliable"}
 BLOCKS = Path(__file__).resolve().parents[1] / "blocks"  # travels with a logged model: it unpickles from it
 
 
@@ -75,16 +80,33 @@ def embedded_uri(store: Path) -> str:
 
 
 def embedded_store(store: Path) -> str:
-    """The URI of the sweep's own SQLite store, created whole or not at all.
+    """The URI of the sweep's own SQLite store, created whole or not at all, and rewritten
+    to where the store is now if it was moved (see runs.store).
 
     MLflow builds a new database's schema by some sixty Alembic migrations, committed one
     by one over seconds: a process killed among them leaves a database no later run can open
     ("table _alembic_tmp_experiments already exists"). So the schema is built in a side
-    file and renamed into place, which is atomic."""
+    file and linked into place, which is atomic and never replaces a database another
+    process made meanwhile; the store's lock makes the others wait for it."""
     db = store / "mlflow.db"
-    if db.exists():
-        return embedded_uri(store)
     store.mkdir(parents=True, exist_ok=True)
+    with stores.locked(store):
+        if not db.exists():
+            _build(store, db)
+        if stores.relocate(db, stores.artifacts_uri(store)):
+            forget_locations()
+    return embedded_uri(store)
+
+
+def forget_locations() -> None:
+    """MLflow keeps each run's artifact location, by run id, for the life of the process:
+    after a store was rewritten (moved), those point at its old place."""
+    from mlflow.tracking._tracking_service import utils
+
+    getattr(utils, "_artifact_repos_cache", {}).clear()
+
+
+def _build(store: Path, db: Path) -> None:
     for stale in store.glob("mlflow.db.init-*"):  # left by a process killed while building (and its -journal)
         if not _alive(int(stale.name.split("-")[1])):
             stale.unlink(missing_ok=True)
@@ -93,10 +115,17 @@ def embedded_store(store: Path) -> str:
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore  # sqlalchemy: only when building
 
     side_uri = f"sqlite:///{side.resolve()}"
-    SqlAlchemyStore(side_uri, (store / "artifacts").resolve().as_uri())
-    SqlAlchemyStore._engine_map.pop(side_uri).dispose()  # nothing keeps the side file open once renamed
-    os.replace(side, db)
-    return embedded_uri(store)
+    SqlAlchemyStore(side_uri, stores.artifacts_uri(store))
+    SqlAlchemyStore._engine_map.pop(side_uri).dispose()  # nothing keeps the side file open once linked
+    stores.record(side, stores.artifacts_uri(store))
+    try:
+        os.link(side, db)  # unlike a rename, never replaces a database
+    except FileExistsError:
+        pass  # made meanwhile by a process that took no lock: that one stands
+    except OSError:  # a file system without hard links: the lock keeps other sweeps out
+        os.replace(side, db)
+        return
+    side.unlink()
 
 
 def _alive(pid: int) -> bool:
@@ -107,6 +136,18 @@ def _alive(pid: int) -> bool:
     except PermissionError:  # another user's: alive
         pass
     return True
+
+
+def tracking_failed(err: BaseException) -> bool:
+    """Whether ``err`` came from the tracking store (its database, server or artifacts),
+    not from the trial being recorded."""
+    import sqlite3
+
+    import requests
+    import sqlalchemy.exc
+    from mlflow.exceptions import MlflowException
+
+    return isinstance(err, MlflowException | sqlalchemy.exc.SQLAlchemyError | sqlite3.Error | requests.RequestException)
 
 
 def free_port() -> int:
@@ -159,13 +200,66 @@ def private_server(store: Path, timeout: float = 120.0) -> Iterator[Callable[[],
     try:
         yield ready
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        _end(proc)
         log.close()
+
+
+def _end(proc: subprocess.Popen) -> None:
+    """Stop a server started in a session of its own, with everything it started."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def port_taken(port: int) -> bool:
+    """Whether something listens on 127.0.0.1:``port`` (as a server binds: SO_REUSEADDR)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def serve_ui(db: Path, port: int, on_ready: Callable[[str], None]) -> int:
+    """``mlflow ui`` on 127.0.0.1:``port`` over the database ``db`` until it ends, or until
+    this process gets SIGINT or SIGTERM: passed on to the server's process group, and 0.
+    ``on_ready(url)`` once it answers. Killed, this process takes the server along
+    (PDEATHSIG). Returns the server's exit code when it ends by itself."""
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", f"sqlite:///{db.resolve()}"]
+    # MLflow's default 4 workers, and a job runner with 7 consumers: ~2.5 GB idle for one reader.
+    cmd += ["--host", "127.0.0.1", "--port", str(port), "--workers", "2"]
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, preexec_fn=_die_with_parent)
+    asked: list[int] = []
+
+    def stop(signum, frame) -> None:
+        asked.append(signum)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    url = f"http://127.0.0.1:{port}"
+    try:
+        while proc.poll() is None and not asked:
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=2).close()
+                on_ready(url)
+                break
+            except OSError:
+                time.sleep(0.3)
+        code = proc.wait()
+    finally:
+        _end(proc)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return 0 if asked else code
 
 
 def experiment_names(uri: str) -> list[str]:
@@ -220,13 +314,18 @@ class Tracker:
 
     # -- the sweep ---------------------------------------------------------------------
 
-    def sweep_run(self, sweep: str, name: str, tags: Mapping[str, str], description: str = "") -> str:
-        """The sweep's parent run: the existing one when resuming, else a new one."""
+    def find_sweep(self, sweep: str):
+        """The sweep's parent run, or None."""
         runs = self.client.search_runs(
             [self.experiment_id], filter_string=f"tags.`{SWEEP_TAG}` = '{sweep}' and tags.`{TRIAL_TAG}` = 'parent'"
         )
-        if runs:
-            run_id = runs[0].info.run_id
+        return runs[0] if runs else None
+
+    def sweep_run(self, sweep: str, name: str, tags: Mapping[str, str], description: str = "") -> str:
+        """The sweep's parent run: the existing one when resuming, else a new one."""
+        found = self.find_sweep(sweep)
+        if found is not None:
+            run_id = found.info.run_id
             self.client.update_run(run_id, status="RUNNING")
             return run_id
         all_tags = {SWEEP_TAG: sweep, TRIAL_TAG: "parent", **tags}
@@ -249,6 +348,16 @@ class Tracker:
 
     def log_text(self, run_id: str, text: str, name: str) -> None:
         self.client.log_text(run_id, text, name)
+
+    def text(self, run_id: str, name: str) -> str | None:
+        """A text artifact of the run, or None when it has none of that name."""
+        from mlflow.exceptions import MlflowException
+
+        with tempfile.TemporaryDirectory() as folder:
+            try:
+                return Path(self.client.download_artifacts(run_id, name, folder)).read_text()
+            except (MlflowException, OSError):
+                return None
 
     def log_figure(self, run_id: str, figure, name: str) -> None:
         self.client.log_figure(run_id, figure, name)
@@ -356,7 +465,8 @@ class Tracker:
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
-        self.client.log_batch(run_id, metrics=batch)
+        flags = [RunTag(tag, str(bool(metrics[k])).lower()) for k, tag in FLAG_TAGS.items() if k in metrics]
+        self.client.log_batch(run_id, metrics=batch, tags=flags)
 
     def end_trial(self, run_id: str, state: str, reason: str = "") -> None:
         """``state``: complete, pruned, infeasible, failed or interrupted."""

@@ -88,6 +88,54 @@ def set_path(data: dict, path: str, value: Any) -> bool:
     return bool(nodes)
 
 
+def path_parts(path: str) -> list[tuple[str, bool]]:
+    """``stages[*].mixer`` -> [("stages", False), ("*", True), ("mixer", False)] (True: an index)."""
+    return [(m.group(1) or m.group(2), m.group(2) is not None) for m in _PART.finditer(path)]
+
+
+def absent(section: str, data: Any, path: str) -> str | None:
+    """Why ``path`` (``stages[*].mixer``) names nothing that ``set_path`` could set in
+    ``data``, the base's ``section``; None when it does. A last key the base leaves out is
+    fine: it is a field at its default, and the section's own checks know its name."""
+    steps = path_parts(path)
+    nodes, at = [data], section
+    for i, (part, indexed) in enumerate(steps):
+        last, found = i == len(steps) - 1, []
+        for node in nodes:
+            if isinstance(node, list) and indexed:
+                if part == "*" and node and not last:
+                    found += node
+                elif part.isdigit() and int(part) < len(node):
+                    found.append(node[int(part)])
+                elif part == "*":
+                    return f"{at}[*]: a factor path ends in a key or an index" if node else f"the base's {at} is empty"
+                else:
+                    return f"the base's {at} has {len(node)} item(s), numbered from 0; there is no [{part}]"
+            elif isinstance(node, Mapping) and not indexed:
+                if part in node:
+                    found.append(node[part])
+                elif not last:
+                    return f"the base sets no {at}.{part}"
+            elif isinstance(node, list):
+                return f"the base's {at} is a list: say which items, {at}[*] or {at}[0]"
+            elif isinstance(node, Mapping):
+                return f"the base's {at} is a mapping, not a list"
+            else:
+                return f"the base's {at} is {node!r}, which has no {part!r}; vary {at} as a whole"
+        nodes, at = found, f"{at}[{part}]" if indexed else f"{at}.{part}"
+    return None
+
+
+def key_paths(data: Any, prefix: str) -> set[str]:
+    """Every key path in ``data``, also with ``[*]`` for each index (for did-you-mean)."""
+    out: set[str] = set()
+    items = data.items() if isinstance(data, Mapping) else enumerate(data) if isinstance(data, list) else ()
+    for key, value in items:
+        path = f"{prefix}[{key}]" if isinstance(data, list) else f"{prefix}.{key}"
+        out |= {path, re.sub(r"\[\d+\]", "[*]", path)} | key_paths(value, path)
+    return out
+
+
 def is_joint(path: str, levels: Any) -> bool:
     """A named factor whose levels each set several key paths at once::
 
@@ -241,4 +289,4 @@ def plot(rows: Sequence[Mapping], accuracy: str, cost: str):
     return fig
 
 
-__all__ = ["Ablation", "Arm", "arms", "join", "markdown", "paired", "plot", "report", "set_path"]
+__all__ = ["Ablation", "Arm", "absent", "arms", "join", "key_paths", "markdown", "paired", "plot", "report", "set_path"]

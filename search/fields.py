@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import random
 import re
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -70,6 +71,69 @@ def text(v: Any) -> str | None:
     return None if isinstance(v, str) and v else f"expected a non-empty string, got {v!r}"
 
 
+def shown(v: Any, limit: int = 60) -> str:
+    """``repr(v)``, cut short: a refusal stays one readable line."""
+    text = repr(v)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}..." + (f" ({len(v)} characters)" if isinstance(v, str) else "")
+
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"{d}{i}" for d in ("COM", "LPT") for i in range(10))}  # Windows
+NAME_RULE = "1-64 ASCII letters, digits, '_', '-' or '.', starting with a letter or digit, without '..'"
+
+
+def sweep_name(v: Any) -> str | None:
+    """The sweep's name names its files in the store (journal, lock, checkpoints): an
+    identifier, never a path."""
+    if not isinstance(v, str) or not _NAME.fullmatch(v) or ".." in v or v.endswith("."):
+        return f"a sweep name (it names files in the store) is {NAME_RULE}; got {shown(v)}"
+    if v.split(".")[0].upper() in _RESERVED:
+        return f"{v!r} is a device name on Windows, not a file name; a sweep name names files in the store"
+    return None
+
+
+_BIDI = set("\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")  # marks, overrides, isolates
+
+
+def _unprintable(v: str) -> str | None:
+    """The first control, bidirectional or unencodable (surrogate) character of ``v``."""
+    for ch in v:
+        if unicodedata.category(ch) in ("Cc", "Cs") or ch in _BIDI:
+            return f"U+{ord(ch):04X}"
+    return None
+
+
+def mlflow_name(v: Any, *, registered: bool = False) -> str | None:
+    """An MLflow experiment or registered model name: free text, bounded, printable."""
+    if not isinstance(v, str) or not v.strip():
+        return f"expected a non-empty name, got {shown(v)}"
+    if len(v) > 250:
+        return f"expected a name of at most 250 characters, got {len(v)}"
+    if (bad := _unprintable(v)) is not None:
+        return f"a name holds no control or direction-changing characters; {shown(v)} holds {bad}"
+    if registered and (any(c in v for c in "/:") or v.startswith("..") or v != v.strip()):
+        rule = "a registered model name has no '/' or ':', no leading '..' and no outer spaces (MLflow's rule)"
+        return f"{rule}; got {shown(v)}"
+    return None
+
+
+def registered_name(v: Any) -> str | None:
+    return mlflow_name(v, registered=True)
+
+
+def path_text(v: Any) -> str | None:
+    """A file or folder name as written in a spec: text the file system can take."""
+    if not isinstance(v, str) or not v:
+        return f"expected a path, got {shown(v)}"
+    if (bad := _unprintable(v)) is not None:
+        return f"a path here holds no control characters; {shown(v)} holds {bad}"
+    if len(v) > 1024 or any(len(part.encode()) > 255 for part in re.split(r"[/\\]", v)):
+        return f"expected a path of at most 1024 characters, each name in it at most 255 bytes; got {shown(v)}"
+    return None
+
+
 def optional(check: Check) -> Check:
     return lambda v: None if v is None else check(v)
 
@@ -96,7 +160,7 @@ class Field:
 
 
 TOP_FIELDS = {
-    k: Field(text if k in ("name", "description") else (lambda v: None))
+    k: Field({"name": sweep_name, "description": text}.get(k, lambda v: None))
     for k in (
         "name",
         "description",
@@ -119,7 +183,7 @@ ABLATION_FIELDS = {
 }
 DATA_FIELDS = {
     "dataset": Field(one_of("digits", "synthetic", "cifar10", "cifar100", "imagefolder"), "digits"),
-    "path": Field(optional(text)),
+    "path": Field(optional(path_text)),
     "image_size": Field(optional(integer())),
     "val_fraction": Field(number(0, 1), 0.2),
     "num_classes": Field(integer(2), 10),
@@ -172,15 +236,15 @@ BACKEND_FIELDS = {
     "max_failures": Field(integer(0), 2),
     "trial_timeout": Field(optional(number())),
     "memory_per_trial": Field(optional(number())),
-    "storage_path": Field(optional(text)),
+    "storage_path": Field(optional(path_text)),
     "dashboard": Field(boolean, False),
 }
 TRACKING_FIELDS = {
-    "experiment": Field(optional(text)),
+    "experiment": Field(optional(mlflow_name)),
     "uri": Field(optional(text)),
-    "dir": Field(optional(text)),
+    "dir": Field(optional(path_text)),
     "models": Field(models_to_log, "pareto"),  # which trials are logged as MLflow models
-    "register": Field(optional(text)),  # a registered model name: the logged models become its versions
+    "register": Field(optional(registered_name)),  # the logged models become versions of this registered model
 }
 MODEL_FIELDS = {
     "patch_size": Field(integer(), 4, True),
@@ -207,11 +271,17 @@ STAGE_FIELDS = {
 class Checker:
     """Collects located issues while a spec is walked."""
 
-    def __init__(self, docs: list[Document]) -> None:
+    def __init__(self, docs: list[Document], overridden: Mapping[str, Where] | None = None) -> None:
         self.docs, self.issues, self.has_free_floats = docs, [], False
         self.warnings: list[Issue] = []
+        self.overridden = dict(overridden or {})  # key path -> the -o override that set it
 
     def where(self, path: str, *, key: bool = False) -> Where | None:
+        probe = path
+        while probe:  # a value set on the command line is not where the spec file writes its key
+            if probe in self.overridden:
+                return self.overridden[probe]
+            probe = probe[: max(probe.rfind("."), probe.rfind("["), 0)]
         probe = path
         while True:
             for doc in reversed(self.docs):

@@ -14,10 +14,10 @@ import contextlib
 import fcntl
 import math
 import os
-import shutil
 import signal
 import threading
 
+import numpy as np
 import optuna
 import torch
 from optuna.trial import TrialState
@@ -25,24 +25,31 @@ from optuna.trial import TrialState
 from blocks import summary
 from runs import data as datasets
 from runs import faults, worker
+from runs.tracking import tracking_failed
 from runs.train import TrainConfig
 from runs.trial import Infeasible
 from runs.worker import Job
 from search.fields import to_arch
-from search.space import Choice, FloatRange, IntRange, dimensions
+from search.preflight import StoreError, own, remove_own
+from search.space import Choice, FloatRange, IntRange, dimensions, param
 from search.spec import Spec
 from search.sweep import (
+    DUPLICATE_TAG,
     Outcome,
     Sweep,
     SweepBusy,
+    TrackingFailed,
     completed,
     constraint_names,
     counted,
     draw,
     journal_storage,
     refused,
+    repeat_of,
+    repeated,
     run_name,
     trial_params,
+    trial_seed,
 )
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are recorded and shown by the view
@@ -51,6 +58,7 @@ optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are recorded and 
 def _grid_space(spec: Spec) -> dict[str, list]:
     space = {}
     for path, dim in {**dimensions(spec.model, "model"), **dimensions(spec.train, "train")}.items():
+        path = param(path)
         if isinstance(dim, Choice):
             space[path] = dim.labels()
         elif isinstance(dim, IntRange):
@@ -61,17 +69,21 @@ def _grid_space(spec: Spec) -> dict[str, list]:
     return space
 
 
-def make_sampler(spec: Spec) -> optuna.samplers.BaseSampler:
+def make_sampler(spec: Spec, drawn: int = 0) -> optuna.samplers.BaseSampler:
+    """The spec's sampler for a study that has ``drawn`` trials already. A sampler seeded
+    anew draws what it drew the first time: a resumed sweep would draw its first trials
+    again (and answer them as duplicates), so the seed takes in how far the sweep got."""
     # Feasibility reaches the samplers through trial.set_constraint (see _constrain).
     s = spec.search
+    seed = s.seed if not drawn else int(np.random.SeedSequence([s.seed, drawn]).generate_state(1)[0])
     if s.sampler == "nsga2":
         population = max(4, min(50, s.trials // 3))
-        return optuna.samplers.NSGAIISampler(population_size=population, seed=s.seed)
+        return optuna.samplers.NSGAIISampler(population_size=population, seed=seed)
     if s.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=s.seed)
+        return optuna.samplers.RandomSampler(seed=seed)
     if s.sampler == "grid":
-        return optuna.samplers.GridSampler(_grid_space(spec), seed=s.seed)
-    return optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=min(10, s.trials // 2 or 1))
+        return optuna.samplers.GridSampler(_grid_space(spec), seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, s.trials // 2 or 1))
 
 
 def make_pruner(spec: Spec) -> optuna.pruners.BasePruner:
@@ -104,6 +116,7 @@ class LocalSweep(Sweep):
 
     def open(self) -> None:
         spec = self.spec
+        self.preflight()  # its refusals come before anything is written
         (self.store / "optuna").mkdir(parents=True, exist_ok=True)
         self._lock()
         worker.start_server()  # it warms up while the study and the tracking open
@@ -125,10 +138,10 @@ class LocalSweep(Sweep):
         self.open_tracking()
         # On the CPU, shared with the trials' processes (each moves it to the device).
         self.data = datasets.load(spec.data, seed=spec.search.seed)
-        self.checkpoints = self.store / "checkpoints" / spec.name
-        shutil.rmtree(self.checkpoints, ignore_errors=True)  # of trials whose sweep was killed
+        self.checkpoints = own(self.store, "checkpoints", spec.name)
+        remove_own(self.store, "checkpoints", spec.name)  # of trials whose sweep was killed
         self.checkpoints.mkdir(parents=True, exist_ok=True)
-        self.weights = self.store / "weights" / spec.name  # kept until finish() logs the models
+        self.weights = own(self.store, "weights", spec.name)  # kept until finish() logs the models
         self.weights.mkdir(parents=True, exist_ok=True)
         self.stop, self.faults = threading.Event(), faults.plan()
 
@@ -173,7 +186,12 @@ class LocalSweep(Sweep):
             return self._objective(trial)
         except (optuna.TrialPruned, Interrupted, TrialError):
             raise
-        except Exception as err:  # archsweep's own bookkeeping broke: still a trial with a reason
+        except Exception as err:
+            if tracking_failed(err):  # the store broke, not the trial: uncounted, and the sweep stops
+                self.tracking_failure = f"trial {trial.number}: {type(err).__name__}: {err}"
+                self.stop.set()
+                raise Interrupted(self.tracking_failure) from err
+            # archsweep's own bookkeeping broke: still a trial with a reason
             reason = f"{type(err).__name__}: {err}"
             trial.set_user_attr("fail_reason", reason)
             if "mlflow_run_id" in trial.user_attrs:
@@ -186,9 +204,12 @@ class LocalSweep(Sweep):
             raise Interrupted("stopped by Ctrl-C")
         spec, geo, b = self.spec, self.data.geometry, self.spec.backend
         model_cfg, train_cfg, seed, extra_tags = draw(spec, trial)
-        arch = to_arch(model_cfg, geo.image_size, geo.num_classes, geo.channels)
+        arch = self.data.normalising(to_arch(model_cfg, geo.image_size, geo.num_classes, geo.channels))
         cfg = TrainConfig.from_mapping({**train_cfg, "crop": spec.data.crop, "flip": spec.data.flip})
         line = summary(arch)
+        original = repeat_of(self.study, trial)
+        if original is not None:  # its params, and the seed its result came from
+            seed, extra_tags = trial_seed(spec, original.number), {DUPLICATE_TAG: str(original.number)}
         run = self.tracker.trial_run(
             self.parent,
             spec.name,
@@ -199,6 +220,8 @@ class LocalSweep(Sweep):
         )
         trial.set_user_attr("mlflow_run_id", run)
         trial.set_user_attr("arch", line)
+        if original is not None:  # the same training again: answered from the earlier result
+            return self._record(trial, run, repeated(spec, original))
         checkpoint = self.checkpoints / f"t{trial.number}.pt" if b.max_failures else None
         job = Job(
             trial.number,
@@ -259,14 +282,13 @@ class LocalSweep(Sweep):
     def _outcome(self, trial: optuna.Trial, run: str, message: tuple) -> tuple[float, ...]:
         kind = message[0]
         if kind == "done":
-            metrics = message[1]
-            self.tracker.log_metrics(run, metrics, step=int(metrics["epochs"]))
-            return self._record(trial, run, completed(self.spec, metrics))
+            return self._record(trial, run, completed(self.spec, message[1]))
         if kind == "infeasible":
             return self._record(trial, run, refused(self.spec, Infeasible(*message[1:])))
+        arch = trial.user_attrs.get("arch", "")
         if kind == "pruned":
             self.tracker.end_trial(run, "pruned")
-            self.progress.pruned += 1
+            self.ended(trial.number, "pruned", arch)
             raise optuna.TrialPruned("pruned by the pruner")
         _, why, reason = message
         if why == "interrupted":  # not counted: the next run of the sweep runs it again
@@ -274,8 +296,7 @@ class LocalSweep(Sweep):
             raise Interrupted(reason)
         trial.set_user_attr("fail_reason", reason)
         self.tracker.end_trial(run, "failed", reason)
-        self.progress.failed += 1
-        self.on_change(self.progress)
+        self.ended(trial.number, "failed", arch, reason=reason)
         raise TrialError(reason)
 
     def _show(self, number: int, doing: str) -> None:
@@ -286,20 +307,18 @@ class LocalSweep(Sweep):
         for name, value in zip(constraint_names(self.spec), outcome.violations, strict=True):
             trial.set_constraint(name, value)
         trial.set_user_attr("state", outcome.state)
-        trained = "epochs" in outcome.metrics
-        if trained:
+        if outcome.metrics:  # final (at the last epoch's step), or the cost measured before refusing it
             trial.set_user_attr("metrics", outcome.metrics)
-        elif outcome.metrics:
-            self.tracker.log_metrics(run, outcome.metrics)  # the cost measured before refusing it
+            self.tracker.log_metrics(run, outcome.metrics, step=int(outcome.metrics.get("epochs", 0)))
         if outcome.reason:
             trial.set_user_attr("reason", outcome.reason)
+        if outcome.duplicate_of is not None:
+            trial.set_user_attr("duplicate_of", outcome.duplicate_of)
         self.tracker.end_trial(run, outcome.state, outcome.reason)
         if outcome.state == "complete":
-            self.progress.done += 1
             self.progress.front = self.front_rows()[1]
-        else:
-            self.progress.infeasible += 1
-        self.on_change(self.progress)
+        arch = trial.user_attrs.get("arch", "")
+        self.ended(trial.number, outcome.state, arch, outcome.metrics, outcome.reason, outcome.duplicate_of)
         return outcome.values
 
     # -- the sweep ---------------------------------------------------------------------
@@ -312,9 +331,9 @@ class LocalSweep(Sweep):
         front = super().finish(status)
         # The models worth keeping are logged now; a trial on any later front is on this
         # one too (adding trials only removes trials from a front), so none is needed again.
-        shutil.rmtree(self.weights, ignore_errors=True)
-        with contextlib.suppress(OSError):  # the folder of all sweeps' weights, when empty
-            self.weights.parent.rmdir()
+        remove_own(self.store, "weights", self.spec.name)
+        with contextlib.suppress(OSError, StoreError):  # the folder of all sweeps' weights, when empty
+            own(self.store, "weights").rmdir()
         return front
 
     def remaining(self) -> int:
@@ -325,6 +344,7 @@ class LocalSweep(Sweep):
 
         Ctrl-C stops the running trials' processes and raises KeyboardInterrupt once every
         trial is recorded (interrupted trials are not counted and run again next time)."""
+        self.study.sampler = make_sampler(self.spec, len(self.study.get_trials(deepcopy=False)))
         main = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGINT, self._interrupt) if main else None
         try:
@@ -340,6 +360,8 @@ class LocalSweep(Sweep):
         finally:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
+        if self.tracking_failure:
+            raise TrackingFailed(self.tracking_failure)
         if self.stop.is_set():
             raise KeyboardInterrupt
 

@@ -6,6 +6,8 @@ which logs its own MLflow child run on a tracking server every node reaches, rep
 epoch with a checkpoint (so a retried trial resumes), and ends with the same record the
 local backend writes. At the end the searcher's study is copied into the sweep's Optuna
 journal, so the Pareto front, the ablation report and ``ablation.base`` read one format.
+If the sweep's Ray runtime stops under it, the driver ends its runs and exits (RUNTIME_LOST).
+Tune's saved state names nothing of archsweep's that a reader must import (``_Portable``).
 
 Security defaults (Ray's ports listen on every interface and run code for any client):
 token authentication on (``RAY_AUTH_MODE=token``) unless the caller set the variable, the
@@ -18,12 +20,15 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import pickle
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
-from contextlib import ExitStack, contextmanager
+import time
+from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import asdict
 from pathlib import Path
 
 os.environ.setdefault("RAY_AUTH_MODE", "token")
@@ -49,14 +54,19 @@ from search.fields import to_arch
 from search.local import make_sampler
 from search.spec import METRICS, BackendSpec, Spec
 from search.sweep import (
+    COUNTERS,
+    DUPLICATE_TAG,
     Sweep,
     completed,
     constraint_names,
     draw,
     journal_storage,
     refused,
+    repeat_of,
+    repeated,
     run_name,
     trial_params,
+    trial_seed,
 )
 
 logging.getLogger("ray").setLevel(logging.ERROR)
@@ -66,6 +76,7 @@ EXCLUDES = [".git", ".venv", "out", "data", "mlruns", "*.db", "*.journal", "__py
 HEAD_NODE, WORKER_NODES = "127.0.0.2", "127.0.0.{}"  # loopback: Ray keeps these, not 127.0.0.1
 TIMEOUT_TAG = "archsweep.timed_out"
 TRAINED = "trained.pt"  # in a trial's last checkpoint: its runs.trial.trained_record
+RUNTIME_LOST = 4  # the exit code when the sweep's Ray runtime stops under it
 
 
 # -- in a Ray worker: one trial ------------------------------------------------------------
@@ -83,12 +94,14 @@ def _dataset(spec: Spec, device: torch.device) -> datasets.Dataset:
 
 def trainable(config: dict, *, spec: Spec, parent: str, uri: str, credentials: tuple = (None, None)) -> None:
     """One trial in a Ray worker; resumes from Tune's checkpoint when it is a retry."""
+    if "repeat" in config:  # the driver found its draw trained before (ArchSearch.suggest)
+        return _answer_repeat(config, spec, Tracker(uri, spec.experiment, credentials=credentials), parent)
     b = spec.backend
     device = torch.device("cuda" if b.gpus_per_trial and torch.cuda.is_available() else "cpu")
     torch.set_num_threads(max(1, int(b.cpus_per_trial)))
     data = _dataset(spec, device)
     geo, number, seed, tags = data.geometry, config["number"], config["seed"], config["tags"]
-    arch = to_arch(config["model"], geo.image_size, geo.num_classes, geo.channels)
+    arch = data.normalising(to_arch(config["model"], geo.image_size, geo.num_classes, geo.channels))
     cfg = TrainConfig.from_mapping({**config["train"], "crop": spec.data.crop, "flip": spec.data.flip})
     line = summary(arch)
     tracker = Tracker(uri, spec.experiment, credentials=credentials)
@@ -169,6 +182,28 @@ def trainable(config: dict, *, spec: Spec, parent: str, uri: str, credentials: t
         tune.report(final, checkpoint=tune.Checkpoint.from_directory(folder) if trained and last else None)
 
 
+def _answer_repeat(config: dict, spec: Spec, tracker: Tracker, parent: str) -> None:
+    """A duplicate: its MLflow run and its result are the earlier trial's; nothing trains."""
+    answer, number = config["repeat"], config["number"]
+    original, line, metrics = answer["duplicate_of"], answer["arch"], answer["metrics"]
+    tags = {"archsweep.arch": line, DUPLICATE_TAG: str(original)}
+    seed = trial_seed(spec, original)
+    run = tracker.trial_run(
+        parent,
+        spec.name,
+        number,
+        run_name(number, line, tags, seed),
+        trial_params(config["model"], config["train"], seed),
+        tags,
+        key=tune.get_context().get_trial_id(),
+    )
+    if metrics:
+        tracker.log_metrics(run, metrics, step=int(metrics.get("epochs", 0)))
+    tracker.end_trial(run, "duplicate", answer["reason"])
+    result = {"number": number, "run_id": run, "arch": line, **metrics, "state": "duplicate", "duplicate_of": original}
+    tune.report(result | {"reason": answer["reason"], "values": answer["values"], "violations": answer["violations"]})
+
+
 class TrialTimeout(Exception):
     """Raised in a trial's thread by its watchdog."""
 
@@ -207,6 +242,33 @@ def _watchdog(seconds: float | None, tracker: Tracker, run: str):
 # -- in the driver: the searcher -----------------------------------------------------------
 
 
+def _loader():
+    def load(blob: bytes):
+        """The object where archsweep imports; None elsewhere."""
+        import pickle
+
+        try:
+            cls, state = pickle.loads(blob)
+        except ImportError:
+            return None
+        obj = cls.__new__(cls)
+        obj.__dict__.update(state)
+        return obj
+
+    return load
+
+
+class _Portable:
+    """Tune saves the searcher and the callbacks in tuner.pkl with cloudpickle, which pickles
+    a class by reference: ``Tuner.restore(path, trainable=...)`` would need archsweep
+    importable just to read a finished sweep's results. Pickled instead as bytes (the
+    usual pickle) and a loader that cloudpickle stores by value (a nested function is not
+    importable by name): it gives the object back where archsweep imports, None elsewhere."""
+
+    def __reduce__(self):
+        return _loader(), (pickle.dumps((type(self), self.__dict__)),)
+
+
 class _Space:
     """The define-by-run space (a class, not a closure: the searcher is pickled)."""
 
@@ -218,7 +280,7 @@ class _Space:
         return {"number": trial.number, "model": model_cfg, "train": train_cfg, "seed": seed, "tags": tags}
 
 
-class ArchSearch(OptunaSearch):
+class ArchSearch(_Portable, OptunaSearch):
     """Ray's OptunaSearch, telling the study what the local backend tells it: constraint
     violations (so samplers rank infeasible trials last), the trial's record as user
     attributes, FAIL for failures and PRUNED for trials a scheduler stopped early.
@@ -240,11 +302,22 @@ class ArchSearch(OptunaSearch):
 
     def suggest(self, trial_id: str):
         config = super().suggest(trial_id)
-        self._ot_trials[trial_id].set_user_attr("tune_trial_id", trial_id)  # = the MLflow run's attempt key
+        trial = self._ot_trials[trial_id]
+        trial.set_user_attr("tune_trial_id", trial_id)  # = the MLflow run's attempt key
+        original = repeat_of(self._ot_study, trial)
+        if original is not None and isinstance(config, dict):  # the trainable answers from it, untrained
+            config["repeat"] = asdict(repeated(self.spec, original)) | {"arch": original.user_attrs.get("arch", "")}
         return config
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         """Early stopping is the scheduler's job (ASHA), for one objective or several."""
+
+    def save(self, checkpoint_path: str) -> None:
+        """Tune's searcher state (OptunaSearch saves its ``__dict__``) without the spec: Optuna
+        objects only, which open without archsweep. Restoring keeps the constructor's spec."""
+        state = {k: v for k, v in self.__dict__.items() if k not in ("spec", "_space")}
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(state, f)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
@@ -254,13 +327,15 @@ class ArchSearch(OptunaSearch):
         if "run_id" in result:
             trial.set_user_attr("mlflow_run_id", result["run_id"])
             trial.set_user_attr("arch", result["arch"])
-        if state in ("complete", "infeasible"):
+        if state in ("complete", "infeasible", "duplicate"):
             for name, value in zip(constraint_names(self.spec), result["violations"], strict=True):
                 trial.set_constraint(name, value)
             trial.set_user_attr("state", state)
             trial.set_user_attr("metrics", {k: result[k] for k in METRICS if k in result})
             if result.get("reason"):
                 trial.set_user_attr("reason", result["reason"])
+            if "duplicate_of" in result:
+                trial.set_user_attr("duplicate_of", result["duplicate_of"])
             self._ot_study.tell(trial, list(result["values"]))
         elif state == "failed" or error:
             if result.get("reason"):
@@ -286,7 +361,7 @@ def _reason(error: BaseException | None) -> str:
     return f"{type(cause).__name__}: {str(cause).strip().splitlines()[-1] if str(cause).strip() else ''}"
 
 
-class _Bookkeeper(tune.Callback):
+class _Bookkeeper(_Portable, tune.Callback):
     """Ends MLflow runs whose worker could not: a trial stopped early by the scheduler, or
     one whose worker died after its last retry; and keeps the live view current."""
 
@@ -302,17 +377,15 @@ class _Bookkeeper(tune.Callback):
             return
         sweep, last = _ACTIVE[0], trial.last_result or {}
         sweep.progress.running.pop(last.get("number"), None)
-        state = last.get("state")
+        state, reason = last.get("state"), last.get("reason", "")
         if state == "running":  # the scheduler stopped it
-            sweep.tracker.end_trial(last["run_id"], "pruned", f"stopped early after epoch {last['epoch']}")
-            sweep.progress.pruned += 1
-        elif state == "complete":
-            sweep.progress.done += 1
-        elif state == "infeasible":
-            sweep.progress.infeasible += 1
-        elif state == "failed":
-            sweep.progress.failed += 1
-        sweep.on_change(sweep.progress)
+            state, reason = "pruned", f"stopped early after epoch {last['epoch']}"
+            sweep.tracker.end_trial(last["run_id"], state, reason)
+        if state in COUNTERS:  # counted, and a line of its own without a terminal
+            metrics = {k: last[k] for k in METRICS if k in last and state != "pruned"}
+            sweep.ended(last["number"], state, last.get("arch", ""), metrics, reason, last.get("duplicate_of"))
+        else:
+            sweep.on_change(sweep.progress)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         if not _ACTIVE:
@@ -333,8 +406,9 @@ def _stop_now(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def _trial_folder(trial) -> str:
-    return f"t{trial.config['number']:03d}_{trial.trial_id}"
+# A bound str.format, not a function of archsweep: Tune pickles it into every trial's saved
+# state, which then opens without archsweep (ray.tune.ExperimentAnalysis).
+_trial_folder = "t{0.config[number]:03d}_{0.trial_id}".format
 
 
 def ensure_token() -> None:
@@ -375,6 +449,39 @@ def runtime(backend: BackendSpec):
         ray.shutdown()
 
 
+def _lifelines() -> dict:
+    """The Ray processes this driver cannot outlive, by name: the raylet it is attached to
+    (its object store lives there) and, for a private runtime, the GCS."""
+    import psutil  # after ray, which brings its own copy
+
+    node = ray._private.worker.global_worker.node  # Ray has no public handle on its processes
+    found = {}
+    for kind in ("gcs_server", "raylet"):  # a private runtime: this driver started them
+        if node.all_processes.get(kind):
+            found[kind] = psutil.Process(node.all_processes[kind][0].process.pid)
+    if "raylet" not in found:  # a cluster's node on this machine
+        socket = f"--raylet_socket_name={node.raylet_socket_name}"
+        for proc in psutil.process_iter(["cmdline"]):
+            if socket in (proc.info["cmdline"] or []):
+                found["raylet"] = proc
+    return found
+
+
+def _watch(processes: dict, on_lost) -> threading.Event:
+    """Calls ``on_lost(what)`` once if one of ``processes`` ends before the returned event
+    is set (set it before stopping Ray on purpose)."""
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(0.5):
+            dead = [f"{name} pid {proc.pid}" for name, proc in processes.items() if _ended(proc)]
+            if dead and not stop.is_set():
+                return on_lost(f"{', '.join(dead)} ended")
+
+    threading.Thread(target=watch, name="archsweep-ray-lifeline", daemon=True).start()
+    return stop
+
+
 class RaySweep(Sweep):
     def __init__(self, spec: Spec, **kwargs) -> None:
         super().__init__(spec, **kwargs)
@@ -386,6 +493,7 @@ class RaySweep(Sweep):
         return tune.Tuner.can_restore(str(self.experiment_path))
 
     def open(self) -> None:
+        self.preflight()  # its refusals come before anything is written
         server = None if self.spec.tracking_uri else self.stack.enter_context(private_server(self.store))
         self.stack.enter_context(runtime(self.spec.backend))  # while the server starts: both take seconds
         self.uri = self.spec.tracking_uri or server()
@@ -472,6 +580,7 @@ class RaySweep(Sweep):
         slots = self.spec.backend.max_concurrent or max(1, int(ray.cluster_resources().get("CPU", 1)))
         os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(slots)
         _ACTIVE[:] = [self]
+        self.stack.callback(_watch(_lifelines(), self._runtime_lost).set)  # before Ray is stopped on purpose
         main = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGINT, _stop_now) if main else None
         try:
@@ -486,6 +595,28 @@ class RaySweep(Sweep):
                 signal.signal(signal.SIGINT, previous)
         if self._record(grid) and pressed:
             raise KeyboardInterrupt
+
+    def _runtime_lost(self, what: str) -> None:
+        """Seen without this: Ray's core ends the process from C++ seconds later (exit 1, its
+        object store lost), or Tune goes on as if the trials had failed (exit 0); neither
+        leaves Python a failure to catch. So the runs are ended from here, it is said, and
+        the process exits at once; the MLflow server and Ray's own processes end with it
+        (they are bound to this process's life)."""
+        try:
+            for run in self.tracker.trial_runs(self.spec.name):
+                if run.info.status == "RUNNING":
+                    reason = "the sweep's Ray runtime stopped during this trial"
+                    self.tracker.end_trial(run.info.run_id, "interrupted", reason)
+            self.tracker.end_sweep(self.parent, "KILLED")
+            marked = "its runs are marked KILLED"
+        except Exception as err:
+            marked = f"its runs could not be marked ({type(err).__name__}; the next run marks them KILLED)"
+        print(f"error: the sweep's Ray runtime stopped ({what}); {marked}; run again to resume", file=sys.stderr)
+        if sys.stdout.isatty():
+            sys.stdout.write("\x1b[?25h")  # the live view hid the cursor
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(RUNTIME_LOST)
 
     def _record(self, grid) -> bool:
         """The searcher's study (restored from Tune's saved state) becomes the sweep's
@@ -557,9 +688,57 @@ def cluster_up(workers: int = 1, cpus: int = 1, port: int = 6390) -> str:
     return address
 
 
-def cluster_down() -> None:
-    """``ray stop``: every Ray node this user runs on this machine."""
-    subprocess.run([_ray_cli(), "stop", "--force"], check=False, capture_output=True)
+def cluster_down(address: str, grace: float = 3.0) -> int:
+    """Stops the cluster whose GCS is at ``address``: its nodes on this machine and what
+    they started (agents, workers), SIGTERM then SIGKILL after ``grace`` seconds (a raylet
+    takes 10 s to end on SIGTERM, the GCS longer: nothing of theirs needs keeping). Never
+    another Ray runtime of this user, as ``ray stop`` would (a sweep's private runtime
+    beside it, say). Returns how many processes it stopped."""
+    import psutil  # after ray, which brings its own copy
+
+    mine = [p for p in psutil.process_iter(["cmdline", "uids"]) if getattr(p.info["uids"], "real", -1) == os.getuid()]
+    roots = [proc for proc in mine if _in_cluster(address, proc.info["cmdline"] or [])]
+    family = list({proc.pid: proc for root in roots for proc in [root, *_descendants(root)]}.values())
+    alive = family
+    for signum, timeout in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        for proc in alive:
+            with suppress(psutil.NoSuchProcess):
+                proc.send_signal(signum)
+        deadline = time.monotonic() + timeout
+        while (alive := [proc for proc in alive if not _ended(proc)]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    return len(family)
+
+
+def _ended(proc) -> bool:
+    """Gone, or a zombie (what is left of a process until its parent, often init, reaps it)."""
+    import psutil
+
+    try:
+        return proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _in_cluster(address: str, cmdline: list[str]) -> bool:
+    """Whether a command line is one of the cluster's own: every node process but the GCS
+    names its address (the raylet inside one of its arguments); the GCS, its port and host.
+    Workers and agents rename themselves (ray::IDLE): they are found as the raylets' children."""
+    host, port = address.rsplit(":", 1)
+    words = set(" ".join(cmdline).split())
+    if f"--gcs-address={address}" in words:
+        return True
+    gcs = {f"--gcs_server_port={port}", f"--node-ip-address={host}"}
+    return bool(cmdline) and cmdline[0].endswith("gcs_server") and gcs <= words
+
+
+def _descendants(proc) -> list:
+    import psutil
+
+    try:
+        return proc.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
 
 
 def cluster_status(address: str) -> str:

@@ -6,17 +6,20 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from blocks.builder import did_you_mean
+from runs import store as stores
 from runs.tracking import (
     MODEL_TAG,
     PARETO_TAG,
     TRIAL_TAG,
     Tracker,
     download_model,
-    embedded_uri,
     experiment_names,
+    forget_locations,
     get_run,
 )
 from search.spec import Objective
@@ -26,14 +29,19 @@ class ReviewError(Exception):
     """A one-line reason the command could not do what was asked."""
 
 
-def store_uri(store: str | None, uri: str | None) -> str:
-    """The tracking URI of ``--uri`` or of the embedded store in ``--store``."""
+@contextmanager
+def opened(store: str | None, uri: str | None) -> Iterator[str]:
+    """The tracking URI of ``--uri``, or of the embedded store in ``--store``: rewritten
+    first if the store was moved, or a rewritten copy if it cannot be written."""
     if uri:
-        return uri
+        yield uri
+        return
     folder = Path(store or "out")
     if not (folder / "mlflow.db").exists():
         raise ReviewError(f"no sweep store at {folder}/mlflow.db; run a sweep first, or pass --store DIR or --uri URI")
-    return embedded_uri(folder)
+    with stores.reading(folder) as db:
+        forget_locations()  # of a store this process saw before it moved
+        yield f"sqlite:///{db.resolve()}"
 
 
 def pick_experiment(uri: str, name: str | None) -> str:

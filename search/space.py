@@ -4,12 +4,13 @@ A space is plain data in which some values are dimensions: ``Choice`` (each opti
 value, or a name with its own conditional sub-space), ``IntRange`` or ``FloatRange``.
 Sampling walks the space with an Optuna trial; each dimension becomes one Optuna
 parameter named by its key path, and a conditional sub-space's parameters carry the
-option's name in theirs (``model.stages[0].mixer.attention.heads``), so that options
+option's name in theirs (``model.stages.0.mixer.attention.heads``), so that options
 never share a distribution.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -58,19 +59,27 @@ class FloatRange:
 DIMENSIONS = (Choice, IntRange, FloatRange)
 
 
+def param(path: str) -> str:
+    """The parameter name of a key path, in Optuna and MLflow alike: list indices as dots
+    (``model.stages[0].width`` -> ``model.stages.0.width``), since MLflow's names cannot
+    hold brackets."""
+    return re.sub(r"\[(\d+)\]", r".\1", path)
+
+
 def sample(space: Any, trial: TrialLike, path: str) -> Any:
-    """The concrete value of ``space`` under ``trial`` (define-by-run)."""
+    """The concrete value of ``space`` under ``trial`` (define-by-run); each dimension is
+    the parameter ``param(path)``."""
     if isinstance(space, Choice):
         labels = space.labels()
-        picked = trial.suggest_categorical(path, labels) if len(labels) > 1 else labels[0]
+        picked = trial.suggest_categorical(param(path), labels) if len(labels) > 1 else labels[0]
         option = space.options[labels.index(picked)]
         if option.space is None:
             return picked
         return {"name": picked, "options": sample(option.space, trial, join(path, picked))}
     if isinstance(space, IntRange):
-        return trial.suggest_int(path, space.low, space.high, step=space.step, log=space.log)
+        return trial.suggest_int(param(path), space.low, space.high, step=space.step, log=space.log)
     if isinstance(space, FloatRange):
-        return trial.suggest_float(path, space.low, space.high, step=space.step, log=space.log)
+        return trial.suggest_float(param(path), space.low, space.high, step=space.step, log=space.log)
     if isinstance(space, Mapping):
         return {k: sample(v, trial, join(path, k)) for k, v in space.items()}
     if isinstance(space, (list, tuple)):
@@ -123,12 +132,13 @@ def describe(dim: Any) -> str:
 
 
 def flatten(value: Any, path: str = "") -> dict[str, Any]:
-    """Readable flat params of a concrete value: ``stages.0.mixer = fourier``,
-    ``stages.0.mixer.heads = 4``."""
+    """Flat params of a concrete value, named as ``sample`` names the dimensions (and so
+    as Optuna names its parameters): ``model.stages.0.mixer = attention``,
+    ``model.stages.0.mixer.attention.heads = 4``."""
     if isinstance(value, Mapping) and set(value) == {"name", "options"}:
-        return {path: value["name"], **flatten(value["options"], path)}
+        return {param(path): value["name"], **flatten(value["options"], join(path, value["name"]))}
     if isinstance(value, Mapping):
-        return {p: v for k, sub in value.items() for p, v in flatten(sub, f"{path}.{k}" if path else k).items()}
+        return {p: v for k, sub in value.items() for p, v in flatten(sub, join(path, k)).items()}
     if isinstance(value, (list, tuple)) and value and all(isinstance(v, Mapping) for v in value):
-        return {p: v for i, sub in enumerate(value) for p, v in flatten(sub, f"{path}.{i}").items()}
-    return {path: value}
+        return {p: v for i, sub in enumerate(value) for p, v in flatten(sub, join(path, i)).items()}
+    return {param(path): value}

@@ -20,8 +20,9 @@ from typing import Any
 from blocks.builder import did_you_mean
 from runs import data as datasets
 from search import fields as F
+from search import inputs
 from search.space import Choice, FloatRange, IntRange
-from search.yamlio import Document, Issue, Where, join
+from search.yamlio import Document, Issue, Where, join, printable
 from search.yamlio import load as load_yaml
 
 METRICS = {  # name -> the direction that is better
@@ -33,6 +34,7 @@ METRICS = {  # name -> the direction that is better
     "gmacs": "min",
     "gflops": "min",
     "latency_ms": "min",
+    "latency_spread": "min",
     "throughput": "max",
     "peak_mem_mb": "min",
     "train_time_s": "min",
@@ -168,23 +170,37 @@ def _load_chain(path: Path, seen: tuple[Path, ...] = ()) -> tuple[Any, list[Docu
     if parent is None:
         return doc.data, [doc], []
     where = doc.where("extends")
-    if not isinstance(parent, str):
-        return None, [doc], [Issue(where, "extends", f"expected a file name, got {parent!r}")]
+    if (problem := F.path_text(parent)) is not None:
+        return None, [doc], [Issue(where, "extends", problem)]
     target = (path.parent / parent).resolve()
     if target in seen or target == path.resolve():
         return None, [doc], [Issue(where, "extends", f"{parent} extends itself (a cycle)")]
-    if not target.exists():
+    if not _is_file(target):
         return None, [doc], [Issue(where, "extends", f"no such file {parent!r} (looked in {path.parent})")]
     base, docs, issues = _load_chain(target, (*seen, path.resolve()))
     return (_merge(base, doc.data) if not issues else None), [*docs, doc], issues
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL
+        return False
 
 
 def _parse_path(text: str) -> list[Any]:
     return [int(p) if p.isdigit() else p for p in re.split(r"\.|\[|\]\.?", text) if p != ""]
 
 
-def _override(data: dict, text: str) -> Issue | None:
-    where = Where(f"-o {text}", 0, 0)
+def _command_line(text: str) -> Where:
+    """Where an ``-o`` override is reported: as typed, escaped and cut short (one line)."""
+    shown = printable(text)
+    return Where(f"-o {shown if len(shown) <= 80 else shown[:77] + '...'}", 0, 0)
+
+
+def _override(data: dict, text: str, where: Where, overridden: dict[str, Where]) -> Issue | None:
+    """Apply ``KEY.PATH=VALUE`` to ``data``; note in ``overridden`` that the key path's
+    value comes from ``where`` (the command line, or the spec's smoke list)."""
     if "=" not in text:
         return Issue(where, "", "an override is KEY.PATH=VALUE, e.g. search.trials=50")
     key, raw = text.split("=", 1)
@@ -205,6 +221,12 @@ def _override(data: dict, text: str) -> Issue | None:
         node[parts[-1]] = doc.data
     else:
         return Issue(where, key, "does not name a key of the spec")
+    path = ""
+    for part in parts:
+        path = join(path, part)
+    for older in [p for p in overridden if p.startswith((f"{path}.", f"{path}["))]:
+        del overridden[older]  # set again, as part of this value
+    overridden[path] = where
     return None
 
 
@@ -265,26 +287,6 @@ def _constraints(c: F.Checker, raw: Any) -> tuple[Constraint, ...]:
     return tuple(out)
 
 
-def _data(c: F.Checker, raw: dict, base: Path, check_data: bool = True) -> DataSpec:
-    d = c.section(raw, "data", F.DATA_FIELDS)
-    spec = DataSpec(**d)
-    if spec.dataset in ("cifar10", "cifar100", "imagefolder"):
-        if spec.path is None:
-            c.fail("data", f"{spec.dataset} needs data.path, the folder that holds it")
-        else:
-            folder = (base / spec.path).resolve()
-            expected = {"cifar10": "data_batch_1 ... data_batch_5 and test_batch", "cifar100": "train and test"}
-            if not folder.is_dir():
-                what = expected.get(spec.dataset, "one sub-folder of images per class")
-                message = f"no such folder {str(folder)!r}; put {what} there (nothing is downloaded)"
-                if check_data:
-                    c.fail("data.path", message)
-                else:
-                    c.warnings.append(Issue(c.where("data.path"), "data.path", message))
-            spec = DataSpec(**{**d, "path": str(folder)})
-    return spec
-
-
 def _search(c: F.Checker, raw: dict, objectives, *, ray: bool) -> SearchSpec:
     s = SearchSpec(**c.section(raw, "search", F.SEARCH_FIELDS))
     if s.pruner != "none" and len(objectives) > 1 and not ray:  # Tune's schedulers stop on the first
@@ -338,8 +340,11 @@ def _trial_base(c: F.Checker, base: Any, folder: Path) -> tuple[dict, dict] | No
     if not isinstance(base, Mapping) or set(base) != {"spec", "trial"} or not isinstance(base["trial"], int):
         c.fail("ablation.base", f"expected {{spec: sweep.yaml, trial: N}}, got {base!r}")
         return None
+    if (problem := F.path_text(base["spec"])) is not None:
+        c.fail("ablation.base.spec", problem)
+        return None
     try:
-        other = load(folder / str(base["spec"]))
+        other = load(folder / base["spec"], check_store=False)  # a finished sweep's store may be read-only
     except SpecError as err:
         c.fail("ablation.base.spec", f"{base['spec']} does not load: {err.issues[0]}")
         return None
@@ -356,6 +361,19 @@ def _trial_base(c: F.Checker, base: Any, folder: Path) -> tuple[dict, dict] | No
         return None
     fixed = optuna.trial.FixedTrial(match[0].params)
     return _as_written(sample(other.model, fixed, "model")), _as_written(sample(other.train, fixed, "train"))
+
+
+def _in_base(c: F.Checker, data: dict, target: str, where: str) -> None:
+    """Refuse a factor on a key path the base does not have: it would set nothing, and
+    its arms would train copies of the base (a difference of +0)."""
+    from search import ablation as ab
+
+    section, _, rest = target.partition(".")
+    problem = ab.absent(section, data.get(section) or {}, rest)
+    if problem is not None:
+        depth = len(ab.path_parts(target))  # suggest paths of the same length: a misspelt key, a wrong index
+        known = [k for k in ab.key_paths(data.get(section) or {}, section) if len(ab.path_parts(k)) == depth]
+        c.fail(where, f"{problem}{did_you_mean(target, known)}; a factor varies a key path of the base")
 
 
 def _ablation(c: F.Checker, raw: Any, data: dict, model: Mapping, train: Mapping, geo):
@@ -375,11 +393,18 @@ def _ablation(c: F.Checker, raw: Any, data: dict, model: Mapping, train: Mapping
             bad = [k for lv in levels.values() for k in (lv or {}) if str(k).split(".", 1)[0] not in ("model", "train")]
             if len(levels) < 2 or not all(isinstance(lv, Mapping) for lv in levels.values()) or bad:
                 c.fail(where, "a named factor maps each level's name to {model.or.train.path: value, ...}")
+                continue
+            for label, level in levels.items():
+                for target in level:
+                    _in_base(c, data, str(target), join(join(where, label), target))
             continue
-        if not isinstance(path, str) or path.split(".", 1)[0] not in ("model", "train") or "." not in path:
+        a_path = isinstance(path, str) and path.split(".", 1)[0] in ("model", "train") and "." in path
+        if not a_path:
             c.fail(where, "a factor is a key path in model or train (e.g. model.stages[*].mixer), or a name", key=True)
         if not isinstance(levels, list) or len(levels) < 2:
             c.fail(where, f"expected a list of at least two levels (the first is the base), got {levels!r}")
+        if a_path:
+            _in_base(c, data, path, where)
     for path in {**dimensions(model, "model"), **dimensions(train, "train")}:
         c.fail(path, "an ablation's base is fixed: write one value here and vary it as a factor")
     if c.issues or geo is None:
@@ -415,15 +440,35 @@ def _models_to_log(c: F.Checker, models: Any, trials: int) -> str | tuple[int, .
     return tuple(models)
 
 
+def _name(c: F.Checker, top: dict, data: dict, file: str) -> str:
+    """The sweep's name: ``name``, or else the spec file's stem, which must be one too."""
+    if "name" in data:
+        return top.get("name") or ""
+    stem = Path(file).stem
+    if F.sweep_name(stem) is not None:
+        message = f"the spec's file name makes the sweep name {F.shown(stem)}, which cannot name files"
+        c.fail("name", f"{message}; set name: in the spec ({F.NAME_RULE})")
+    return stem
+
+
 def _refuse_count_objectives(c: F.Checker, objectives) -> None:
     for o in objectives:
         if o.metric == "epochs":
             c.fail("objectives", "epochs is a count, not something to optimise")
 
 
-def build_spec(data: dict, docs: list[Document], file: str, check_data: bool = True) -> Spec:
-    """Validate merged YAML data into a ``Spec`` (raises ``SpecError``)."""
-    c = F.Checker(docs)
+def build_spec(
+    data: dict,
+    docs: list[Document],
+    file: str,
+    check_data: bool = True,
+    overridden: dict[str, Where] | None = None,
+    *,
+    check_store: bool = True,
+) -> Spec:
+    """Validate merged YAML data into a ``Spec`` (raises ``SpecError``); ``overridden``:
+    the key paths set by overrides, located there rather than in the file."""
+    c = F.Checker(docs, overridden)
     top = c.section(data, "", F.TOP_FIELDS)
     base = data["ablation"].get("base") if isinstance(data.get("ablation"), Mapping) else None
     if base is not None:
@@ -434,7 +479,7 @@ def build_spec(data: dict, docs: list[Document], file: str, check_data: bool = T
             data = {**data, "model": resolved[0], "train": {**resolved[1], **(data.get("train") or {})}}
     elif "model" not in data:
         c.fail("", "needs a model section (the space of architectures)")
-    spec_data = _data(c, data.get("data") or {}, Path(file).parent, check_data)
+    spec_data = inputs.data(c, data.get("data") or {}, Path(file).parent, check_data)
     geo = datasets.geometry(spec_data) if not c.issues else None
     model = F.model_space(c, data.get("model") or {}, geo)
     train = F.train_space(c, data.get("train") or {})
@@ -457,9 +502,11 @@ def build_spec(data: dict, docs: list[Document], file: str, check_data: bool = T
     log_models = _models_to_log(c, tracking.get("models") or "pareto", search.trials)
     backend = _backend(c, data.get("backend") or {}, tracking, search, objectives, Path(file).parent)
     _refuse_count_objectives(c, objectives)
+    name = _name(c, top, data, file)
+    if check_store:
+        inputs.store(c, tracking.get("dir"))
     if c.issues:
         raise SpecError(c.issues)
-    name = top.get("name") or Path(file).stem
     uri, user, password = split_credentials(tracking["uri"]) if tracking.get("uri") else (None, None, None)
     if password is not None:  # what is logged as spec.yaml and hashed holds no password
         data = {**data, "tracking": {**data["tracking"], "uri": uri}}
@@ -487,24 +534,35 @@ def build_spec(data: dict, docs: list[Document], file: str, check_data: bool = T
     )
 
 
-def load(path: str | Path, overrides: list[str] = (), *, smoke: bool = False, check_data: bool = True) -> Spec:
+def load(
+    path: str | Path,
+    overrides: list[str] = (),
+    *,
+    smoke: bool = False,
+    check_data: bool = True,
+    check_store: bool = True,
+) -> Spec:
     """Load, merge ``extends``, apply the spec's ``smoke`` overrides (with ``smoke``) and
     then ``-o`` overrides, validate. Raises ``SpecError``. Without ``check_data`` a
-    missing dataset folder is a warning (``validate``), not an error (``run``)."""
+    missing dataset folder is a warning (``validate``), not an error (``run``); without
+    ``check_store`` the store may be read-only (a finished sweep read as an ablation's base)."""
     path = Path(path)
-    if not path.exists():
-        raise SpecError([Issue(None, "", f"{path}: no such spec file")])
+    if not _is_file(path):
+        raise SpecError([Issue(None, "", f"{printable(str(path))}: no such spec file")])
     data, docs, issues = _load_chain(path)
     if issues:
         raise SpecError(issues)
     smoke_overrides = data.pop("smoke", None) or []
     if not isinstance(smoke_overrides, list) or not all(isinstance(o, str) for o in smoke_overrides):
         raise SpecError([Issue(docs[-1].where("smoke"), "smoke", "expected a list of KEY.PATH=VALUE overrides")])
-    chosen = [*(smoke_overrides if smoke else []), *overrides]
-    issues = [i for i in (_override(data, o) for o in chosen) if i is not None]
+    smoke_doc = next((d for d in reversed(docs) if "smoke" in d.keys), docs[-1])
+    chosen = [(o, smoke_doc.where(f"smoke[{i}]")) for i, o in enumerate(smoke_overrides)] if smoke else []
+    chosen += [(o, _command_line(o)) for o in overrides]
+    overridden: dict[str, Where] = {}
+    issues = [i for i in (_override(data, o, where, overridden) for o, where in chosen) if i is not None]
     if issues:
         raise SpecError(issues)
-    return build_spec(data, docs, str(path), check_data)
+    return build_spec(data, docs, str(path), check_data, overridden, check_store=check_store)
 
 
 __all__ = ["COST_METRICS", "METRICS", "Choice", "FloatRange", "IntRange", "Spec", "SpecError", "load"]

@@ -2,12 +2,17 @@
 decided, and the end of a sweep (Pareto tags, CSV, plots, ablation report).
 
 A backend subclasses ``Sweep`` and fills ``self.study`` (an Optuna study holding every
-trial with the user attributes ``arch``, ``mlflow_run_id``, ``metrics`` and ``state``).
+trial with the user attributes ``arch``, ``mlflow_run_id``, ``metrics`` and ``state``; a
+sampled trial's ``draw``, and ``duplicate_of`` when that draw had been trained before:
+such a repeat is answered from the earlier result, never trained again).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import io
+import json
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +24,7 @@ from optuna.trial import TrialState
 
 from runs.tracking import MODEL_TAG, PARETO_TAG, Tracker, embedded_store
 from runs.trial import Infeasible, rebuild
-from search import pareto, report
+from search import pareto, preflight, report
 from search.space import flatten, sample
 from search.spec import METRICS, Spec
 
@@ -30,15 +35,27 @@ class Progress:
 
     requested: int
     done: int = 0
+    duplicate: int = 0
     failed: int = 0
     infeasible: int = 0
     pruned: int = 0
     running: dict[int, str] = field(default_factory=dict)  # trial number -> what it is doing
     front: list[dict] = field(default_factory=list)
+    ended: list[dict] = field(default_factory=list)  # a row per trial ended, in order (see Sweep.ended)
+
+
+# The states a trial ends in, and Progress's counter of each.
+COUNTERS = dict(complete="done", duplicate="duplicate", infeasible="infeasible", pruned="pruned", failed="failed")
+DUPLICATE_TAG = "archsweep.duplicate_of"
 
 
 class SweepBusy(Exception):
     """Another process runs this sweep now; the message says which."""
+
+
+class TrackingFailed(Exception):
+    """The tracking store failed while recording a trial: the sweep stopped, that trial
+    uncounted (the next run of the sweep runs it again)."""
 
 
 def journal_storage(path: Path, *, owned: bool = False) -> optuna.storages.JournalStorage:
@@ -85,10 +102,12 @@ def _worst(metric: str, known: dict[str, float]) -> float:
 
 def draw(spec: Spec, trial) -> tuple[dict, dict, int, dict[str, str]]:
     """(model config, train config, seed, extra MLflow tags) of an Optuna trial: a sample
-    of the space, or an (arm, seed) of the ablation (queued with ``enqueue_trial``)."""
+    of the space, or an (arm, seed) of the ablation (queued with ``enqueue_trial``). A
+    sample's key is kept as the user attribute ``draw`` (see ``repeat_of``)."""
     if spec.ablation is None:
         model_cfg, train_cfg = sample(spec.model, trial, "model"), sample(spec.train, trial, "train")
-        return model_cfg, train_cfg, spec.search.seed + trial.number, {}
+        trial.set_user_attr("draw", draw_key(model_cfg, train_cfg))
+        return model_cfg, train_cfg, trial_seed(spec, trial.number), {}
     index = trial.suggest_categorical("arm", spec.ablation.runnable)
     repeat = trial.suggest_categorical("seed", list(range(spec.ablation.seeds)))
     arm = spec.ablation.arms[index]
@@ -97,12 +116,56 @@ def draw(spec: Spec, trial) -> tuple[dict, dict, int, dict[str, str]]:
     return dict(arm.model), dict(arm.train), repeat, {"archsweep.arm": arm.name, "archsweep.seed": str(repeat)}
 
 
+def trial_seed(spec: Spec, number: int) -> int:
+    """The seed a sampled trial trains with."""
+    return spec.search.seed + number
+
+
 def run_name(number: int, line: str, tags: dict[str, str], seed: int) -> str:
-    return f"t{number:02d} {tags['archsweep.arm']} s{seed}" if tags else f"t{number:02d} {line}"
+    if "archsweep.arm" in tags:
+        return f"t{number:02d} {tags['archsweep.arm']} s{seed}"
+    if DUPLICATE_TAG in tags:
+        return f"t{number:02d} = t{int(tags[DUPLICATE_TAG]):02d} {line}"
+    return f"t{number:02d} {line}"
 
 
 def trial_params(model_cfg: dict, train_cfg: dict, seed: int) -> dict:
-    return {**flatten(model_cfg), **flatten(train_cfg, "train"), "seed": seed}
+    """The MLflow params of a trial, named as Optuna names its parameters
+    (``search.space.param``); a stage left out (depth 0) by its depth alone."""
+    stages = model_cfg.get("stages")
+    if isinstance(stages, list):
+        model_cfg = {**model_cfg, "stages": [{"depth": 0} if s.get("depth") == 0 else s for s in stages]}
+    return {**flatten(model_cfg, "model"), **flatten(train_cfg, "train"), "seed": seed}
+
+
+def draw_key(model_cfg: dict, train_cfg: dict) -> str:
+    """Equal for two draws that train the same: the same params but the seed (so the
+    values of a stage left out make no difference)."""
+    params = trial_params(model_cfg, train_cfg, 0)
+    del params["seed"]
+    return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def repeat_of(study: optuna.Study, trial) -> optuna.trial.FrozenTrial | None:
+    """The earliest other trial with ``trial``'s draw that finished (complete or
+    infeasible): ``trial`` is answered from it instead of training the same again."""
+    key = trial.user_attrs.get("draw")
+    if key is None:  # an ablation's (arm, seed): distinct by design
+        return None
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if t.number != trial.number and t.user_attrs.get("draw") == key and state_of(t) in ("complete", "infeasible"):
+            return t
+    return None
+
+
+def state_of(trial: optuna.trial.FrozenTrial) -> str:
+    """complete, duplicate, infeasible, pruned, failed; interrupted (a failure without a
+    reason: it runs again); running or waiting."""
+    if trial.state == TrialState.COMPLETE:
+        return trial.user_attrs.get("state", "complete")
+    if trial.state == TrialState.FAIL:
+        return "failed" if "fail_reason" in trial.user_attrs else "interrupted"
+    return trial.state.name.lower()
 
 
 def constraint_names(spec: Spec) -> list[str]:
@@ -111,15 +174,16 @@ def constraint_names(spec: Spec) -> list[str]:
 
 @dataclass(frozen=True)
 class Outcome:
-    """How a trial that ran to its end is recorded: ``state`` complete or infeasible,
-    the values told to Optuna, and the constraint violations (<= 0: satisfied) that make
-    the samplers rank infeasible trials below feasible ones."""
+    """How a trial that ran to its end is recorded: ``state`` complete, infeasible or
+    duplicate, the values told to Optuna, and the constraint violations (<= 0: satisfied)
+    that make the samplers rank infeasible trials below feasible ones."""
 
     state: str
     reason: str
     metrics: dict[str, float]
     values: tuple[float, ...]
     violations: tuple[float, ...]  # one per constraint_names(spec)
+    duplicate_of: int | None = None  # state duplicate: the trial whose result this is
 
 
 def completed(spec: Spec, metrics: dict[str, float]) -> Outcome:
@@ -136,6 +200,17 @@ def refused(spec: Spec, err: Infeasible) -> Outcome:
     return Outcome("infeasible", err.reason, dict(err.cost), values, (*err.violations, 0.0 if err.cost else 1.0))
 
 
+def repeated(spec: Spec, original: optuna.trial.FrozenTrial) -> Outcome:
+    """A repeat of ``original``'s draw, answered with its values and constraints (the
+    sampler learns the same as from the original) without training."""
+    reason = f"same draw as t{original.number:02d}"
+    if original.user_attrs.get("reason"):
+        reason += f": {original.user_attrs['reason']}"
+    violations = tuple(original.constraints.get(name, 0.0) for name in constraint_names(spec))
+    metrics = dict(original.user_attrs.get("metrics", {}))
+    return Outcome("duplicate", reason, metrics, tuple(original.values), violations, original.number)
+
+
 class Sweep:
     """The parts of a sweep that do not depend on where trials run."""
 
@@ -145,6 +220,7 @@ class Sweep:
         self.store = Path(spec.store)
         self.progress = Progress(spec.search.trials)
         self.model_errors: list[str] = []  # models that could not be logged, and why
+        self.tracking_failure = ""  # why the tracking store stopped the sweep (see TrackingFailed)
 
     def resumable(self) -> bool:
         """Whether a stopped sweep of this spec left state to continue from."""
@@ -152,6 +228,11 @@ class Sweep:
 
     def close(self) -> None:
         """Stop whatever the backend started (servers, runtimes)."""
+
+    def preflight(self) -> None:
+        """Refuse (StoreError), before anything is written, a sweep that would lose or mix its
+        record: its MLflow store or journal gone, its spec changed, a link out of the store."""
+        preflight.check(self)
 
     def open_tracking(self, uri: str | None = None) -> None:
         """The sweep's parent run (found again when resuming) with the resolved spec."""
@@ -177,11 +258,54 @@ class Sweep:
             },
             spec.description,
         )
+        # As run this time (preflight refused any change but in what may change): file and hash agree.
         self.tracker.log_text(self.parent, yaml.safe_dump(dict(spec.resolved), sort_keys=False), "spec.yaml")
+        self.tracker.set_tags(self.parent, {"archsweep.spec_sha": spec.sha})
+
+    def abandon(self) -> None:
+        """End the parent run as KILLED, without the report, after the tracking store failed
+        (it may fail again: the next run of the sweep ends it properly)."""
+        with contextlib.suppress(Exception):
+            self.tracker.end_sweep(self.parent, "KILLED")
 
     def failed(self) -> int:
         """Trials that failed with a reason (interrupted ones are not failures: they rerun)."""
         return sum(t.state == TrialState.FAIL and counted(t) for t in self.study.get_trials(deepcopy=False))
+
+    def ended(self, number: int, state: str, arch: str = "", metrics=None, reason: str = "", duplicate_of=None) -> None:
+        """Count a trial that ended in this session and show it (the view prints a line
+        per trial when the console is not a terminal)."""
+        p = self.progress
+        setattr(p, COUNTERS[state], getattr(p, COUNTERS[state]) + 1)
+        p.running.pop(number, None)
+        p.ended.append(
+            {
+                "trial": number,
+                "state": state,
+                "arch": arch,
+                "reason": reason,
+                "metrics": dict(metrics or {}),
+                "duplicate_of": duplicate_of,
+            }
+        )
+        self.on_change(p)
+
+    def trial_rows(self) -> list[dict]:
+        """Every trial as a row: state, reason, the trial it repeats, metrics, architecture,
+        MLflow run id and its Optuna parameters (named as its MLflow params)."""
+        return [
+            {
+                "trial": t.number,
+                "state": state_of(t),
+                "reason": t.user_attrs.get("reason") or t.user_attrs.get("fail_reason", ""),
+                "duplicate_of": t.user_attrs.get("duplicate_of", ""),
+                **t.user_attrs.get("metrics", {}),
+                "arch": t.user_attrs.get("arch", ""),
+                "run_id": t.user_attrs.get("mlflow_run_id", ""),
+                **t.params,
+            }
+            for t in self.study.get_trials(deepcopy=False)
+        ]
 
     def front_rows(self) -> tuple[list[dict], list[dict]]:
         """(all feasible completed trials, the Pareto-optimal ones) as rows of metrics."""
@@ -213,7 +337,10 @@ class Sweep:
             "run_id",
         ]
         self.tracker.log_text(self.parent, pareto.to_csv(front, columns), "pareto.csv")
-        self.tracker.log_text(self.parent, pareto.to_csv(rows, columns), "trials.csv")
+        trials = self.trial_rows()
+        params = dict.fromkeys(n for t in self.study.get_trials(deepcopy=False) for n in t.params)
+        every = ["trial", "state", "reason", "duplicate_of", *columns[1:-2], "arch", "run_id", *params]
+        self.tracker.log_text(self.parent, pareto.to_csv(trials, every), "trials.csv")
         plot = ""
         if rows:
             import matplotlib.pyplot as plt
@@ -224,12 +351,9 @@ class Sweep:
             figure.savefig(svg, format="svg")
             plot = svg.getvalue()
             plt.close(figure)
-        states = [t.state for t in self.study.get_trials(deepcopy=False)]
-        summary = {
-            "trials_complete": float(len(rows)),
-            "trials_failed": float(sum(s == TrialState.FAIL for s in states)),
-            "pareto_size": float(len(front)),
-        }
+        states = [t["state"] for t in trials]
+        summary = {f"trials_{state}": float(states.count(state)) for state in COUNTERS}
+        summary["pareto_size"] = float(len(front))
         if len(objectives) > 1 and rows:
             summary["hypervolume"], ref = pareto.hypervolume(rows, objectives)
             self.tracker.set_tags(self.parent, {"archsweep.hypervolume_ref": str([round(r, 6) for r in ref])})
@@ -237,7 +361,7 @@ class Sweep:
         if self.spec.ablation is not None:
             self.ablation_rows = self._ablation_report()
         self._log_models(rows, front)
-        self._log_report(front, summary, plot)
+        self._log_report(front, trials, summary, plot)
         self.tracker.end_sweep(self.parent, status)
         return front
 
@@ -282,17 +406,7 @@ class Sweep:
             register=self.spec.register,
         )
 
-    def _log_report(self, front: list[dict], summary: dict[str, float], plot: str) -> None:
-        trials = [
-            {
-                "trial": t.number,
-                "state": t.user_attrs.get("state") or t.state.name.lower(),
-                "arch": t.user_attrs.get("arch", ""),
-                "reason": t.user_attrs.get("reason") or t.user_attrs.get("fail_reason", ""),
-                **t.user_attrs.get("metrics", {}),
-            }
-            for t in self.study.get_trials(deepcopy=False)
-        ]
+    def _log_report(self, front: list[dict], trials: list[dict], summary: dict[str, float], plot: str) -> None:
         html = report.html(self.spec, front, trials, summary, plot, getattr(self, "ablation_rows", None))
         self.tracker.log_text(self.parent, html, "report.html")
 

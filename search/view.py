@@ -1,6 +1,10 @@
-"""The terminal: a live view while a sweep runs, and the final Pareto table."""
+"""The terminal: a live view while a sweep runs (a line per trial when the output is not
+a terminal), the final Pareto table and what became of every trial."""
 
 from __future__ import annotations
+
+import threading
+from collections import Counter
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -30,6 +34,36 @@ def _number(v: float) -> str:
     return f"{v:,.0f}" if float(v).is_integer() and abs(v) >= 1 else f"{v:.4g}"
 
 
+def trial_line(row: dict, objectives) -> str:
+    """One ended trial: ``t03 complete: val_accuracy 0.912, gmacs 0.0011 | arch``, with its
+    reason first when it has one (``t04 infeasible: breaks params <= 20000 | arch``)."""
+    metrics = row.get("metrics", {})
+    shown = ", ".join(f"{o.metric} {_number(metrics[o.metric])}" for o in objectives if o.metric in metrics)
+    parts = [row.get("reason", ""), shown if row["state"] in ("complete", "duplicate") else ""]
+    detail = "; ".join(p for p in parts if p)
+    return f"t{row['trial']:02d} {row['state']}" + (f": {detail}" if detail else "") + f" | {row.get('arch', '')}"
+
+
+def tally(rows: list[dict]) -> list[str]:
+    """What became of the sweep's trials: counts per state, then the infeasible and failed
+    ones grouped by reason, and which trials were repeats of which."""
+    states = Counter(r["state"] for r in rows)
+    order = ["complete", "duplicate", "infeasible", "pruned", "failed", "interrupted"]
+    counts = ", ".join(f"{states[s]} {s}" for s in [*order, *sorted(set(states) - set(order))] if states[s])
+    lines = [f"{len(rows)} trials: {counts or 'none'}"]
+    for state in ("infeasible", "failed"):
+        reasons = Counter(r["reason"] or "no reason recorded" for r in rows if r["state"] == state)
+        if reasons:
+            groups = ", ".join(f"{reason} ({n})" for reason, n in reasons.most_common())
+            lines.append(f"{states[state]} {state}: {groups}")
+    repeats = [f"t{r['trial']:02d} = t{int(r['duplicate_of']):02d}" for r in rows if r["state"] == "duplicate"]
+    if repeats:
+        lines.append(f"{len(repeats)} duplicate (the same draw again, answered without training): {', '.join(repeats)}")
+    if states["interrupted"]:
+        lines.append(f"{states['interrupted']} interrupted (stopped by Ctrl-C or a lost process; run again)")
+    return lines
+
+
 def ablation_table(rows: list[dict], metrics: list[str], title: str) -> Table:
     """Per arm: mean ± std of each metric; the first metric's paired difference to base."""
     from search.ablation import _p, _pm
@@ -53,17 +87,25 @@ class LiveView:
         self.objectives, self.console = objectives, console
         self.progress: Progress | None = None
         self.live = Live(self, console=console, refresh_per_second=4, transient=True)
+        self.printed, self.lock = 0, threading.Lock()  # trials (of progress.ended) printed as lines
 
     def update(self, progress: Progress) -> None:
+        """Without a terminal (nohup, CI, a pipe) Live shows nothing: a line per ended trial instead."""
         self.progress = progress
+        if self.console.is_terminal:
+            return
+        with self.lock:
+            for row in progress.ended[self.printed :]:
+                self.console.print(Text(trial_line(row, self.objectives)), soft_wrap=True)
+            self.printed = len(progress.ended)
 
     def __rich__(self):
         p = self.progress
         if p is None:
             return Text("starting...")
         head = Text(
-            f"trials: {p.done} complete, {p.infeasible} infeasible, {p.pruned} pruned, {p.failed} failed "
-            f"(this session; {p.requested} requested)"
+            f"trials: {p.done} complete, {p.duplicate} duplicate, {p.infeasible} infeasible, {p.pruned} pruned, "
+            f"{p.failed} failed (this session; {p.requested} requested)"
         )
         for number, doing in sorted(p.running.items()):
             head.append(f"\nnow: t{number:02d} {doing}")

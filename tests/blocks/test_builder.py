@@ -1,5 +1,7 @@
 """What the builder builds, and what it refuses, with what sentence."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -242,3 +244,48 @@ def test_width_change_projects_and_conv_stem_and_overlap_embed():
             embedding=emb,
         )
         assert build(arch)(torch.randn(2, 3, 16, 16)).shape == (2, 5)
+
+
+def _normalising(arch, mean=(0.5, 0.4, 0.3), std=(0.25, 0.2, 0.1)):
+    return replace(arch, input_mean=mean, input_std=std)
+
+
+def test_a_model_normalises_its_input_with_buffers_that_travel_with_it():
+    import yaml
+
+    from blocks.cost import count_params, flops_per_image
+
+    plain = small_arch("attention")
+    arch = _normalising(plain)
+    again = from_dict(yaml.safe_load(yaml.safe_dump(to_dict(arch))))  # as arch.yaml holds it
+    assert again == arch and again.input_mean == (0.5, 0.4, 0.3) and summary(again) == summary(plain)
+    assert from_dict(to_dict(plain)).input_mean is None  # an arch.yaml written before has none
+    torch.manual_seed(0)
+    bare = build(plain).eval()
+    torch.manual_seed(0)
+    model = build(arch).eval()
+    assert count_params(model) == count_params(bare) and flops_per_image(arch) == flops_per_image(plain)
+    assert "input_mean" not in bare.state_dict() and not list(bare.buffers())  # None: nothing added
+    assert set(model.state_dict()) - set(bare.state_dict()) == {"input_mean", "input_std"}
+    raw = torch.rand(2, 3, 16, 16)
+    mean, std = torch.tensor(arch.input_mean).view(1, 3, 1, 1), torch.tensor(arch.input_std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        assert torch.equal(model(raw), bare((raw - mean) / std))
+    rebuilt = build(again)  # weights and statistics come back from the YAML and the state dict
+    rebuilt.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert torch.equal(rebuilt.eval()(raw), model(raw))
+
+
+@pytest.mark.parametrize(
+    ("mean", "std", "expected"),
+    [
+        ((0.5, 0.5, 0.5), None, "input_std: input_mean and input_std go together"),
+        ((0.5,), (1.0, 1.0, 1.0), "input_mean: expected 3 finite numbers, one per channel, got (0.5,)"),
+        ((0.5, 0.5, 0.5), (1.0, 0.0, 1.0), "input_std: must be positive, got (1.0, 0.0, 1.0)"),
+        ((0.5, "a", 0.5), (1.0, 1.0, 1.0), "input_mean: expected 3 finite numbers, one per channel"),
+    ],
+)
+def test_input_statistics_that_cannot_work_are_refused(mean, std, expected):
+    found = messages(_normalising(small_arch("fourier"), mean, std))
+    assert len(found) == 1 and found[0].startswith(expected), found

@@ -7,6 +7,8 @@ import torch
 
 from blocks import ArchSpec, EmbeddingSpec, MixerSpec, StageSpec, build, presets
 from blocks.cost import (
+    LATENCY_SPREAD_LIMIT,
+    LATENCY_WAIT_LIMIT,
     LiveTensorBytes,
     count_flops,
     count_layer_params,
@@ -14,6 +16,7 @@ from blocks.cost import (
     flops_per_image,
     latency_ms,
     measure,
+    measure_latency,
     peak_memory_mb,
 )
 from blocks.model import Block
@@ -154,8 +157,70 @@ def test_latency_is_a_positive_median_and_restores_mode():
     assert ms > 0 and model.training
 
 
+def _fake_timer(times, cpu_share=1.0):
+    """A timing source: one forward pass after another, ``times`` (ms) of wall time, of
+    which the timing thread had ``cpu_share`` on a core."""
+    it = iter(times)
+
+    def once():
+        wall = next(it)
+        return wall, wall * cpu_share
+
+    return once
+
+
+def _latency(times, rounds=5, repeats=5, cpu_share=1.0):
+    model = build(small_arch("fourier"))
+    timer = _fake_timer(times, cpu_share)
+    return measure_latency(model, torch.zeros(1), rounds=rounds, repeats=repeats, warmup=2, timer=timer)
+
+
+def test_latency_spikes_in_some_runs_leave_the_estimate_alone():
+    """Load makes single runs 500x slower: two runs in every round, the warm-up too. No
+    round's median moves, and the rounds agree."""
+    quiet = [1.0 + 0.01 * (i % 7) for i in range(27)]
+    spiked = [t * 500 if i < 2 or i % 5 in (1, 3) else t for i, t in enumerate(quiet)]
+    latency = _latency(spiked)
+    assert latency.ms == pytest.approx(1.0, rel=0.05) and not latency.unreliable
+    assert latency.spread < 0.1 and len(latency.rounds) == 5
+
+
+def test_latency_rounds_that_disagree_are_flagged_and_the_quiet_one_counts():
+    """A busy machine through three of five rounds: the estimate is the quiet rounds',
+    and the spread says the measurement cannot be trusted."""
+    quiet = [2.0 + 0.02 * (i % 3) for i in range(27)]
+    busy = [t * 500 if 2 + 5 <= i < 2 + 20 else t for i, t in enumerate(quiet)]
+    latency = _latency(busy)
+    assert latency.ms == pytest.approx(2.0, rel=0.05)
+    assert latency.spread > 100 and latency.unreliable and LATENCY_SPREAD_LIMIT < 100
+    assert _latency(busy, rounds=1, repeats=25).ms == pytest.approx(1000, rel=0.05)  # a plain median: 500x
+    assert not _latency(quiet).unreliable
+    assert _latency([1.0] * 7 + [1.4] * 5 + [1.0] * 15).spread == pytest.approx(0.4)  # (max - min) / min
+
+
+def test_latency_under_steady_load_is_flagged_by_the_time_its_thread_waited():
+    """Load that slows every round alike leaves the rounds in agreement; the timing
+    thread's own CPU time shows that it spent most of each run waiting for a core."""
+    steady = [50.0 + 0.1 * (i % 3) for i in range(27)]
+    latency = _latency(steady, cpu_share=0.2)
+    assert latency.spread < 0.01 and latency.wait == pytest.approx(0.8, abs=0.01) and latency.unreliable
+    assert _latency(steady, cpu_share=0.9).wait == pytest.approx(0.1, abs=0.01)
+    assert not _latency(steady, cpu_share=0.9).unreliable
+
+
+def test_latency_of_a_real_model_has_its_spread_and_flag():
+    model = build(small_arch("attention")).train()
+    threads = torch.get_num_threads()
+    latency = measure_latency(model, torch.randn(1, 3, 16, 16), rounds=3, repeats=3, warmup=1)
+    assert latency.ms > 0 and latency.ms == min(latency.rounds) and len(latency.rounds) == 3
+    assert latency.spread == pytest.approx((max(latency.rounds) - latency.ms) / latency.ms)
+    assert 0 <= latency.wait <= 1
+    unreliable = latency.spread > LATENCY_SPREAD_LIMIT or latency.wait > LATENCY_WAIT_LIMIT
+    assert latency.unreliable == unreliable and model.training and torch.get_num_threads() == threads
+
+
 def test_measure_reports_every_cost_metric():
     out = measure(small_arch("global_filter"), batch_size=4, repeats=3)
-    assert set(out) == {"params", "params_trainable", "gmacs", "gflops", "latency_ms", "peak_mem_mb"}
+    assert set(out) == {"params", "params_trainable", "gmacs", "gflops", "latency_ms", "latency_spread", "peak_mem_mb"}
     assert out["gflops"] == pytest.approx(2 * out["gmacs"])
-    assert all(v > 0 for v in out.values())
+    assert out.pop("latency_spread") >= 0 and all(v > 0 for v in out.values())

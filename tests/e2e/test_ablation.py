@@ -106,10 +106,10 @@ def test_ablation_can_start_from_a_trial_of_a_finished_sweep(workdir, capsys):
     _, _, arms = runs_of(workdir, "from-trial")
     assert len(arms) == 2
     for arm in arms:  # the base trial's architecture, only the factor changed
-        assert arm.data.params["stages.0.mixer"] == base_trial.data.params["stages.0.mixer"]
-        assert arm.data.params["stages.0.width"] == base_trial.data.params["stages.0.width"]
+        assert arm.data.params["model.stages.0.mixer"] == base_trial.data.params["model.stages.0.mixer"]
+        assert arm.data.params["model.stages.0.width"] == base_trial.data.params["model.stages.0.width"]
         assert arm.data.params["train.lr"] == base_trial.data.params["train.lr"]
-    assert {a.data.params["positional"] for a in arms} == {"learned", "none"}
+    assert {a.data.params["model.positional"] for a in arms} == {"learned", "none"}
     spec["ablation"]["base"]["trial"] = 9
     path.write_text(yaml.safe_dump(spec))
     assert main.main(["ablate", str(path)]) == 2

@@ -1,6 +1,7 @@
 """The ray backend on a real two-node Ray cluster on this machine: a head on 127.0.0.2 and
 a worker on 127.0.0.3 (token authentication on), logging to a real `mlflow server` over
-a SQL store on 127.0.0.1. The cluster is stopped at the end even when a test fails."""
+a SQL store on 127.0.0.1. The cluster is stopped at the end even when a test fails, and
+stopping it leaves alone another Ray runtime of the user's beside it."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import time
 from pathlib import Path
 
 import optuna
+import psutil
 import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
@@ -27,15 +29,59 @@ ROOT = Path(__file__).resolve().parents[2]
 OBJECTIVES = (Objective("val_accuracy", "max"), Objective("gmacs", "min"))
 
 
+# A private Ray runtime on the head's node address, as a sweep of the user's (address local)
+# starts it beside the cluster.
+BYSTANDER = """
+import sys, ray
+ray.init(address="local", _node_ip_address="127.0.0.2", include_dashboard=False, num_cpus=1, log_to_driver=False)
+print("up", flush=True)
+sys.stdin.readline()
+"""
+
+
+def _running(procs: list) -> list:
+    alive = []
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if proc.status() != psutil.STATUS_ZOMBIE:
+                alive.append(proc)
+    return alive
+
+
+def _processes_of(address: str) -> list:
+    """The cluster's processes: those naming its address or GCS port, and their children."""
+    port = address.rsplit(":", 1)[1]
+    named = []
+    for proc in psutil.process_iter(["cmdline"]):
+        words = " ".join(proc.info["cmdline"] or [])
+        if address in words or f"--gcs_server_port={port}" in words:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                named += [proc, *proc.children(recursive=True)]
+    return _running(named)
+
+
 @pytest.fixture(scope="module")
 def cluster():
-    raytune.cluster_down()
-    port = free_port()
+    """The cluster; at the end ``cluster_down`` stops it, and only it: a private runtime
+    started beside it (a sweep of the user's, say) still runs."""
+    address, its_runtime = f"{raytune.HEAD_NODE}:{free_port()}", []
+    bystander = subprocess.Popen([sys.executable, "-c", BYSTANDER], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
-        address = raytune.cluster_up(workers=1, cpus=1, port=port)
+        raytune.cluster_up(workers=1, cpus=1, port=int(address.rsplit(":", 1)[1]))  # while the bystander starts
+        assert bystander.stdout.readline().strip() == b"up"
+        its_runtime = psutil.Process(bystander.pid).children(recursive=True)
         yield address
+        assert _processes_of(address), "the cluster runs"
+        raytune.cluster_down(address, grace=1)  # nothing of the tests' cluster is worth a slower stop
+        assert not _processes_of(address), "the cluster is stopped"
+        names = {p.name() for p in _running(its_runtime)}
+        assert bystander.poll() is None and {"gcs_server", "raylet"} <= names, "the other runtime still runs"
     finally:
-        raytune.cluster_down()
+        raytune.cluster_down(address, grace=1)
+        bystander.kill()  # its runtime is bound to its life; what is left is stopped too
+        bystander.wait()
+        for proc in _running(its_runtime):
+            proc.kill()
 
 
 @pytest.fixture(scope="module")

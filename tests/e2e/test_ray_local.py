@@ -4,6 +4,7 @@ the embedded store. Switching backends is one override."""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import signal
@@ -52,19 +53,24 @@ def _refused(address: str, env: dict) -> bool:
 
 
 def _driver(spec: Path, folder: Path) -> subprocess.Popen:
-    """`main.py run SPEC` as from a user's shell: its own process group, output discarded."""
+    """`main.py run SPEC` as from a user's shell: its own process group, stderr in driver.err
+    (a file: a full pipe would stall the driver)."""
     return subprocess.Popen(
         [sys.executable, str(ROOT / "main.py"), "run", str(spec)],
         cwd=folder,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=(folder / "driver.err").open("wb"),
         start_new_session=True,
     )
 
 
-def _stop_ray() -> None:
-    """Whatever Ray processes a killed driver left behind."""
-    subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"], capture_output=True)
+def _stop(driver: subprocess.Popen) -> None:
+    """The driver and whatever its private Ray runtime left behind: they share its process
+    group (Ray's processes only block SIGINT). Not `ray stop`, which stops every Ray
+    runtime of the user on the machine, a sweep of theirs beside the tests included."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
 
 
 def _front_models_reload(client, children, folder: Path) -> None:
@@ -85,9 +91,32 @@ def _front_models_reload(client, children, folder: Path) -> None:
         assert torch.allclose(logits, probe["logits"], rtol=1e-4, atol=1e-5)
 
 
+# What a user does to look at a finished sweep's Tune state, run where archsweep cannot be
+# imported: Tune's experiment state, its tuner.pkl, and the searcher's state.
+OPEN_TUNE_STATE = """
+import pickle, sys
+from pathlib import Path
+from ray import tune
+try:
+    import search
+    sys.exit("archsweep is importable here")
+except ImportError:
+    pass
+def trainable(config):
+    pass
+path = sys.argv[1]
+analysis = tune.ExperimentAnalysis(path)
+grid = tune.Tuner.restore(path, trainable=trainable).get_results()
+searcher = pickle.loads(next(Path(path).glob("searcher-state-*.pkl")).read_bytes())
+print(sorted(t.config["number"] for t in analysis.trials), sorted(r.config["number"] for r in grid))
+print(len(searcher["_ot_study"].trials), "searcher trials")
+"""
+
+
 def test_the_quickstart_gives_the_same_kind_of_result_on_both_backends(tmp_path, monkeypatch):
     """Same spec, same seed: the same architectures per trial number and accuracies within
-    a few points (the ray workers train with one thread each, so sums round differently)."""
+    a few points (the ray workers train with one thread each, so sums round differently).
+    The ray sweep's Tune state opens without archsweep on the path."""
     monkeypatch.chdir(tmp_path)
     quickstart = str(ROOT / "spaces" / "quickstart.yaml")
     results = {}
@@ -101,6 +130,10 @@ def test_the_quickstart_gives_the_same_kind_of_result_on_both_backends(tmp_path,
         assert {r.info.status for r in children} == {"FINISHED"}
         results[kind] = {r.data.tags["archsweep.trial"]: r for r in children}
         _front_models_reload(client, children, tmp_path / kind)
+    isolated = [sys.executable, "-I", "-c", OPEN_TUNE_STATE, str(tmp_path / "store_ray" / "ray" / "quickstart")]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    opened = subprocess.run(isolated, cwd="/tmp", env=env, capture_output=True, text=True, timeout=120)
+    assert opened.stdout.splitlines() == ["[0, 1, 2, 3] [0, 1, 2, 3]", "4 searcher trials"], opened.stderr[-3000:]
     local, ray = results["local"], results["ray"]
     for number, run in local.items():
         assert ray[number].data.params == run.data.params
@@ -115,7 +148,9 @@ def test_the_quickstart_gives_the_same_kind_of_result_on_both_backends(tmp_path,
 def test_nothing_archsweep_starts_is_open_to_other_machines(tmp_path):
     """During a sweep: MLflow listens on 127.0.0.1 only, no dashboard, every connection
     stays on loopback, and Ray's ports (which listen on every interface) refuse a client
-    without the cluster's token."""
+    without the cluster's token. Then its Ray runtime dies under it (its raylet killed, as
+    a `ray stop` elsewhere would): the driver says so in one line, ends its runs (none
+    left RUNNING) and exits 4 (it used to exit 1, or even 0, with nothing said)."""
     spec = write_spec(
         tmp_path,
         name="exposure",
@@ -141,11 +176,12 @@ def test_nothing_archsweep_starts_is_open_to_other_machines(tmp_path):
             assert time.time() < deadline and driver.poll() is None, "the sweep did not start training"
             time.sleep(0.5)
         family = [*psutil.Process(driver.pid).children(recursive=True), psutil.Process(driver.pid)]
-        listening, remote, gcs = [], [], None
+        listening, remote, gcs, raylet = [], [], None, None
         for proc in family:
             try:
                 connections = proc.net_connections(kind="inet")
                 name = " ".join(proc.cmdline()[:3])[:200]
+                raylet = proc if proc.name() == "raylet" else raylet
             except psutil.Error:
                 continue
             for c in connections:
@@ -162,10 +198,15 @@ def test_nothing_archsweep_starts_is_open_to_other_machines(tmp_path):
         assert gcs is not None
         for auth in ({"RAY_AUTH_MODE": "disabled"}, {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 32}):
             assert _refused(f"127.0.0.2:{gcs}", {**auth, "HOME": str(tmp_path)})
+        raylet.kill()
+        assert driver.wait(timeout=60) == 4
     finally:
-        os.killpg(driver.pid, signal.SIGKILL)
-        driver.wait()
-        _stop_ray()
+        _stop(driver)
+    said = (tmp_path / "driver.err").read_text()
+    assert "error: the sweep's Ray runtime stopped (raylet pid " in said, said[-3000:]
+    _, parents, children = runs_of(tmp_path, "exposure")
+    assert [r.info.status for r in parents] == ["KILLED"] and "KILLED" in {r.info.status for r in children}
+    assert "RUNNING" not in {r.info.status for r in children}
 
 
 def test_ctrl_c_on_ray_is_an_interruption_and_the_next_run_finishes(tmp_path, monkeypatch):
@@ -187,9 +228,7 @@ def test_ctrl_c_on_ray_is_an_interruption_and_the_next_run_finishes(tmp_path, mo
         os.killpg(driver.pid, signal.SIGINT)
         assert driver.wait(timeout=120) == 130
     finally:
-        if driver.poll() is None:
-            os.killpg(driver.pid, signal.SIGKILL)
-        _stop_ray()
+        _stop(driver)
     _, parents, children = runs_of(tmp_path)
     by_trial = {int(c.data.tags["archsweep.trial"]): c for c in children}
     assert parents[0].info.status == "KILLED"

@@ -130,8 +130,11 @@ print(json.dumps({"same_logits": same, "accuracy": hits / len(data["y"]), "modul
 
 
 def test_an_exported_pareto_model_works_in_a_fresh_process(quickstart, tmp_path):
+    import torch.nn.functional as F
+    from sklearn.datasets import load_digits
+
     from blocks import build, from_dict
-    from blocks.cost import count_params
+    from blocks.cost import LATENCY_SPREAD_LIMIT, LATENCY_WAIT_LIMIT, count_params
     from runs import data as datasets
     from search.spec import load
 
@@ -140,14 +143,23 @@ def test_an_exported_pareto_model_works_in_a_fresh_process(quickstart, tmp_path)
     assert front and all(MODEL_TAG in c.data.tags for c in front)  # every Pareto trial has its model
     assert not [c for c in children if c.data.tags.get("archsweep.pareto") != "true" and MODEL_TAG in c.data.tags]
     best = max(front, key=lambda c: c.data.metrics["val_accuracy"])
+    for child in front:  # its latency says how far it can be trusted, as a metric and a tag
+        m = child.data.metrics
+        busy = m["latency_spread"] > LATENCY_SPREAD_LIMIT or m["latency_wait"] > LATENCY_WAIT_LIMIT
+        assert m["latency_unreliable"] == busy and child.data.tags["archsweep.latency_unreliable"] == str(busy).lower()
     out = tmp_path / "winner"
     exported = _main("export", best.info.run_id, "--out", str(out), "--store", str(quickstart / "out"), cwd=tmp_path)
     assert exported.returncode == 0, exported.stderr
 
-    # In a fresh process outside the project (no archsweep on its path): MLflow's loader.
+    # In a fresh process outside the project (no archsweep on its path): MLflow's loader, on
+    # digits prepared the plain way (pixel values / 16, the sweep's split, resized as runs.data
+    # resizes): no statistics of the training split, the model normalises its input itself.
     spec = load(str(ROOT / "spaces" / "quickstart.yaml"))
-    val = datasets.load(spec.data, seed=spec.search.seed)
-    torch.save({"x": val.val_x, "y": val.val_y}, tmp_path / "val.pt")
+    digits = load_digits()
+    x = torch.tensor(digits.images / 16, dtype=torch.float32).unsqueeze(1)  # (N, 1, 8, 8) in [0, 1]
+    _, _, val_x, val_y = datasets._split(x, torch.tensor(digits.target), spec.data.val_fraction)
+    val_x = F.interpolate(val_x, size=(spec.data.image_size,) * 2, mode="bilinear", align_corners=False)
+    torch.save({"x": val_x, "y": val_y}, tmp_path / "val.pt")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     fresh = subprocess.run(
         [sys.executable, "-c", _FRESH, str(out), str(tmp_path / "val.pt")],
@@ -163,8 +175,10 @@ def test_an_exported_pareto_model_works_in_a_fresh_process(quickstart, tmp_path)
     assert result["accuracy"] == best.data.metrics["val_accuracy"]  # what the sweep measured
     assert result["module"] == "blocks.model" and result["blocks_from"].startswith(str(out))
 
-    # The YAML alone rebuilds the architecture; with weights.pt, the same model.
-    rebuilt = build(from_dict(yaml.safe_load((out / "arch.yaml").read_text())))
+    # The YAML alone rebuilds the architecture, its input statistics too; with weights.pt, the same model.
+    arch = from_dict(yaml.safe_load((out / "arch.yaml").read_text()))
+    assert arch.input_mean is not None and len(arch.input_std) == 1
+    rebuilt = build(arch)
     assert count_params(rebuilt)[0] == best.data.metrics["params"]
     rebuilt.load_state_dict(torch.load(out / "weights.pt", weights_only=True))
     probe = torch.load(out / "probe.pt", weights_only=True)

@@ -41,7 +41,7 @@ def test_sweep_logs_parent_children_and_the_true_pareto_front(workdir):
     assert parent.info.status == "FINISHED"
     assert all(c.data.tags["mlflow.parentRunId"] == parent.info.run_id for c in children)
     assert all(c.info.status == "FINISHED" for c in children)
-    assert {c.data.params["stages.0.mixer"] for c in children} <= {"fourier", "attention", "global_filter"}
+    assert {c.data.params["model.stages.0.mixer"] for c in children} <= {"fourier", "attention", "global_filter"}
     assert all("archsweep.arch" in c.data.tags and c.info.run_name.startswith("t0") for c in children)
     history = client.get_metric_history(children[0].info.run_id, "val_accuracy")
     assert [m.step for m in history][:2] == [0, 1]  # per-epoch metrics
@@ -66,6 +66,8 @@ def test_running_again_resumes_to_the_requested_count(workdir):
     assert main.main(["run", str(spec)]) == 0  # nothing left to do
     trials = study(workdir).trials
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 5
+    # The resumed sampler draws on: not its first draws again (they would be duplicates).
+    assert [t.user_attrs["state"] for t in trials] == ["complete"] * 5
     client, parents, children = runs_of(workdir)
     numbers = [c.data.tags["archsweep.trial"] for c in children]
     assert len(parents) == 1 and sorted(numbers) == [str(i) for i in range(5)]
@@ -281,3 +283,76 @@ def test_same_spec_and_seed_give_the_same_sweep_bit_for_bit(tmp_path, monkeypatc
             }
         )
     assert histories[0] == histories[1]
+
+
+def _artifact_csv(client, run_id: str, name: str, folder: Path) -> list[dict]:
+    return list(csv.DictReader(io.StringIO(Path(client.download_artifacts(run_id, name, str(folder))).read_text())))
+
+
+def test_a_repeated_draw_is_answered_from_the_earlier_trial_and_every_trial_is_reported(workdir, capsys):
+    """Three architectures, seven trials: two trained, one refused by a constraint, and
+    four repeats answered without training. Without a terminal, a line per trial; at the
+    end, counts per state and the reasons; trials.csv holds every trial."""
+    mixers = {"choice": ["fourier", "global_filter", {"attention": {"heads": 2}}]}
+    stages = [
+        {"depth": 1, "width": 8, "mlp_ratio": 2, "mixer": mixers},
+        {"depth": 0, "width": 16, "mixer": "fourier"},  # left out: only its depth is logged
+    ]
+    spec = write_spec(
+        workdir,
+        model={"patch_size": 2, "stages": stages},
+        train={"epochs": 1, "batch_size": 64, "lr": 0.003},
+        constraints=["params <= 750"],  # attention (796 parameters) is infeasible
+        search={"sampler": "random", "trials": 7, "seed": 1},  # draws global_filter, fourier, attention first
+    )
+    assert main.main(["run", str(spec)]) == 0
+    trials = study(workdir).trials
+    states = [t.user_attrs["state"] for t in trials]
+    assert sorted(states) == ["complete"] * 2 + ["duplicate"] * 4 + ["infeasible"], states
+    first = {}  # mixer -> the trial that ran it
+    for t in trials:
+        original = first.setdefault(t.params["model.stages[0].mixer"], t)
+        if t is original:
+            assert "duplicate_of" not in t.user_attrs
+            continue
+        assert t.state == TrialState.COMPLETE and t.user_attrs["duplicate_of"] == original.number
+        assert t.values == original.values and t.constraints == original.constraints  # the sampler learns the same
+        assert t.user_attrs["metrics"] == original.user_attrs["metrics"]
+    assert sorted(first) == ["attention", "fourier", "global_filter"]
+
+    client, parents, children = runs_of(workdir)
+    runs = {int(c.data.tags["archsweep.trial"]): c for c in children}
+    assert len(runs) == 7 and {c.info.status for c in children} == {"FINISHED"}
+    for t in trials:
+        run = runs[t.number]
+        # Optuna's names, list indices as MLflow allows them: model.stages[0].mixer is model.stages.0.mixer
+        assert {k: run.data.params[k] for k in t.params} == {k: str(v) for k, v in t.params.items()}
+        assert run.data.params["model.stages.1.depth"] == "0"
+        assert not [k for k in run.data.params if k.startswith("model.stages.1.") and not k.endswith("depth")]
+        assert run.data.tags["archsweep.state"] == t.user_attrs["state"]
+        if "duplicate_of" in t.user_attrs:
+            original = runs[t.user_attrs["duplicate_of"]]
+            assert run.data.tags["archsweep.duplicate_of"] == str(t.user_attrs["duplicate_of"])
+            assert run.data.metrics == original.data.metrics and run.data.params == original.data.params
+            assert len(client.get_metric_history(run.info.run_id, "params")) == 1  # the final metrics only
+    history = {n: client.get_metric_history(r.info.run_id, "train_loss") for n, r in runs.items()}
+    assert sorted(n for n, points in history.items() if 0 in {m.step for m in points}) == [0, 1]  # only two trained
+
+    parent = parents[0]
+    front = {int(r["trial"]) for r in _artifact_csv(client, parent.info.run_id, "pareto.csv", workdir)}
+    assert front <= {t.number for t in trials if t.user_attrs["state"] == "complete"}
+    rows = _artifact_csv(client, parent.info.run_id, "trials.csv", workdir)
+    assert [int(r["trial"]) for r in rows] == list(range(7))
+    for row, t in zip(rows, trials, strict=True):
+        assert row["state"] == t.user_attrs["state"]
+        assert row["model.stages.0.mixer"] == t.params["model.stages[0].mixer"]
+        assert row["duplicate_of"] == str(t.user_attrs.get("duplicate_of", ""))
+    refused = [r for r in rows if r["state"] == "infeasible"]
+    assert refused[0]["reason"] == "breaks params <= 750" and refused[0]["params"] == "796.0"
+    assert parent.data.metrics["trials_duplicate"] == 4 and parent.data.metrics["trials_infeasible"] == 1
+
+    out = capsys.readouterr().out
+    for t in trials:  # a line per trial while the sweep ran, before the final table
+        assert -1 < out.find(f"\nt{t.number:02d} {t.user_attrs['state']}") < out.index("Pareto front"), out
+    assert "7 trials: 2 complete, 4 duplicate, 1 infeasible" in out
+    assert "1 infeasible: breaks params <= 750 (1)" in out

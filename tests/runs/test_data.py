@@ -1,6 +1,7 @@
 """Datasets on tensors, and augmentation on the device."""
 
 import pickle
+import shutil
 
 import numpy as np
 import pytest
@@ -14,7 +15,8 @@ def test_digits_is_the_real_bundled_set_split_80_20():
     data = load(DataSpec("digits", val_fraction=0.2))
     assert data.train_x.shape == (1438, 1, 8, 8) and data.val_x.shape == (359, 1, 8, 8)
     assert set(data.train_y.unique().tolist()) == set(range(10))
-    assert abs(data.train_x.mean().item()) < 1e-5  # normalised with training statistics
+    assert data.train_x.min() == 0 and data.train_x.max() == 1  # as they come: pixel values / 16
+    assert data.mean == (data.train_x.mean().item(),) and data.std == (data.train_x.std().item(),)
     again = load(DataSpec("digits", val_fraction=0.2))
     assert torch.equal(again.val_y, data.val_y)  # the split is fixed
 
@@ -60,3 +62,49 @@ def test_augment_crops_and_flips_per_image(crop):
         for i in range(2):
             values = set(out[i][out[i] != 0].tolist())
             assert values <= set(x[i].flatten().tolist())
+
+
+# -- what validation knows before loading ------------------------------------------------
+
+
+def test_image_count_and_load_size_match_what_load_holds(tmp_path):
+    from runs.data import DIGITS_IMAGES, LOAD_COPIES, bytes_to_load, images, largest_side
+
+    digits = load(DataSpec("digits", image_size=12))
+    assert images(DataSpec("digits")) == DIGITS_IMAGES == len(digits.train_x) + len(digits.val_x)
+    assert bytes_to_load(DataSpec("digits", image_size=12)) == DIGITS_IMAGES * 12 * 12 * 4 * LOAD_COPIES
+    assert bytes_to_load(DataSpec("synthetic", samples=100, channels=2, image_size=8)) == 100 * 2 * 8 * 8 * 4 * 3
+    spec = DataSpec("digits", image_size=4096)
+    side = largest_side(spec, 64 * 2**30)
+    assert bytes_to_load(DataSpec("digits", image_size=side)) <= 64 * 2**30
+    assert bytes_to_load(DataSpec("digits", image_size=side + 1)) > 64 * 2**30
+
+
+def write_images(folder, count: int):
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    for i in range(count):
+        Image.new("RGB", (6, 6), (i * 30, 0, 0)).save(folder / f"{i}.png")
+
+
+def test_folder_problems_name_each_reason_an_image_folder_cannot_train(tmp_path):
+    from runs.data import folder_problems, images
+
+    assert folder_problems(tmp_path) == [
+        f"{tmp_path} holds no sub-folders; put one sub-folder of images per class there"
+    ]
+    write_images(tmp_path / "cat", 3)
+    assert folder_problems(tmp_path) == [f"{tmp_path} holds one class ('cat'); a classifier needs two or more"]
+    (tmp_path / "dog").mkdir()
+    (tmp_path / "dog" / "notes.txt").write_text("ignored: not an image suffix")
+    assert folder_problems(tmp_path) == ["class folder 'dog' holds no images (.bmp, .gif, .jpeg, .jpg, .png, .webp)"]
+    write_images(tmp_path / "bird", 2)
+    (tmp_path / "dog" / "0.png").write_text("a text file named .png")
+    truncated = (tmp_path / "cat" / "0.png").read_bytes()[:40]
+    (tmp_path / "cat" / "0.png").write_bytes(truncated)
+    (problem,) = folder_problems(tmp_path)
+    assert problem.startswith("not images that can be read: cat/0.png (") and "dog/0.png (cannot identify" in problem
+    shutil.rmtree(tmp_path / "dog")
+    (tmp_path / "cat" / "0.png").unlink()
+    assert folder_problems(tmp_path) == [] and images(DataSpec("imagefolder", path=str(tmp_path))) == 4

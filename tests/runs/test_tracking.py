@@ -26,4 +26,45 @@ def test_a_store_whose_creator_was_killed_mid_schema_opens_and_takes_runs(tmp_pa
     tracker = Tracker(embedded_store(store), "after-a-kill", artifacts=store / "artifacts")
     run_id = tracker.client.create_run(tracker.experiment_id).info.run_id
     assert tracker.client.get_run(run_id).info.status == "RUNNING"
-    assert sorted(p.name for p in store.iterdir()) == ["mlflow.db"]  # the killed build's side file is gone
+    assert sorted(p.name for p in store.iterdir()) == [".archsweep.lock", "mlflow.db"]  # the side file is gone
+
+
+def test_a_moved_store_is_rewritten_to_where_it_is_and_a_read_only_one_is_read_through_a_copy(tmp_path, monkeypatch):
+    from runs import store as stores
+
+    built = tmp_path / "built"
+    tracker = Tracker(embedded_store(built), "moved", artifacts=built / "artifacts")
+    client = tracker.client
+    run = client.create_run(tracker.experiment_id).info.run_id
+    tracker.log_text(run, "hello", "note.txt")
+    model = client.create_logged_model(tracker.experiment_id, source_run_id=run)
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "weights.txt").write_text("w")
+    client.log_model_artifacts(model.model_id, str(tmp_path / "model"))
+    client.create_registered_model("moved")
+    client.create_model_version("moved", model.artifact_location, run_id=run, model_id=model.model_id)
+    store = built.rename(tmp_path / "here")
+    here, db = stores.artifacts_uri(store), store / "mlflow.db"
+    recorded = _locations(db)
+    assert {table for table, _, _ in recorded} == {table for table, _ in stores.LOCATIONS}  # each is exercised
+
+    monkeypatch.setattr(stores, "writable", lambda folder: False)
+    with stores.reading(store) as copy:
+        assert copy != db and all(value.startswith(here) for _, _, value in _locations(copy))
+    assert _locations(db) == recorded  # a store that cannot be written is not
+    monkeypatch.undo()
+
+    moved = Tracker(embedded_store(store), "moved")
+    assert all(value.startswith(here) for _, _, value in _locations(db))
+    assert Path(moved.client.download_artifacts(run, "note.txt", str(tmp_path))).read_text() == "hello"
+    moved.log_text(run, "again", "later.txt")
+    assert (store / "artifacts" / run / "artifacts" / "later.txt").exists() and not built.exists()
+
+
+def _locations(db: Path) -> list[tuple[str, str, str]]:
+    import sqlite3
+
+    from runs.store import LOCATIONS
+
+    with sqlite3.connect(db) as con:
+        return [(t, c, v) for t, c in LOCATIONS for (v,) in con.execute(f"SELECT {c} FROM {t}") if v]

@@ -18,9 +18,10 @@ def test_lr_warms_up_then_follows_a_cosine_to_zero():
     assert lr_factor(50, 100, 10, "constant") == 1.0
 
 
-def _model(width=16):
+def _model(width=16, data=None):
     stage = StageSpec(1, width, MixerSpec("fourier"), mlp_ratio=2)
-    return build(ArchSpec((8, 8), 10, (stage,), in_channels=1, embedding=EmbeddingSpec("patch", 2)))
+    arch = ArchSpec((8, 8), 10, (stage,), in_channels=1, embedding=EmbeddingSpec("patch", 2))
+    return build(data.normalising(arch) if data else arch)  # with data: it normalises its input
 
 
 def test_training_learns_digits_and_reports_every_epoch():
@@ -28,7 +29,7 @@ def test_training_learns_digits_and_reports_every_epoch():
     data = load(DataSpec("digits"))
     seen = []
     cfg = TrainConfig(epochs=6, batch_size=64, lr=3e-3)
-    metrics = train(_model(64), data, cfg, seed=0, report=lambda e, m, snapshot: seen.append(e))
+    metrics = train(_model(64, data), data, cfg, seed=0, report=lambda e, m, snapshot: seen.append(e))
     assert seen == list(range(6))
     assert metrics["val_accuracy"] > 0.7 and metrics["val_top5"] >= metrics["val_accuracy"]
     assert metrics["epochs"] == 6 and metrics["throughput"] > 0 and math.isfinite(metrics["train_loss"])

@@ -6,6 +6,8 @@ import copy
 import math
 import os
 import random
+import re
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ import yaml
 
 import main
 from search.spec import Spec, SpecError, load
+from search.yamlio import printable
 
 ROOT = Path(__file__).resolve().parents[2]
 JUNK = [
@@ -140,3 +143,136 @@ def test_random_text_is_refused_cleanly(tmp_path):
             load(path)
         except SpecError as err:
             assert all("\n" not in str(issue) for issue in err.issues)
+
+
+# -- names and paths: traversal, separators, reserved names, length, unicode ---------------
+
+FRAGMENTS = [
+    "..", "../..", "../../victim", "/", "\\", "a/b", "..\\..\\victim", "./", "~", "/nonexistent", "C:\\x",
+    "CON", "nul", "com1", "LPT9.txt", "aux.yaml", ".hidden", "-dash", " ", "x" * 300,
+    "\u202e", "\u200f", "e\u0301", "\uff0f", "\u2215", "\U0001f600", "\x00", "\n", "\r", "\t", "\x7f",
+    "\ufeff", "\u0130", "\u2024\u2024", "sweep", "base.yaml", "data", "ok-1.2_3",
+]  # fmt: skip
+FIELDS = ["name", "tracking.dir", "data.path", "extends", "ablation.base.spec", "file name"]
+IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def fuzzed_name(rng: random.Random) -> str:
+    return "".join(rng.choice(FRAGMENTS) for _ in range(rng.randint(1, 4)))
+
+
+def fuzzed_spec(rng: random.Random, folder: Path) -> tuple[Path, str]:
+    """A small valid spec with one name or path replaced by a fuzzed one; (its file, the field)."""
+    field, value = rng.choice(FIELDS), fuzzed_name(rng)
+    data = {"name": "fuzz", "model": {"stages": [{"depth": 1, "width": 16, "mixer": "fourier"}]}}
+    file = folder / "spec.yaml"
+    if field == "file name":
+        del data["name"]
+        try:  # a name the file system takes (no NUL or '/', at most 255 bytes)
+            file = folder / f"{value}.yaml"
+            file.touch()
+        except (OSError, ValueError):
+            file = folder / "spec.yaml"
+    elif field == "ablation.base.spec":
+        data["ablation"] = {"base": {"spec": value, "trial": 0}, "factors": {"train.lr": [0.001, 0.01]}}
+        del data["model"]
+    elif "." in field:
+        section, key = field.split(".")
+        data[section] = {key: value, **({"dataset": "imagefolder"} if section == "data" else {})}
+    else:
+        data[field] = value
+    file.write_text(yaml.safe_dump(data, allow_unicode=True))
+    return file, field
+
+
+def tree(root: Path) -> set[str]:
+    return {str(Path(d, n).relative_to(root)) for d, dirs, files in os.walk(root) for n in dirs + files}
+
+
+@pytest.fixture
+def arena(tmp_path, monkeypatch):
+    """``tmp_path/a/b`` as the working folder, beside a ``victim/`` that must survive."""
+    (tmp_path / "victim").mkdir()
+    (tmp_path / "victim" / "keep.txt").write_text("mine")
+    work = tmp_path / "a" / "b"
+    work.mkdir(parents=True)
+    (work / "base.yaml").write_text("model: {stages: [{depth: 1, width: 16, mixer: fourier}]}\n")
+    monkeypatch.chdir(work)
+    return work
+
+
+def test_fuzzed_names_and_paths_load_as_identifiers_or_are_refused_on_one_line(arena):
+    rng, outcomes = random.Random(7), {"loaded": 0, "refused": 0}
+    for _ in range(400):
+        path, field = fuzzed_spec(rng, arena)
+        try:
+            spec = load(path, check_data=False)
+        except SpecError as err:
+            outcomes["refused"] += 1
+            for issue in err.issues:  # located in the spec, one printable line
+                line = str(issue)
+                assert line.startswith(printable(str(path))) and line.isprintable(), (field, line)
+        else:
+            outcomes["loaded"] += 1
+            assert IDENTIFIER.fullmatch(spec.name) and ".." not in spec.name, (field, spec.name)
+        if path.name != "spec.yaml":
+            path.unlink()
+    assert outcomes["loaded"] > 40 and outcomes["refused"] > 200, outcomes
+
+
+def test_fuzzed_names_and_paths_through_the_cli_create_nothing(arena, capsys):
+    rng, before, refused = random.Random(11), tree(arena.parents[1]), 0
+    for _ in range(40):
+        path, field = fuzzed_spec(rng, arena)
+        expected = tree(arena.parents[1])
+        try:
+            load(path, check_data=False)
+            command = "validate"  # a valid one would run a sweep: only validate it
+        except SpecError:
+            command, refused = "run", refused + 1
+        code = main.main([command, str(path)])
+        err = capsys.readouterr().err
+        assert "Traceback" not in err, err
+        assert code == (0 if command == "validate" else 2), (field, err)
+        assert tree(arena.parents[1]) == expected, field  # no store, journal or run; victim/ intact
+        if path.name != "spec.yaml":
+            path.unlink()
+    assert (arena.parents[1] / "victim" / "keep.txt").read_text() == "mine"
+    assert tree(arena.parents[1]) >= before and refused > 15
+
+
+def test_billion_laughs_is_refused_at_its_alias_quickly(tmp_path):
+    lol = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n'
+    for prev, name in zip("abcdefgh", "bcdefghi", strict=True):
+        lol += f"{name}: &{name} [" + ",".join([f"*{prev}"] * 9) + "]\n"
+    path = tmp_path / "lol.yaml"
+    path.write_text(lol)
+    start = time.perf_counter()
+    with pytest.raises(SpecError) as err:
+        load(path)
+    assert time.perf_counter() - start < 0.5  # counted on the graph of nodes, nothing expanded
+    assert str(err.value) == (
+        f"{path}:9:8: i[0]: this alias expands to 48,427,561 values, the spec to 490,329,064 "
+        "(at most 100,000: aliases of aliases?); write the values out"
+    )
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("a: " + "[" * 30000 + "]" * 30000, "1:204: brackets nested deeper than 200 levels"),  # libyaml crashed on it
+        ("a:\n" + "".join(" " * i + "- \n" for i in range(1, 400)), "65:65: a[0][0]"),  # block style, no brackets
+        (
+            "a: &a [1]\n" + "".join(f"b{i}: &b{i} [*{'a' if i == 0 else f'b{i - 1}'}]\n" for i in range(300)),
+            ": b299[0]",
+        ),
+    ],
+    ids=["brackets", "indentation", "aliases"],
+)
+def test_deep_nesting_is_refused_without_crashing(tmp_path, text, expected):
+    path = tmp_path / "deep.yaml"
+    path.write_text(text)
+    with pytest.raises(SpecError) as err:
+        load(path)
+    (issue,) = err.value.issues
+    assert str(issue).startswith(str(path)) and expected in str(issue), issue

@@ -1,4 +1,5 @@
-"""The HTML report, read back with the standard library's HTML parser."""
+"""What a sweep reports: the HTML report (read back with the standard library's HTML
+parser), and the lines it prints when the output is not a terminal."""
 
 from html.parser import HTMLParser
 
@@ -9,9 +10,12 @@ import io
 
 import matplotlib.pyplot as plt
 import yaml
+from rich.console import Console
 
 from search.report import html
 from search.spec import load
+from search.sweep import Progress
+from search.view import LiveView, tally
 
 
 class Page(HTMLParser):
@@ -91,3 +95,41 @@ def test_front_all_trials_and_spec_survive_any_text(tmp_path):
     failed = dict(zip(header[0], rows[2][0], strict=True))
     assert failed["state"] == "failed" and failed["reason"] == "RuntimeError: <oops>" and failed["gmacs"] == ""
     assert yaml.safe_load(page.pre[-1]) == dict(spec.resolved)
+
+
+ENDED = [
+    {"trial": 0, "state": "complete", "arch": "[fourier x1 @8]", "reason": "", "metrics": {"val_accuracy": 0.5}},
+    {"trial": 1, "state": "infeasible", "arch": "a", "reason": "breaks params <= 10", "metrics": {"params": 99.0}},
+    {"trial": 2, "state": "duplicate", "arch": "[fourier x1 @8]", "reason": "same draw as t00", "duplicate_of": 0},
+    {"trial": 3, "state": "failed", "arch": "b", "reason": "oom: out of memory"},
+    {"trial": 4, "state": "infeasible", "arch": "c", "reason": "breaks params <= 10"},
+    {"trial": 5, "state": "infeasible", "arch": "d", "reason": "refused by the builder: stages[0].width"},
+]
+
+
+def test_without_a_terminal_each_ended_trial_is_a_line_once(tmp_path):
+    objectives = _spec(tmp_path).objectives
+    for terminal in (False, True):
+        out = io.StringIO()
+        view, progress = LiveView(objectives, Console(file=out, force_terminal=terminal, width=40)), Progress(6)
+        for row in ENDED[:3]:
+            progress.ended.append({"metrics": {}, **row})
+            view.update(progress)
+            view.update(progress)  # a progress update without a new trial prints nothing
+        if terminal:  # the live display shows it instead
+            assert out.getvalue() == ""
+            continue
+        assert out.getvalue().splitlines() == [  # whole lines, the architecture's brackets as they are
+            "t00 complete: val_accuracy 0.5 | [fourier x1 @8]",
+            "t01 infeasible: breaks params <= 10 | a",
+            "t02 duplicate: same draw as t00 | [fourier x1 @8]",
+        ]
+
+
+def test_the_final_tally_counts_states_and_groups_reasons():
+    assert tally(ENDED) == [
+        "6 trials: 1 complete, 1 duplicate, 3 infeasible, 1 failed",
+        "3 infeasible: breaks params <= 10 (2), refused by the builder: stages[0].width (1)",
+        "1 failed: oom: out of memory (1)",
+        "1 duplicate (the same draw again, answered without training): t02 = t00",
+    ]

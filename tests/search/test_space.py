@@ -51,14 +51,17 @@ def test_dimensions_and_size():
     assert size(FloatRange(0.0, 1.0, step=0.25)) == 5
 
 
-def test_flatten_gives_readable_params():
+def test_flatten_names_params_as_sample_names_dimensions():
     value = {"stages": [{"depth": 2, "mixer": {"name": "attention", "options": {"heads": 4}}}], "patch_size": 2}
-    assert flatten(value) == {
-        "stages.0.depth": 2,
-        "stages.0.mixer": "attention",
-        "stages.0.mixer.heads": 4,
-        "patch_size": 2,
+    assert flatten(value, "model") == {
+        "model.stages.0.depth": 2,
+        "model.stages.0.mixer": "attention",
+        "model.stages.0.mixer.attention.heads": 4,
+        "model.patch_size": 2,
     }
+    params = {"m.width": 64, "m.depth": 2, "m.lr": 1e-3, "m.mixer": "attention", "m.mixer.attention.heads": 2}
+    flat = flatten(sample(SPACE, optuna.trial.FixedTrial(params), "m"), "m")
+    assert flat == {**params, "m.fixed": [1, 2]}  # every Optuna parameter, by its own name
 
 
 @pytest.mark.parametrize("step", [1, 2])

@@ -1,0 +1,91 @@
+"""A repeated draw is answered from the earlier trial, not trained: what counts as the
+same draw, and the Ray backend's part (its searcher and trainable, in this process with
+Tune's two calls replaced: no Ray runtime). The local backend's sweep is in
+tests/e2e/test_sweep.py."""
+
+from types import SimpleNamespace
+
+import yaml
+from mlflow import MlflowClient
+
+from runs.tracking import Tracker, embedded_store
+from search.spec import load
+from search.sweep import Sweep, draw_key, trial_params
+
+STAGE = {"depth": 1, "width": 8, "mlp_ratio": 2, "mixer": {"name": "fourier", "options": {}}}
+TRAIN = {"epochs": 1, "lr": 0.003}
+
+
+def test_the_same_draw_is_the_same_params_whatever_the_seed_and_a_left_out_stage():
+    model = {"patch_size": 2, "stages": [STAGE, {**STAGE, "depth": 0}]}
+    key = draw_key(model, TRAIN)
+    left_out_wider = {"patch_size": 2, "stages": [STAGE, {**STAGE, "depth": 0, "width": 64}]}
+    assert draw_key(left_out_wider, TRAIN) == key  # a stage of depth 0 is not built
+    assert trial_params(left_out_wider, TRAIN, 1) == {**trial_params(model, TRAIN, 2), "seed": 1}
+    assert "model.stages.1.width" not in trial_params(model, TRAIN, 0)
+    assert draw_key({"patch_size": 2, "stages": [STAGE, {**STAGE, "width": 64}]}, TRAIN) != key
+    assert draw_key(model, {**TRAIN, "lr": 0.004}) != key
+
+
+def _ray_spec(tmp_path):
+    """A space of one point: every draw after the first repeats it."""
+    spec = {
+        "name": "dup",
+        "data": {"dataset": "synthetic", "image_size": 8, "num_classes": 4, "samples": 64, "channels": 1},
+        "model": {"patch_size": 2, "stages": [{"depth": 1, "width": 8, "mixer": "fourier"}]},
+        "train": TRAIN,
+        "objectives": [{"val_accuracy": "max"}, {"gmacs": "min"}],
+        "constraints": ["params <= 1e6"],
+        "search": {"sampler": "random", "trials": 2, "seed": 0},
+        "backend": {"kind": "ray"},
+        "tracking": {"dir": str(tmp_path / "store")},
+    }
+    path = tmp_path / "dup.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return load(str(path))
+
+
+def test_on_ray_the_driver_spots_a_repeat_and_the_trainable_answers_it_untrained(tmp_path, monkeypatch):
+    from search import raytune
+
+    spec = _ray_spec(tmp_path)
+    uri = embedded_store(tmp_path / "store")
+    tracker = Tracker(uri, spec.experiment, artifacts=tmp_path / "store" / "artifacts")
+    parent = tracker.sweep_run(spec.name, spec.name, {})
+    original = tracker.trial_run(parent, spec.name, 0, "t00", {}, {})
+    reported, current = [], ["b"]
+    monkeypatch.setattr(raytune.tune, "report", lambda result, checkpoint=None: reported.append(result))
+    monkeypatch.setattr(raytune.tune, "get_context", lambda: SimpleNamespace(get_trial_id=lambda: current[0]))
+    monkeypatch.setattr(raytune, "_dataset", lambda *a: (_ for _ in ()).throw(AssertionError("it trains")))
+
+    searcher = raytune.ArchSearch(spec)
+    assert "repeat" not in searcher.suggest("a")
+    metrics = {"val_accuracy": 0.5, "gmacs": 0.1, "params": 532.0, "epochs": 1.0}
+    done = {"number": 0, "run_id": original, "arch": "fourier", "state": "complete", **metrics}
+    searcher.on_trial_complete("a", {**done, "values": [0.5, 0.1], "violations": [-999468.0, 0.0]})
+    config = searcher.suggest("b")
+    assert config["repeat"]["duplicate_of"] == 0
+    raytune.trainable(config, spec=spec, parent=parent, uri=uri)  # in a Ray worker, this
+    searcher.on_trial_complete("b", reported[-1])
+
+    first, repeat = searcher._ot_study.trials
+    assert repeat.user_attrs["state"] == "duplicate" and repeat.user_attrs["duplicate_of"] == 0
+    assert repeat.values == first.values and repeat.constraints == first.constraints
+    assert repeat.user_attrs["metrics"] == first.user_attrs["metrics"] == metrics
+    run = MlflowClient(uri).get_run(reported[-1]["run_id"])
+    assert run.info.status == "FINISHED" and run.data.metrics == metrics
+    assert run.data.tags["archsweep.duplicate_of"] == "0" and run.data.tags["archsweep.state"] == "duplicate"
+    assert run.data.tags["archsweep.trial"] == "1" and run.data.params["seed"] == str(spec.search.seed)
+
+    sweep = Sweep(spec)  # the driver's bookkeeping counts it, and has its line to print
+    monkeypatch.setattr(raytune, "_ACTIVE", [sweep])
+    raytune._Bookkeeper().on_trial_complete(0, [], SimpleNamespace(last_result=reported[-1]))
+    assert sweep.progress.duplicate == 1 and sweep.progress.done == 0
+    line = sweep.progress.ended[0]
+    assert (line["trial"], line["state"], line["duplicate_of"], line["reason"]) == (
+        1,
+        "duplicate",
+        0,
+        "same draw as t00",
+    )
+    assert line["metrics"]["val_accuracy"] == 0.5
