@@ -91,11 +91,11 @@ def test_a_trial_beyond_its_memory_cap_fails_as_oom_and_the_next_runs(workdir):
     )
     assert main.main(["run", str(spec)]) == 3
     trials = study(workdir).trials
-    wide = [t for t in trials if t.params["model.stages[0].width"] == 4096]
+    wide = [t for t in trials if t.params["model.stages.0.width"] == 4096]
     assert wide and all(t.state == TrialState.FAIL for t in wide)
     assert all(t.user_attrs["fail_reason"].startswith("oom: ") for t in wide), [t.user_attrs for t in wide]
     assert all(t.user_attrs["attempts"] == 1 for t in wide)  # not retried: it would not fit again
-    narrow = [t for t in trials if t.params["model.stages[0].width"] == 8]
+    narrow = [t for t in trials if t.params["model.stages.0.width"] == 8]
     assert narrow and all(t.state == TrialState.COMPLETE for t in narrow)
     assert max(t.number for t in narrow) > min(t.number for t in wide)  # a trial ran after an oom
 

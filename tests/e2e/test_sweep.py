@@ -311,7 +311,7 @@ def test_a_repeated_draw_is_answered_from_the_earlier_trial_and_every_trial_is_r
     assert sorted(states) == ["complete"] * 2 + ["duplicate"] * 4 + ["infeasible"], states
     first = {}  # mixer -> the trial that ran it
     for t in trials:
-        original = first.setdefault(t.params["model.stages[0].mixer"], t)
+        original = first.setdefault(t.params["model.stages.0.mixer"], t)
         if t is original:
             assert "duplicate_of" not in t.user_attrs
             continue
@@ -325,7 +325,7 @@ def test_a_repeated_draw_is_answered_from_the_earlier_trial_and_every_trial_is_r
     assert len(runs) == 7 and {c.info.status for c in children} == {"FINISHED"}
     for t in trials:
         run = runs[t.number]
-        # Optuna's names, list indices as MLflow allows them: model.stages[0].mixer is model.stages.0.mixer
+        # one name in Optuna and MLflow
         assert {k: run.data.params[k] for k in t.params} == {k: str(v) for k, v in t.params.items()}
         assert run.data.params["model.stages.1.depth"] == "0"
         assert not [k for k in run.data.params if k.startswith("model.stages.1.") and not k.endswith("depth")]
@@ -345,7 +345,7 @@ def test_a_repeated_draw_is_answered_from_the_earlier_trial_and_every_trial_is_r
     assert [int(r["trial"]) for r in rows] == list(range(7))
     for row, t in zip(rows, trials, strict=True):
         assert row["state"] == t.user_attrs["state"]
-        assert row["model.stages.0.mixer"] == t.params["model.stages[0].mixer"]
+        assert row["model.stages.0.mixer"] == t.params["model.stages.0.mixer"]
         assert row["duplicate_of"] == str(t.user_attrs.get("duplicate_of", ""))
     refused = [r for r in rows if r["state"] == "infeasible"]
     assert refused[0]["reason"] == "breaks params <= 750" and refused[0]["params"] == "796.0"
