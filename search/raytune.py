@@ -105,16 +105,7 @@ def trainable(config: dict, *, spec: Spec, parent: str, uri: str, credentials: t
     cfg = TrainConfig.from_mapping({**config["train"], "crop": spec.data.crop, "flip": spec.data.flip})
     line = summary(arch)
     tracker = Tracker(uri, spec.experiment, credentials=credentials)
-    key = tune.get_context().get_trial_id()
-    run = tracker.trial_run(
-        parent,
-        spec.name,
-        number,
-        run_name(number, line, tags, seed),
-        trial_params(config["model"], config["train"], seed),
-        {"archsweep.arch": line, **tags},
-        key=key,
-    )
+    run = _trial_run(tracker, parent, spec, config, line, {"archsweep.arch": line, **tags}, seed)
     tracker.set_tags(run, {"archsweep.node": ray.util.get_node_ip_address()})
     base, cost = {"number": number, "run_id": run, "arch": line}, {}
 
@@ -182,21 +173,20 @@ def trainable(config: dict, *, spec: Spec, parent: str, uri: str, credentials: t
         tune.report(final, checkpoint=tune.Checkpoint.from_directory(folder) if trained and last else None)
 
 
+def _trial_run(tracker: Tracker, parent: str, spec: Spec, config: dict, line: str, tags: dict, seed: int) -> str:
+    """The trial's MLflow child run, keyed by Tune's trial id (a retry continues it)."""
+    number = config["number"]
+    params = trial_params(config["model"], config["train"], seed)
+    name = run_name(number, line, tags, seed)
+    return tracker.trial_run(parent, spec.name, number, name, params, tags, key=tune.get_context().get_trial_id())
+
+
 def _answer_repeat(config: dict, spec: Spec, tracker: Tracker, parent: str) -> None:
     """A duplicate: its MLflow run and its result are the earlier trial's; nothing trains."""
     answer, number = config["repeat"], config["number"]
     original, line, metrics = answer["duplicate_of"], answer["arch"], answer["metrics"]
     tags = {"archsweep.arch": line, DUPLICATE_TAG: str(original)}
-    seed = trial_seed(spec, original)
-    run = tracker.trial_run(
-        parent,
-        spec.name,
-        number,
-        run_name(number, line, tags, seed),
-        trial_params(config["model"], config["train"], seed),
-        tags,
-        key=tune.get_context().get_trial_id(),
-    )
+    run = _trial_run(tracker, parent, spec, config, line, tags, trial_seed(spec, original))
     if metrics:
         tracker.log_metrics(run, metrics, step=int(metrics.get("epochs", 0)))
     tracker.end_trial(run, "duplicate", answer["reason"])
