@@ -44,6 +44,7 @@ from search.sweep import (
     counted,
     draw,
     journal_storage,
+    name_metrics,
     refused,
     repeat_of,
     repeated,
@@ -128,6 +129,7 @@ class LocalSweep(Sweep):
             pruner=make_pruner(spec),
             load_if_exists=True,
         )
+        name_metrics(self.study, spec)
         # Optuna leaves a killed process's trials RUNNING forever (its heartbeat needs an RDB
         # storage and optimize()); the lock says no other process runs this sweep, so they
         # are dead: FAIL without a reason, not counted, run again.

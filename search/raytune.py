@@ -61,6 +61,7 @@ from search.sweep import (
     constraint_names,
     draw,
     journal_storage,
+    name_metrics,
     refused,
     repeat_of,
     repeated,
@@ -623,6 +624,7 @@ class RaySweep(Sweep):
         self.study = optuna.create_study(
             study_name=self.spec.name, storage=journal_storage(journal, owned=True), directions=source.directions
         )
+        name_metrics(self.study, self.spec)
         keys, unfinished = set(), 0
         for t in source.get_trials(deepcopy=True):
             keys.add(t.user_attrs.get("tune_trial_id"))

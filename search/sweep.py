@@ -14,6 +14,7 @@ import hashlib
 import io
 import json
 import subprocess
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,6 +70,16 @@ def journal_storage(path: Path, *, owned: bool = False) -> optuna.storages.Journ
     if owned:
         Path(f"{path}.lock").unlink(missing_ok=True)
     return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+
+
+def name_metrics(study: optuna.Study, spec: Spec) -> None:
+    """The objectives' names on the study, so that Optuna's own tools (optuna-dashboard,
+    ``study.trials_dataframe()``) show ``val_accuracy`` and ``gmacs``, not "Objective 0"."""
+    names = [o.metric for o in spec.objectives]
+    if study.metric_names != names:
+        with warnings.catch_warnings():  # experimental in Optuna 5, stable in use since 3.2
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(names)
 
 
 def counted(trial: optuna.trial.FrozenTrial) -> bool:

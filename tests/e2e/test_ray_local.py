@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import optuna
 import psutil
 import pytest
 import yaml
@@ -129,6 +130,9 @@ def test_the_quickstart_gives_the_same_kind_of_result_on_both_backends(tmp_path,
         assert len(parents) == 1 and len(children) == 4
         assert {r.info.status for r in children} == {"FINISHED"}
         results[kind] = {r.data.tags["archsweep.trial"]: r for r in children}
+        journal = optuna.storages.journal.JournalFileBackend(str(tmp_path / store / "optuna" / "quickstart.journal"))
+        journal_study = optuna.load_study(study_name="quickstart", storage=optuna.storages.JournalStorage(journal))
+        assert journal_study.metric_names == ["val_accuracy", "gmacs"]  # as Optuna's own tools show them
         _front_models_reload(client, children, tmp_path / kind)
     isolated = [sys.executable, "-I", "-c", OPEN_TUNE_STATE, str(tmp_path / "store_ray" / "ray" / "quickstart")]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}

@@ -66,6 +66,7 @@ def test_running_again_resumes_to_the_requested_count(workdir):
     assert main.main(["run", str(spec)]) == 0  # nothing left to do
     trials = study(workdir).trials
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 5
+    assert study(workdir).metric_names == ["val_accuracy", "gmacs"]  # as Optuna's own tools show them
     # The resumed sampler draws on: not its first draws again (they would be duplicates).
     assert [t.user_attrs["state"] for t in trials] == ["complete"] * 5
     client, parents, children = runs_of(workdir)
