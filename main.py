@@ -104,20 +104,20 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     spec = _load(args)
     if spec is None:
         return 2
-    from search.view import LiveView, front_table, tally
+    from search.results.view import LiveView, front_table, tally
 
     if spec.backend.kind == "ray":
-        from search.raytune import RaySweep as Backend
+        from search.sweep.ray.driver import RaySweep as Backend
     else:
-        from search.local import LocalSweep as Backend
+        from search.sweep.local import LocalSweep as Backend
 
     view = LiveView(spec.objectives, console)
     sweep = Backend(spec, device=args.device, on_change=view.update)
     if args.resume and not sweep.resumable():
         print(f"error: --resume: sweep {spec.name} has no saved state in {spec.store} to resume", file=sys.stderr)
         return 2
-    from search.preflight import StoreError
-    from search.sweep import SweepBusy, TrackingFailed
+    from search.sweep.base import SweepBusy, TrackingFailed
+    from search.sweep.preflight import StoreError
 
     try:
         try:
@@ -147,7 +147,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         sweep.close()
     rows = sweep.front_rows()[0]
     if spec.ablation is not None:
-        from search.view import ablation_table
+        from search.results.view import ablation_table
 
         shown = list(dict.fromkeys([*(o.metric for o in spec.objectives), "params", "gmacs"]))
         console.print(ablation_table(sweep.ablation_rows, shown, f"ablation {spec.name} (all metrics: ablation.csv)"))
@@ -187,9 +187,9 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
     import random
 
     from runs.data import geometry
-    from search.fields import RandomTrial, to_arch
-    from search.space import describe as describe_dim
-    from search.space import dimensions, sample, size
+    from search.spec.arch import RandomTrial, to_arch
+    from search.spec.space import describe as describe_dim
+    from search.spec.space import dimensions, sample, size
 
     dims = {**dimensions(spec.model, "model"), **dimensions(spec.train, "train")}
     geo, rng = geometry(spec.data), random.Random(args.seed)
@@ -242,13 +242,13 @@ _COUNTED = ("params", "gmacs", "gflops")  # cost metrics counted without a devic
 def _architecture_row(arch, spec, arm: str = "") -> dict:
     """What validate shows of one architecture: the builder's refusals, or its counted
     cost and the cost constraints that it breaks (as the sweep would record it)."""
-    from blocks.cost import count_params, flops_per_image
+    from blocks.cost import count_params, flops_per_image, gmacs_of
 
     refused = [str(p) for p in check_arch(arch)]
     row = {"summary": f"{arm}: {summary(arch)}" if arm else summary(arch), "refused": refused}
     if not refused:
         flops = flops_per_image(arch)
-        row.update(params=count_params(build(arch, device="meta"))[0], gmacs=flops / 2e9, gflops=flops / 1e9)
+        row.update(params=count_params(build(arch, device="meta"))[0], gmacs=gmacs_of(flops), gflops=flops / 1e9)
         broken = [str(c) for c in spec.constraints if c.metric in _COUNTED and c.violation(row[c.metric]) > 0]
         row["refused"] = ["breaks " + ", ".join(broken)] if broken else []
     return row
@@ -286,8 +286,8 @@ def cmd_ui(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_show(args: argparse.Namespace, console: Console) -> int:
-    from search import review
-    from search.view import front_table
+    from search.results import review
+    from search.results.view import front_table
 
     try:
         with review.opened(args.store, args.uri) as uri:
@@ -305,7 +305,7 @@ def cmd_show(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_export(args: argparse.Namespace, console: Console) -> int:
-    from search import review
+    from search.results import review
 
     try:
         with review.opened(args.store, args.uri) as uri:
@@ -324,20 +324,20 @@ def cmd_export(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_cluster(args: argparse.Namespace, console: Console) -> int:
-    from search import raytune
+    from search.sweep.ray import cluster
 
-    address = f"{raytune.HEAD_NODE}:{args.port}"
+    address = f"{cluster.HEAD_NODE}:{args.port}"
     if args.action == "up":
-        raytune.cluster_up(workers=args.workers, cpus=args.cpus, port=args.port)
+        cluster.cluster_up(workers=args.workers, cpus=args.cpus, port=args.port)
         console.print(f"Ray cluster at {address}: a head and {args.workers} worker node(s), token authentication on")
         console.print(f"run a sweep on it: python main.py run SPEC -o backend.kind=ray -o backend.address={address}")
         console.print("(a cluster's workers log to a tracking server: also set -o tracking.uri=http://127.0.0.1:PORT)")
     elif args.action == "down":  # that cluster only: not a sweep's private runtime beside it
-        stopped = raytune.cluster_down(address)
+        stopped = cluster.cluster_down(address)
         said = f"stopped the Ray cluster at {address} ({stopped} processes)" if stopped else f"no cluster at {address}"
         console.print(said)
     else:
-        console.print(raytune.cluster_status(address))
+        console.print(cluster.cluster_status(address))
     return 0
 
 

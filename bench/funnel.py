@@ -9,7 +9,7 @@ import torch
 
 from bench.common import Env, pyplot, save_figure, timed, write_csv
 from blocks import build, presets, summary
-from blocks.cost import activation_memory_mb, flops_per_image, peak_memory_mb, train_step_ms
+from blocks.cost import activation_memory_mb, flops_per_image, gmacs_of, peak_memory_mb, train_step_ms
 
 # name -> (blocks, pool-query-only in the first layer after each pool)
 LAYOUTS = {
@@ -45,7 +45,7 @@ def run(
         rows.append(
             {
                 "layout": name,
-                "gmacs": flops_per_image(arch) / 2e9,
+                "gmacs": gmacs_of(flops_per_image(arch)),
                 "step_ms": step,
                 "peak_mb": peak_memory_mb(model, images),
                 "activation_mb": activation_memory_mb(model, images),

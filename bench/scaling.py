@@ -10,7 +10,7 @@ import torch
 
 from bench.common import Env, fit_exponent, predicted_over_cap, pyplot, save_figure, timed, write_csv
 from blocks import build, presets
-from blocks.cost import flops_per_image, latency_ms, peak_memory_mb, train_step_ms
+from blocks.cost import flops_per_image, gmacs_of, latency_ms, peak_memory_mb, train_step_ms
 
 MIXERS = ("attention", "fourier", "global_filter", "performer", "fft_conv")
 # (image size, patch size). 1080 is not divisible by 16: 1072 (67x67 tokens) stands in.
@@ -38,7 +38,7 @@ def matmul_flops_per_s(device: str) -> float:
 def measure(mixer, size, patch, *, width, depth, device, repeats, cap_s, rate) -> dict:
     arch = presets.vit(mixer, image_size=size, patch_size=patch, width=width, depth=depth, heads=4, num_classes=10)
     flops = flops_per_image(arch)
-    row = {"mixer": mixer, "image": size, "patch": patch, "tokens": (size // patch) ** 2, "gmacs": flops / 2e9}
+    row = {"mixer": mixer, "image": size, "patch": patch, "tokens": (size // patch) ** 2, "gmacs": gmacs_of(flops)}
     # Forward (1 + repeats calls) and a training step (about 3x a forward, 2 + repeats calls).
     reason = predicted_over_cap(flops, rate, (1 + repeats) + 3 * (2 + repeats), cap_s)
     if reason:

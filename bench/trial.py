@@ -15,10 +15,9 @@ import yaml
 
 from bench.common import Env, pyplot, save_figure, write_csv
 from blocks import ArchSpec, EmbeddingSpec, MixerSpec, StageSpec, build
-from runs.data import load
+from runs.data import DataSpec, load
 from runs.tracking import MODEL_TAG
 from runs.train import TrainConfig, train
-from search.spec import DataSpec
 
 
 def _arch() -> ArchSpec:
@@ -100,9 +99,9 @@ def sweep_overhead(trials: int, epochs: int, device: str, backend: dict, label: 
         path.write_text(yaml.safe_dump({**spec_data, "tracking": {"dir": str(Path(tmp) / "store"), "models": models}}))
         spec = load_spec(path)
         if spec.backend.kind == "ray":
-            from search.raytune import RaySweep as Backend
+            from search.sweep.ray.driver import RaySweep as Backend
         else:
-            from search.local import LocalSweep as Backend
+            from search.sweep.local import LocalSweep as Backend
         sweep = Backend(spec, device=device)
         try:
             t0 = time.perf_counter()
@@ -145,7 +144,7 @@ def overheads(trials: int, epochs: int, device: str, quick: bool = False) -> lis
         for models in ("none", "all"):
             rows.append(sweep_overhead(trials, epochs, device, {"kind": "local"}, f"local, models: {models}", models))
     try:
-        import search.raytune  # noqa: F401
+        import search.sweep.ray.driver  # noqa: F401 (it sets Ray's environment, then imports ray)
     except ImportError:
         return rows
     if not quick:  # quick: the local rows show the bench runs; Ray's start alone takes 15 s

@@ -107,6 +107,12 @@ def count_flops(model: nn.Module, images: torch.Tensor) -> int:
     return counter.get_total_flops()
 
 
+def gmacs_of(flops: float) -> float:
+    """Giga multiply-accumulates from a FLOP count: a MAC is two FLOPs (a multiply and an
+    add). GFNet's published "GFLOPs" are these GMACs."""
+    return flops / 2e9
+
+
 def flops_per_image(arch: ArchSpec) -> int:
     """Forward FLOPs for one image, counted on a meta-device model (nothing allocated)."""
     model = build(arch, device="meta")
@@ -344,6 +350,44 @@ def train_step_ms(model: nn.Module, images: torch.Tensor, *, repeats: int = 5, w
 # -- everything at once ------------------------------------------------------------------
 
 
+def counted_cost(arch: ArchSpec, model: nn.Module | None = None) -> dict[str, float]:
+    """The cost metrics known without running anything: params and params_trainable (of
+    ``model``, or of ``arch`` built on the meta device), gflops and gmacs per image."""
+    flops = flops_per_image(arch)
+    total, trainable = count_params(build(arch, device="meta") if model is None else model)
+    return {
+        "params": float(total),
+        "params_trainable": float(trainable),
+        "gflops": flops / 1e9,
+        "gmacs": gmacs_of(flops),
+    }
+
+
+def timed_cost(
+    model: nn.Module,
+    image_shape: Sequence[int],
+    *,
+    device: torch.device | str,
+    batch_size: int,
+    repeats: int = 5,
+    threads: int | None = 1,
+) -> dict[str, float]:
+    """The cost metrics measured by running ``model`` on random ``(C, H, W)`` images on
+    ``device``: latency_ms at batch 1 (``measure_latency``'s rounds of ``repeats`` runs
+    on ``threads``) with its latency_spread, latency_wait and latency_unreliable (1.0
+    when the machine was too busy, see ``Latency``), then peak_mem_mb of a training step
+    at ``batch_size``."""
+    images = torch.randn(1, *image_shape, device=device)
+    latency = measure_latency(model, images, repeats=repeats, threads=threads)
+    return {
+        "latency_ms": latency.ms,
+        "latency_spread": latency.spread,
+        "latency_wait": latency.wait,
+        "latency_unreliable": float(latency.unreliable),
+        "peak_mem_mb": peak_memory_mb(model, torch.randn(batch_size, *image_shape, device=device)),
+    }
+
+
 def measure(
     arch: ArchSpec,
     *,
@@ -352,22 +396,13 @@ def measure(
     repeats: int = 5,
     timing: bool = True,
 ) -> dict[str, float]:
-    """The cost metrics of ``arch``: params, gmacs, gflops and (with ``timing``)
-    latency_ms at batch 1 (``repeats`` runs a round, see ``measure_latency``, on the
-    threads as set) with its latency_spread, and peak_mem_mb of a training step at
-    ``batch_size``."""
-    flops = flops_per_image(arch)
-    total, trainable = count_params(build(arch, device="meta"))
-    out = {
-        "params": float(total),
-        "params_trainable": float(trainable),
-        "gflops": flops / 1e9,
-        "gmacs": flops / 2e9,
-    }
+    """The cost table's metrics of ``arch`` (``main.py cost``): ``counted_cost``, and with
+    ``timing`` the latency_ms, latency_spread and peak_mem_mb of ``timed_cost`` on a model
+    built on ``device`` (on the threads as set)."""
+    out = counted_cost(arch)
     if timing:
         model = build(arch, device=device)
         shape = (arch.in_channels, *arch.image_size)
-        latency = measure_latency(model, torch.randn(1, *shape, device=device), repeats=repeats, threads=None)
-        out["latency_ms"], out["latency_spread"] = latency.ms, latency.spread
-        out["peak_mem_mb"] = peak_memory_mb(model, torch.randn(batch_size, *shape, device=device))
+        timed = timed_cost(model, shape, device=device, batch_size=batch_size, repeats=repeats, threads=None)
+        out.update({k: timed[k] for k in ("latency_ms", "latency_spread", "peak_mem_mb")})
     return out

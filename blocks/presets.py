@@ -6,6 +6,8 @@ and the subjects of the faithfulness tests.
 
 from __future__ import annotations
 
+import blocks.mixers  # noqa: F401  (fills MIXERS)
+from blocks.registry import MIXERS
 from blocks.spec import ArchSpec, EmbeddingSpec, MixerSpec, StageSpec, Transition
 
 # Vision X-formers (Jeevan & Sethi 2022), section 4: CIFAR-10 at patch 1, width 128,
@@ -24,8 +26,7 @@ def vix(mixer: str = "attention", *, hybrid: bool = False, positional: str = "le
     """ViT / ViP / ViL / ViN / FNet / MLP-Mixer of ViX Tables 1 (linear), 2 (hybrid) and 5 (rope)."""
     embedding = EmbeddingSpec("conv", 1, {"channels": [32, 64]}) if hybrid else EmbeddingSpec("patch", 1)
     stage = StageSpec(depth=4, width=128, mlp_ratio=2.0, mixer=MixerSpec(mixer, VIX_MIXERS[mixer]))
-    head = "gap" if mixer == "mlp_mixer" else "cls"
-    return ArchSpec((32, 32), 10, (stage,), embedding=embedding, positional=positional, head=head)
+    return ArchSpec((32, 32), 10, (stage,), embedding=embedding, positional=positional, head=_head_for(mixer))
 
 
 # GFNet (Rao et al. 2021), Table "Complexity and Variants": patch 16, MLP ratio 4, GAP head.
@@ -51,15 +52,21 @@ def vit(
 ) -> ArchSpec:
     """A plain isotropic ViT with any mixer (the FiT scaling comparison: same width and
     depth, only the mixer differs)."""
-    options = {"heads": heads} if mixer in ("attention", "performer", "linformer", "nystrom") else {}
+    options = {"heads": heads} if mixer in MIXERS and MIXERS[mixer].takes("heads") else {}
     stage = StageSpec(depth=depth, width=width, mixer=MixerSpec(mixer, options))
-    head = "cls" if MIXER_TAKES_CLS.get(mixer, True) else "gap"
     return ArchSpec(
-        (image_size, image_size), num_classes, (stage,), embedding=EmbeddingSpec("patch", patch_size), head=head
+        (image_size, image_size),
+        num_classes,
+        (stage,),
+        embedding=EmbeddingSpec("patch", patch_size),
+        head=_head_for(mixer),
     )
 
 
-MIXER_TAKES_CLS = {"global_filter": False, "fft_conv": False, "mlp_mixer": False}
+def _head_for(mixer: str) -> str:
+    """A class token where the mixer can carry one, else global average pooling. An
+    unknown mixer gets the class token and is left for the builder to refuse by name."""
+    return "cls" if mixer not in MIXERS or MIXERS[mixer].cls_token else "gap"
 
 
 def funnel_vit(

@@ -2,13 +2,10 @@
 
 Contracts of what each registry holds:
 
-- ``MIXERS[name]``: ``cls(dim, *, tokens_hw, prefix, **own)``; ``forward(x, hw)``
-  maps ``(B, N, D) -> (B, N, D)``. Class attributes state what the mixer can do:
-  ``rope`` (``"exact"``, ``"approx"`` or ``None``: whether it has queries and keys to
-  rotate; mixers that accept RoPE take a ``rope: bool`` keyword), ``cls_token``
-  (whether a prefix token may ride along), ``fixed_tokens`` (built for one token
-  count), ``query_pool`` (accepts ``kv=, kv_hw=`` of another length, for funnel
-  pool-query-only blocks).
+- ``MIXERS[name]``: a ``blocks.mixers._common.Mixer``, ``cls(dim, *, tokens_hw, prefix,
+  **own)``; ``forward(x, hw)`` maps ``(B, N, D) -> (B, N, D)``. Its class attributes
+  ``rope``, ``cls_token`` and ``query_pool`` state what it can do (see ``Mixer``), and
+  ``takes(option)`` whether it has an option such as ``heads``.
 - ``EMBEDDINGS[name]``: ``cls(in_channels, dim, *, patch_size, **own)``;
   ``forward(images)`` maps ``(B, C, H, W) -> ((B, N, D), (h, w))``.
 - ``POSITIONALS[name]``: ``cls(dim, *, tokens_hw, prefix)``; ``forward(x, hw)`` adds

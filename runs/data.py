@@ -51,7 +51,20 @@ class Dataset:
         return replace(arch, input_mean=self.mean, input_std=self.std)
 
 
-def geometry(spec) -> Geometry:
+@dataclass(frozen=True)
+class DataSpec:
+    dataset: str = "digits"
+    path: str | None = None
+    image_size: int | None = None  # None: the dataset's own
+    val_fraction: float = 0.2
+    num_classes: int = 10  # synthetic only
+    samples: int = 2000  # synthetic only
+    channels: int = 3  # synthetic only
+    crop: int = 0  # random-crop padding in pixels (0: off)
+    flip: bool = False
+
+
+def geometry(spec: DataSpec) -> Geometry:
     """Image size, channels and classes of a ``DataSpec``, without loading the data."""
     side = spec.image_size or NATIVE_SIZE[spec.dataset]
     if spec.dataset == "synthetic":

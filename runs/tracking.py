@@ -46,18 +46,37 @@ logging.getLogger("alembic").setLevel(logging.WARNING)
 # and a model is only loaded from one's own store.
 logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
 
+# Every tag archsweep writes, here only: the MLflow UI filters on them and review reads them.
+# On every run:
 SWEEP_TAG = "archsweep.sweep"
-TRIAL_TAG = "archsweep.trial"
-PARETO_TAG = "archsweep.pareto"
+TRIAL_TAG = "archsweep.trial"  # "parent", or the trial's number
+# On the sweep's parent run:
+SPEC_SHA_TAG = "archsweep.spec_sha"
+GIT_COMMIT_TAG = "archsweep.git_commit"
+BACKEND_TAG = "archsweep.backend"
+SAMPLER_TAG = "archsweep.sampler"
+DEVICE_TAG = "archsweep.device"
+OBJECTIVES_TAG = "archsweep.objectives"  # metric:direction,...
+HYPERVOLUME_REF_TAG = "archsweep.hypervolume_ref"
+# On a trial's run:
+ARCH_TAG = "archsweep.arch"  # the one-line summary of its architecture
 STATE_TAG = "archsweep.state"
 REASON_TAG = "archsweep.reason"
+PARETO_TAG = "archsweep.pareto"
 MODEL_TAG = "archsweep.model"  # the id of the trial's logged MLflow model
+MODEL_ERROR_TAG = "archsweep.model_error"  # why its model could not be logged
+DUPLICATE_TAG = "archsweep.duplicate_of"  # the trial whose result a repeated draw reuses
+ARM_TAG = "archsweep.arm"  # an ablation's arm and seed
+SEED_TAG = "archsweep.seed"
+ATTEMPT_TAG = "archsweep.attempt_key"  # which backend trial owns a run (a retry continues it)
+ATTEMPTS_TAG = "archsweep.attempts"
+RETRY_REASON_TAG = "archsweep.retry_reason"
+RESUMED_TAG = "archsweep.resumed_from_epoch"
+TIMEOUT_TAG = "archsweep.timed_out"  # set by a Ray trial's watchdog (its worker may not survive it)
+NODE_TAG = "archsweep.node"  # the Ray node a trial ran on
 # Metrics that are flags (1.0 or 0.0) are tags too, "true" or "false", for filtering runs.
 FLAG_TAGS = {"latency_unreliable": "archsweep.latency_unreliable"}
 BLOCKS = Path(__file__).resolve().parents[1] / "blocks"  # travels with a logged model: it unpickles from it
-
-
-ATTEMPT_TAG = "archsweep.attempt_key"  # which backend trial owns a run (a retry continues it)
 
 
 def with_credentials(uri: str, user: str | None, password: str | None) -> str:

@@ -28,7 +28,7 @@ class TrainConfig:
     batch_size: int = 128
     label_smoothing: float = 0.0
     schedule: str = "cosine"
-    warmup_epochs: float = 1.0
+    warmup_epochs: float = 1  # an int: what a spec that leaves it out gets (and logs, as "1")
     grad_clip: float = 1.0
     momentum: float = 0.9
     amp: bool = True

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 
 from blocks import ArchSpec, build, check, from_dict, to_dict
-from blocks.cost import count_params, flops_per_image, measure_latency, peak_memory_mb
+from blocks.cost import counted_cost, timed_cost
 from runs.data import Dataset
 from runs.train import TrainConfig, train
 
@@ -25,21 +25,12 @@ def measure_cost(arch: ArchSpec, model: torch.nn.Module, data: Dataset, batch_si
     """The cost metrics known before training (counted on the meta device, timed on the
     model's own device). Latency comes with its spread over rounds, the share of time its
     thread waited for a core, and ``latency_unreliable`` 1.0 when either is past its limit
-    (``blocks.cost.Latency``; the tracker tags such a run ``archsweep.latency_unreliable``)."""
-    flops = flops_per_image(arch)
-    shape = data.train_x.shape[1:]
-    device = data.train_x.device
-    latency = measure_latency(model, torch.randn(1, *shape, device=device))
-    return {
-        "params": float(count_params(model)[0]),
-        "gflops": flops / 1e9,
-        "gmacs": flops / 2e9,
-        "latency_ms": latency.ms,
-        "latency_spread": latency.spread,
-        "latency_wait": latency.wait,
-        "latency_unreliable": float(latency.unreliable),
-        "peak_mem_mb": peak_memory_mb(model, torch.randn(min(batch_size, len(data.train_x)), *shape, device=device)),
-    }
+    (``blocks.cost.Latency``; the tracker tags such a run ``archsweep.latency_unreliable``).
+    Images are shaped as the data's, on its device, batch_size at most its size."""
+    counted = counted_cost(arch, model)
+    del counted["params_trainable"]  # not a trial metric (runs.metrics.METRICS)
+    batch = min(batch_size, len(data.train_x))
+    return {**counted, **timed_cost(model, data.train_x.shape[1:], device=data.train_x.device, batch_size=batch)}
 
 
 def run_trial(

@@ -6,11 +6,10 @@ the kernel's OOM killer) takes only the trial down. Processes come from a fork s
 that has already imported torch and the blocks, so starting one costs about 20 ms, not
 the seconds of a fresh interpreter.
 
-The trial's process talks to the sweep over one pipe: ``("resumed", epoch, metrics)``
-when it continues from a checkpoint, ``("epoch", epoch, metrics)`` after each epoch,
-answered with True (go on) or False (the pruner stops it), then one final message:
-``("done", metrics)``, ``("infeasible", reason, cost, violations)``, ``("pruned",)`` or
-``("failed", kind, reason)``.
+The trial's process talks to the sweep over one pipe, in the messages below: ``Resumed``
+when it continues from a checkpoint, ``Epoch`` after each epoch (answered with True, go
+on, or False, the pruner stops it), then one final message: ``Done``, ``Refused``,
+``Pruned`` or ``Failed``.
 
 Like every multiprocessing user, a script that runs a sweep keeps its top level under
 ``if __name__ == "__main__":`` (the fork server imports the main module).
@@ -83,6 +82,63 @@ def memory_cap(gib: float | None) -> Iterator[None]:
         resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
+# -- the messages a trial's process sends -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Resumed:
+    """Continuing from the checkpoint of ``epoch`` (0-based), whose metrics these were."""
+
+    epoch: int
+    metrics: dict
+
+
+@dataclass(frozen=True)
+class Epoch:
+    """``epoch`` (0-based) has ended with ``metrics``; the sweep answers go on or stop."""
+
+    epoch: int
+    metrics: dict
+
+
+@dataclass(frozen=True)
+class Done:
+    metrics: dict  # every per-trial metric (cost and training)
+
+
+@dataclass(frozen=True)
+class Refused:
+    """Refused before training (``runs.trial.Infeasible``)."""
+
+    reason: str
+    cost: dict
+    violations: list
+
+    def error(self) -> Infeasible:
+        return Infeasible(self.reason, self.cost, self.violations)
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """Stopped by the pruner after an ``Epoch``."""
+
+
+@dataclass(frozen=True)
+class Failed:
+    """``kind``: error, crashed (worth a retry), oom, failed (deterministic), timeout,
+    interrupted (Ctrl-C: not counted)."""
+
+    kind: str
+    reason: str
+
+
+Final = Done | Refused | Pruned | Failed
+
+
+def timeout_reason(seconds: float | None) -> str:
+    return f"timeout: no result after {seconds:g} s (backend.trial_timeout)"
+
+
 @dataclass(frozen=True)
 class Job:
     """Everything a trial's process needs, as plain picklable values."""
@@ -115,27 +171,27 @@ def _child(conn, job: Job, data: Dataset) -> None:
         with memory_cap(job.memory_gib):
             conn.send(_train(conn, job, data.to(torch.device(job.device))))
     except Infeasible as err:
-        conn.send(("infeasible", err.reason, err.cost, err.violations))
+        conn.send(Refused(err.reason, err.cost, err.violations))
     except _Pruned:
-        conn.send(("pruned",))
+        conn.send(Pruned())
     except BaseException as err:  # everything a trial raises is its outcome
-        conn.send(("failed", failure_kind(err), failure_reason(err)))
+        conn.send(Failed(failure_kind(err), failure_reason(err)))
     finally:
         conn.close()
 
 
-def _train(conn, job: Job, data: Dataset) -> tuple:
+def _train(conn, job: Job, data: Dataset) -> Done:
     resume, first = None, 0
     if job.checkpoint and os.path.exists(job.checkpoint):
         resume = torch.load(job.checkpoint, map_location=job.device, weights_only=True)
         first = resume["epoch"] + 1
-        conn.send(("resumed", resume["epoch"], resume["metrics"]))
+        conn.send(Resumed(resume["epoch"], resume["metrics"]))
 
     def report(epoch: int, metrics: dict, snapshot) -> None:
         if job.checkpoint:
             torch.save(snapshot(), f"{job.checkpoint}.tmp")
             os.replace(f"{job.checkpoint}.tmp", job.checkpoint)  # a crash mid-write keeps the last one
-        conn.send(("epoch", epoch, metrics))
+        conn.send(Epoch(epoch, metrics))
         if not conn.recv():
             raise _Pruned
         faults.fire(job.faults, job.trial, epoch, first)
@@ -154,7 +210,7 @@ def _train(conn, job: Job, data: Dataset) -> tuple:
         resume=resume,
         on_trained=keep,
     )
-    return ("done", metrics)
+    return Done(metrics)
 
 
 _CONTEXT = None
@@ -211,8 +267,8 @@ def run(
     *,
     timeout: float | None,
     stop: threading.Event,
-) -> tuple:
-    """Run ``job`` in a new process and return its final message, or ``("failed", kind,
+) -> Final:
+    """Run ``job`` in a new process and return its final message, or ``Failed(kind,
     reason)`` for a process that died (crashed), ran past ``timeout`` seconds (timeout)
     or was stopped by ``stop`` (interrupted). The process never outlives this call."""
     ctx = _context()
@@ -224,23 +280,23 @@ def run(
     try:
         while True:
             if stop.is_set():
-                return ("failed", "interrupted", "stopped by Ctrl-C")
+                return Failed("interrupted", "stopped by Ctrl-C")
             if time.monotonic() > deadline:
-                return ("failed", "timeout", f"timeout: no result after {timeout:g} s (search.trial_timeout)")
+                return Failed("timeout", timeout_reason(timeout))
             if not ours.poll(0.1):
                 if not proc.is_alive() and not ours.poll(0):
                     proc.join()
-                    return ("failed", "crashed", _exit_reason(proc.exitcode))
+                    return Failed("crashed", _exit_reason(proc.exitcode))
                 continue
             try:
                 message = ours.recv()
             except EOFError:
                 proc.join()
-                return ("failed", "crashed", _exit_reason(proc.exitcode))
-            if message[0] == "epoch":
-                ours.send(on_epoch(message[1], message[2]))
-            elif message[0] == "resumed":
-                on_resumed(message[1], message[2])
+                return Failed("crashed", _exit_reason(proc.exitcode))
+            if isinstance(message, Epoch):
+                ours.send(on_epoch(message.epoch, message.metrics))
+            elif isinstance(message, Resumed):
+                on_resumed(message.epoch, message.metrics)
             else:
                 return message
     finally:

@@ -1,12 +1,37 @@
-"""Pieces shared by the mixers: option checks, head splitting, q/k/v projections."""
+"""Pieces shared by the mixers: the ``Mixer`` base, option checks, head splitting, q/k/v
+projections."""
 
 from __future__ import annotations
+
+import inspect
 
 import torch
 from torch import nn
 
 from blocks.precision import autocast_off, in_float32  # noqa: F401  (re-exported)
 from blocks.rope import Rotary2D
+
+
+class Mixer(nn.Module):
+    """A token mixer, ``(B, N, D) -> (B, N, D)``. The class attributes state what it can
+    do, and the builder reads them to refuse what it cannot; the defaults claim nothing,
+    so a mixer states only what it can.
+
+    - ``rope``: ``"exact"`` or ``"approx"`` when it has queries and keys that RoPE can
+      rotate (it then takes a ``rope: bool`` keyword), ``None`` otherwise.
+    - ``cls_token``: a class token may ride along in front of the image tokens.
+    - ``query_pool``: ``forward`` accepts ``kv=, kv_hw=`` of another length than the
+      queries (funnel pool-query-only blocks).
+    """
+
+    rope: str | None = None
+    cls_token: bool = False
+    query_pool: bool = False
+
+    @classmethod
+    def takes(cls, option: str) -> bool:
+        """Whether the constructor has the keyword ``option`` (``heads``, say)."""
+        return option in inspect.signature(cls).parameters
 
 
 def positive_int(name: str, value: object) -> int:

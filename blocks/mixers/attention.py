@@ -6,17 +6,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from blocks.mixers._common import QKV, merge_heads, resolve_heads
+from blocks.mixers._common import QKV, Mixer, merge_heads, resolve_heads
 from blocks.registry import MIXERS, register
 
 
 @register(MIXERS, "attention")
-class Attention(nn.Module):
+class Attention(Mixer):
     """Multi-head softmax attention through scaled_dot_product_attention, O(N^2 D)."""
 
     rope = "exact"
     cls_token = True
-    fixed_tokens = False
     query_pool = True
 
     def __init__(

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from blocks.mixers._common import in_float32, one_of, positive_int
+from blocks.mixers._common import Mixer, in_float32, one_of, positive_int
 from blocks.registry import MIXERS, register
 
 
@@ -46,17 +46,12 @@ def fft_depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
 
 
 @register(MIXERS, "fft_conv")
-class FFTConv(nn.Module):
+class FFTConv(Mixer):
     """Depthwise KxK convolution over the token grid, by FFT (linear, not circular).
 
     ``method="direct"`` computes the same layer with ``conv2d``: the two are equal, which
     is what the direct-vs-FFT speed comparison of the FiT report needs.
     """
-
-    rope = None
-    cls_token = False
-    fixed_tokens = False
-    query_pool = False
 
     def __init__(
         self,

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from blocks.mixers._common import in_float32, one_of
+from blocks.mixers._common import Mixer, in_float32, one_of
 from blocks.registry import MIXERS, register
 
 
 @register(MIXERS, "fourier")
-class FourierMix(nn.Module):
+class FourierMix(Mixer):
     """FNet: real part of the 2-D FFT over tokens and hidden; no parameters, O(ND log ND).
 
     ``norm="backward"`` is FNet's unnormalised transform: its output is about
@@ -18,10 +17,7 @@ class FourierMix(nn.Module):
     pre-norm residual stream, hence the default ``"ortho"``.
     """
 
-    rope = None
     cls_token = True
-    fixed_tokens = False
-    query_pool = False
 
     def __init__(self, dim: int, *, tokens_hw: tuple[int, int], prefix: int = 0, norm: str = "ortho") -> None:
         super().__init__()

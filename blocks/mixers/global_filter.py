@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from blocks.mixers._common import in_float32
+from blocks.mixers._common import Mixer, in_float32
 from blocks.registry import MIXERS, register
 
 
@@ -16,13 +16,8 @@ def _init_filter(h: int, w: int, dim: int) -> torch.Tensor:
 
 
 @register(MIXERS, "global_filter")
-class GlobalFilter(nn.Module):
+class GlobalFilter(Mixer):
     """GFNet: rfft2 over the token grid, a learned complex filter, irfft2; O(ND log N)."""
-
-    rope = None
-    cls_token = False
-    fixed_tokens = False
-    query_pool = False
 
     def __init__(self, dim: int, *, tokens_hw: tuple[int, int], prefix: int = 0) -> None:
         super().__init__()

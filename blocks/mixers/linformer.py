@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from blocks.mixers._common import merge_heads, positive_int, resolve_heads, split_heads
+from blocks.mixers._common import Mixer, merge_heads, positive_int, resolve_heads, split_heads
 from blocks.registry import MIXERS, register
 
 
@@ -16,17 +16,15 @@ def _sequence_projection(seq_len: int, k: int) -> nn.Parameter:
 
 
 @register(MIXERS, "linformer")
-class Linformer(nn.Module):
+class Linformer(Mixer):
     """Linformer: keys and values projected along the sequence to k slots, O(N k D).
 
     The projection is a (tokens, k) matrix, so the layer is built for one token count
     (class token included) and refuses any other.
     """
 
-    rope = None  # the sequence projection mixes positions: no relative property to keep
+    # No rope: the sequence projection mixes positions, leaving no relative property to keep.
     cls_token = True
-    fixed_tokens = True
-    query_pool = False
 
     def __init__(
         self,

@@ -9,12 +9,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from blocks.mixers._common import in_float32, positive_int
+from blocks.mixers._common import Mixer, in_float32, positive_int
 from blocks.registry import MIXERS, register
 
 
 @register(MIXERS, "long_conv")
-class LongConv(nn.Module):
+class LongConv(Mixer):
     """SGConv: a sequence-long kernel from a few taps per scale, decaying across scales, by FFT.
 
     Scale i holds ``kernel_dim`` learned taps, is linearly upsampled by 2^max(0, i-1) and
@@ -23,10 +23,7 @@ class LongConv(nn.Module):
     kernel. Output: Linear(GELU(conv(u) + skip * u)). O(N D log N).
     """
 
-    rope = None
     cls_token = True
-    fixed_tokens = False
-    query_pool = False
 
     def __init__(
         self,

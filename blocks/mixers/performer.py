@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from blocks.mixers._common import QKV, autocast_off, merge_heads, one_of, positive_int, resolve_heads
+from blocks.mixers._common import QKV, Mixer, autocast_off, merge_heads, one_of, positive_int, resolve_heads
 from blocks.registry import MIXERS, register
 
 
@@ -58,12 +58,11 @@ def favor_attention(q, k, v, proj: torch.Tensor, kernel: str = "softmax") -> tor
 
 
 @register(MIXERS, "performer")
-class Performer(nn.Module):
+class Performer(Mixer):
     """Performer: FAVOR+ linear attention with positive orthogonal random features, O(N F d)."""
 
     rope = "approx"
     cls_token = True
-    fixed_tokens = False
     query_pool = True
 
     def __init__(

@@ -3,12 +3,10 @@
 from blocks import ArchSpec, EmbeddingSpec, MixerSpec, StageSpec, Transition
 from blocks.registry import MIXERS
 
-QK_MIXERS = ("attention", "performer", "linformer", "nystrom")
-
 
 def small_options(name: str) -> dict:
     """Options that keep every mixer tiny (2 heads of 8 where it has heads)."""
-    opts = {"heads": 2} if name in QK_MIXERS else {}
+    opts = {"heads": 2} if MIXERS[name].takes("heads") else {}
     extra = {
         "performer": {"features": 16},
         "linformer": {"k": 8},

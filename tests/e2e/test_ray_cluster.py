@@ -19,12 +19,14 @@ import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
+from runs.metrics import Objective
 from runs.tracking import free_port, private_server
-from search import pareto
-from search.spec import Objective
+from search.results import pareto
 from tests.e2e.conftest import write_spec
 
-raytune = pytest.importorskip("search.raytune")
+pytest.importorskip("search.sweep.ray.driver")  # sets Ray's environment before ray is imported
+from search.sweep.ray import cluster as ray_cluster
+
 ROOT = Path(__file__).resolve().parents[2]
 OBJECTIVES = (Objective("val_accuracy", "max"), Objective("gmacs", "min"))
 
@@ -64,20 +66,20 @@ def _processes_of(address: str) -> list:
 def cluster():
     """The cluster; at the end ``cluster_down`` stops it, and only it: a private runtime
     started beside it (a sweep of the user's, say) still runs."""
-    address, its_runtime = f"{raytune.HEAD_NODE}:{free_port()}", []
+    address, its_runtime = f"{ray_cluster.HEAD_NODE}:{free_port()}", []
     bystander = subprocess.Popen([sys.executable, "-c", BYSTANDER], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
-        raytune.cluster_up(workers=1, cpus=1, port=int(address.rsplit(":", 1)[1]))  # while the bystander starts
+        ray_cluster.cluster_up(workers=1, cpus=1, port=int(address.rsplit(":", 1)[1]))  # while the bystander starts
         assert bystander.stdout.readline().strip() == b"up"
         its_runtime = psutil.Process(bystander.pid).children(recursive=True)
         yield address
         assert _processes_of(address), "the cluster runs"
-        raytune.cluster_down(address, grace=1)  # nothing of the tests' cluster is worth a slower stop
+        ray_cluster.cluster_down(address, grace=1)  # nothing of the tests' cluster is worth a slower stop
         assert not _processes_of(address), "the cluster is stopped"
         names = {p.name() for p in _running(its_runtime)}
         assert bystander.poll() is None and {"gcs_server", "raylet"} <= names, "the other runtime still runs"
     finally:
-        raytune.cluster_down(address, grace=1)
+        ray_cluster.cluster_down(address, grace=1)
         bystander.kill()  # its runtime is bound to its life; what is left is stopped too
         bystander.wait()
         for proc in _running(its_runtime):

@@ -22,7 +22,7 @@ import yaml
 import main
 from tests.e2e.conftest import runs_of, write_spec
 
-pytest.importorskip("search.raytune")
+pytest.importorskip("search.sweep.ray.driver")  # sets Ray's environment before ray is imported
 ROOT = Path(__file__).resolve().parents[2]
 
 

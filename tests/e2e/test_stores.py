@@ -25,7 +25,7 @@ from optuna.trial import TrialState
 import main
 from runs.store import LOCATIONS
 from runs.tracking import Tracker, free_port, port_taken
-from search.preflight import StoreError, own
+from search.sweep.preflight import StoreError, own
 from tests.e2e.conftest import runs_of, wait_for_health, write_spec
 from tests.e2e.test_sweep import study
 
@@ -200,8 +200,8 @@ def test_what_may_change_between_runs_of_a_sweep_is_accepted(copied):
 
 
 def test_the_ray_backend_refuses_a_changed_spec_before_starting_anything(copied):
-    from search.raytune import RaySweep
     from search.spec import load
+    from search.sweep.ray.driver import RaySweep
 
     spec = load(copied / "tiny.yaml", ["backend.kind=ray", "train.epochs=3"])
     sweep = RaySweep(spec)

@@ -124,9 +124,12 @@ def test_a_nan_loss_fails_its_trial_at_once(workdir):
 def test_infeasible_trials_cost_no_training(workdir):
     spec = write_spec(workdir, constraints=["params <= 10"], search={"sampler": "random", "trials": 3, "seed": 0})
     assert main.main(["run", str(spec)]) == 1
-    for t in study(workdir).trials:
-        assert t.state == TrialState.COMPLETE and t.user_attrs["state"] == "infeasible"
+    trials = study(workdir).trials
+    for t in trials:  # no accuracy to report: PRUNED (off Optuna's plots), its violation kept
+        assert t.state == TrialState.PRUNED and t.user_attrs["state"] == "infeasible" and t.values is None
         assert t.user_attrs["reason"].startswith("breaks params <= 10")
+        assert t.constraints["params <= 10"] > 0 and t.constraints["buildable"] == 0
+    assert study(workdir).best_trials == []
     _, _, children = runs_of(workdir)
     for c in children:
         assert c.data.tags["archsweep.state"] == "infeasible"
@@ -316,7 +319,7 @@ def test_a_repeated_draw_is_answered_from_the_earlier_trial_and_every_trial_is_r
         if t is original:
             assert "duplicate_of" not in t.user_attrs
             continue
-        assert t.state == TrialState.COMPLETE and t.user_attrs["duplicate_of"] == original.number
+        assert t.state == original.state and t.user_attrs["duplicate_of"] == original.number
         assert t.values == original.values and t.constraints == original.constraints  # the sampler learns the same
         assert t.user_attrs["metrics"] == original.user_attrs["metrics"]
     assert sorted(first) == ["attention", "fourier", "global_filter"]

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from runs.data import augment, geometry, load
-from search.spec import DataSpec
+from runs.data import DataSpec, augment, geometry, load
 
 
 def test_digits_is_the_real_bundled_set_split_80_20():

@@ -6,9 +6,8 @@ import pytest
 import torch
 
 from blocks import ArchSpec, EmbeddingSpec, MixerSpec, StageSpec, build
-from runs.data import load
+from runs.data import DataSpec, load
 from runs.train import TrainConfig, TrialFailed, lr_factor, train
-from search.spec import DataSpec
 
 
 def test_lr_warms_up_then_follows_a_cosine_to_zero():

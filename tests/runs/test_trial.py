@@ -8,10 +8,9 @@ import yaml
 
 from blocks import ArchSpec, EmbeddingSpec, MixerSpec, StageSpec, build, from_dict
 from blocks.cost import LATENCY_SPREAD_LIMIT, LATENCY_WAIT_LIMIT
-from runs.data import load
+from runs.data import DataSpec, load
 from runs.train import TrainConfig
 from runs.trial import PROBE_IMAGES, measure_cost, run_trial
-from search.spec import DataSpec
 
 
 def _arch() -> ArchSpec:

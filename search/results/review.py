@@ -12,9 +12,13 @@ from pathlib import Path
 
 from blocks.builder import did_you_mean
 from runs import store as stores
+from runs.metrics import Objective
 from runs.tracking import (
+    ARCH_TAG,
     MODEL_TAG,
+    OBJECTIVES_TAG,
     PARETO_TAG,
+    SWEEP_TAG,
     TRIAL_TAG,
     Tracker,
     download_model,
@@ -22,7 +26,6 @@ from runs.tracking import (
     forget_locations,
     get_run,
 )
-from search.spec import Objective
 
 
 class ReviewError(Exception):
@@ -66,18 +69,16 @@ def front(uri: str, experiment: str) -> tuple[str, list[Objective], list[dict]]:
     if parent.info.status == "RUNNING":
         raise ReviewError(f"sweep {parent.info.run_name!r} is still running (or was killed: run it again to finish it)")
     tags = parent.data.tags
-    objectives = [
-        Objective(*pair.split(":")) for pair in tags.get("archsweep.objectives", "val_accuracy:max").split(",")
-    ]
+    objectives = [Objective(*pair.split(":")) for pair in tags.get(OBJECTIVES_TAG, "val_accuracy:max").split(",")]
     rows = [
         {
             "trial": int(run.data.tags[TRIAL_TAG]),
-            "arch": run.data.tags.get("archsweep.arch", ""),
+            "arch": run.data.tags.get(ARCH_TAG, ""),
             "run_id": run.info.run_id,
             "model": MODEL_TAG in run.data.tags,
             **run.data.metrics,
         }
-        for run in tracker.trial_runs(tags["archsweep.sweep"])
+        for run in tracker.trial_runs(tags[SWEEP_TAG])
         if run.data.tags.get(PARETO_TAG) == "true"
     ]
     return parent.info.run_name, objectives, rows

@@ -1,33 +1,42 @@
-"""What both backends share: the sweep's parent run, how a trial's draw and outcome are
-decided, and the end of a sweep (Pareto tags, CSV, plots, ablation report).
+"""What every backend shares around its trials: the sweep's parent run, the live
+progress, and the end of a sweep (Pareto tags, CSV, plots, models, ablation report).
 
-A backend subclasses ``Sweep`` and fills ``self.study`` (an Optuna study holding every
-trial with the user attributes ``arch``, ``mlflow_run_id``, ``metrics`` and ``state``; a
-sampled trial's ``draw``, and ``duplicate_of`` when that draw had been trained before:
-such a repeat is answered from the earlier result, never trained again).
+A backend subclasses ``Sweep``, fills ``self.study`` (``search.sweep.study``) and runs
+each trial through ``search.sweep.pipeline``; ``ended`` counts a trial for the view.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
-import json
 import subprocess
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import optuna
 import torch
 import yaml
 from optuna.trial import TrialState
 
-from runs.tracking import MODEL_TAG, PARETO_TAG, Tracker, embedded_store
-from runs.trial import Infeasible, rebuild
-from search import pareto, preflight, report
-from search.space import flatten, sample
-from search.spec import METRICS, Spec
+from runs.metrics import METRICS
+from runs.tracking import (
+    BACKEND_TAG,
+    DEVICE_TAG,
+    GIT_COMMIT_TAG,
+    HYPERVOLUME_REF_TAG,
+    MODEL_ERROR_TAG,
+    MODEL_TAG,
+    OBJECTIVES_TAG,
+    PARETO_TAG,
+    SAMPLER_TAG,
+    SPEC_SHA_TAG,
+    Tracker,
+    embedded_store,
+)
+from runs.trial import rebuild
+from search.results import pareto, report, stats
+from search.spec import Spec
+from search.sweep import preflight
+from search.sweep.study import counted, feasible, state_of
 
 
 @dataclass
@@ -47,7 +56,6 @@ class Progress:
 
 # The states a trial ends in, and Progress's counter of each.
 COUNTERS = dict(complete="done", duplicate="duplicate", infeasible="infeasible", pruned="pruned", failed="failed")
-DUPLICATE_TAG = "archsweep.duplicate_of"
 
 
 class SweepBusy(Exception):
@@ -57,37 +65,6 @@ class SweepBusy(Exception):
 class TrackingFailed(Exception):
     """The tracking store failed while recording a trial: the sweep stopped, that trial
     uncounted (the next run of the sweep runs it again)."""
-
-
-def journal_storage(path: Path, *, owned: bool = False) -> optuna.storages.JournalStorage:
-    """The Optuna journal at ``path``. Optuna guards its writes with a symlink
-    ``<journal>.lock -> <journal path as given>``: given a relative path, the link dangles, so
-    the lock a killed process leaves is never judged stale and the next writer spins forever.
-    Hence the absolute path (a stale lock is then broken after Optuna's 30 s). ``owned``: this
-    process is the journal's only writer (the local sweep's lock, the Ray driver) and is not
-    writing yet, so a lock there can only be a dead process's: removed at once."""
-    path = path.resolve()
-    if owned:
-        Path(f"{path}.lock").unlink(missing_ok=True)
-    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
-
-
-def name_metrics(study: optuna.Study, spec: Spec) -> None:
-    """The objectives' names on the study, so that Optuna's own tools (optuna-dashboard,
-    ``study.trials_dataframe()``) show ``val_accuracy`` and ``gmacs``, not "Objective 0"."""
-    names = [o.metric for o in spec.objectives]
-    if study.metric_names != names:
-        with warnings.catch_warnings():  # experimental in Optuna 5, stable in use since 3.2
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names(names)
-
-
-def counted(trial: optuna.trial.FrozenTrial) -> bool:
-    """Trials that use up the budget: finished ones, failures with a reason; not trials
-    interrupted by Ctrl-C or a killed process (those are run again)."""
-    if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
-        return True
-    return trial.state == TrialState.FAIL and "fail_reason" in trial.user_attrs
 
 
 def _saved(obj) -> bytes:
@@ -102,124 +79,6 @@ def _git_commit() -> str:
         return out.stdout.strip() or "unknown"
     except OSError:
         return "unknown"
-
-
-def _worst(metric: str, known: dict[str, float]) -> float:
-    """The value an infeasible trial reports for ``metric`` (its real cost when measured)."""
-    if metric in known:
-        return known[metric]
-    return 0.0 if METRICS[metric] == "max" else 1e12
-
-
-def draw(spec: Spec, trial) -> tuple[dict, dict, int, dict[str, str]]:
-    """(model config, train config, seed, extra MLflow tags) of an Optuna trial: a sample
-    of the space, or an (arm, seed) of the ablation (queued with ``enqueue_trial``). A
-    sample's key is kept as the user attribute ``draw`` (see ``repeat_of``)."""
-    if spec.ablation is None:
-        model_cfg, train_cfg = sample(spec.model, trial, "model"), sample(spec.train, trial, "train")
-        trial.set_user_attr("draw", draw_key(model_cfg, train_cfg))
-        return model_cfg, train_cfg, trial_seed(spec, trial.number), {}
-    index = trial.suggest_categorical("arm", spec.ablation.runnable)
-    repeat = trial.suggest_categorical("seed", list(range(spec.ablation.seeds)))
-    arm = spec.ablation.arms[index]
-    trial.set_user_attr("arm", index)
-    trial.set_user_attr("seed", repeat)
-    return dict(arm.model), dict(arm.train), repeat, {"archsweep.arm": arm.name, "archsweep.seed": str(repeat)}
-
-
-def trial_seed(spec: Spec, number: int) -> int:
-    """The seed a sampled trial trains with."""
-    return spec.search.seed + number
-
-
-def run_name(number: int, line: str, tags: dict[str, str], seed: int) -> str:
-    if "archsweep.arm" in tags:
-        return f"t{number:02d} {tags['archsweep.arm']} s{seed}"
-    if DUPLICATE_TAG in tags:
-        return f"t{number:02d} = t{int(tags[DUPLICATE_TAG]):02d} {line}"
-    return f"t{number:02d} {line}"
-
-
-def trial_params(model_cfg: dict, train_cfg: dict, seed: int) -> dict:
-    """The MLflow params of a trial, named as Optuna names its parameters
-    (``search.space.param``); a stage left out (depth 0) by its depth alone."""
-    stages = model_cfg.get("stages")
-    if isinstance(stages, list):
-        model_cfg = {**model_cfg, "stages": [{"depth": 0} if s.get("depth") == 0 else s for s in stages]}
-    return {**flatten(model_cfg, "model"), **flatten(train_cfg, "train"), "seed": seed}
-
-
-def draw_key(model_cfg: dict, train_cfg: dict) -> str:
-    """Equal for two draws that train the same: the same params but the seed (so the
-    values of a stage left out make no difference)."""
-    params = trial_params(model_cfg, train_cfg, 0)
-    del params["seed"]
-    return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def repeat_of(study: optuna.Study, trial) -> optuna.trial.FrozenTrial | None:
-    """The earliest other trial with ``trial``'s draw that finished (complete or
-    infeasible): ``trial`` is answered from it instead of training the same again."""
-    key = trial.user_attrs.get("draw")
-    if key is None:  # an ablation's (arm, seed): distinct by design
-        return None
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if t.number != trial.number and t.user_attrs.get("draw") == key and state_of(t) in ("complete", "infeasible"):
-            return t
-    return None
-
-
-def state_of(trial: optuna.trial.FrozenTrial) -> str:
-    """complete, duplicate, infeasible, pruned, failed; interrupted (a failure without a
-    reason: it runs again); running or waiting."""
-    if trial.state == TrialState.COMPLETE:
-        return trial.user_attrs.get("state", "complete")
-    if trial.state == TrialState.FAIL:
-        return "failed" if "fail_reason" in trial.user_attrs else "interrupted"
-    return trial.state.name.lower()
-
-
-def constraint_names(spec: Spec) -> list[str]:
-    return [str(c) for c in spec.constraints] + ["buildable"]
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """How a trial that ran to its end is recorded: ``state`` complete, infeasible or
-    duplicate, the values told to Optuna, and the constraint violations (<= 0: satisfied)
-    that make the samplers rank infeasible trials below feasible ones."""
-
-    state: str
-    reason: str
-    metrics: dict[str, float]
-    values: tuple[float, ...]
-    violations: tuple[float, ...]  # one per constraint_names(spec)
-    duplicate_of: int | None = None  # state duplicate: the trial whose result this is
-
-
-def completed(spec: Spec, metrics: dict[str, float]) -> Outcome:
-    violations = [c.violation(metrics[c.metric]) for c in spec.constraints]
-    broken = [str(c) for c, v in zip(spec.constraints, violations, strict=True) if v > 0]
-    values = tuple(metrics[o.metric] for o in spec.objectives)
-    if broken:
-        return Outcome("infeasible", "breaks " + ", ".join(broken), metrics, values, (*violations, 0.0))
-    return Outcome("complete", "", metrics, values, (*violations, 0.0))
-
-
-def refused(spec: Spec, err: Infeasible) -> Outcome:
-    values = tuple(_worst(o.metric, err.cost) for o in spec.objectives)
-    return Outcome("infeasible", err.reason, dict(err.cost), values, (*err.violations, 0.0 if err.cost else 1.0))
-
-
-def repeated(spec: Spec, original: optuna.trial.FrozenTrial) -> Outcome:
-    """A repeat of ``original``'s draw, answered with its values and constraints (the
-    sampler learns the same as from the original) without training."""
-    reason = f"same draw as t{original.number:02d}"
-    if original.user_attrs.get("reason"):
-        reason += f": {original.user_attrs['reason']}"
-    violations = tuple(original.constraints.get(name, 0.0) for name in constraint_names(spec))
-    metrics = dict(original.user_attrs.get("metrics", {}))
-    return Outcome("duplicate", reason, metrics, tuple(original.values), violations, original.number)
 
 
 class Sweep:
@@ -260,18 +119,18 @@ class Sweep:
             spec.name,
             spec.name,
             {
-                "archsweep.spec_sha": spec.sha,
-                "archsweep.git_commit": _git_commit(),
-                "archsweep.backend": spec.backend.kind,
-                "archsweep.sampler": spec.search.sampler,
-                "archsweep.device": str(self.device),
-                "archsweep.objectives": ",".join(f"{o.metric}:{o.direction}" for o in spec.objectives),
+                SPEC_SHA_TAG: spec.sha,
+                GIT_COMMIT_TAG: _git_commit(),
+                BACKEND_TAG: spec.backend.kind,
+                SAMPLER_TAG: spec.search.sampler,
+                DEVICE_TAG: str(self.device),
+                OBJECTIVES_TAG: ",".join(f"{o.metric}:{o.direction}" for o in spec.objectives),
             },
             spec.description,
         )
         # As run this time (preflight refused any change but in what may change): file and hash agree.
         self.tracker.log_text(self.parent, yaml.safe_dump(dict(spec.resolved), sort_keys=False), "spec.yaml")
-        self.tracker.set_tags(self.parent, {"archsweep.spec_sha": spec.sha})
+        self.tracker.set_tags(self.parent, {SPEC_SHA_TAG: spec.sha})
 
     def abandon(self) -> None:
         """End the parent run as KILLED, without the report, after the tracking store failed
@@ -327,8 +186,7 @@ class Sweep:
                 "run_id": t.user_attrs["mlflow_run_id"],
                 **t.user_attrs["metrics"],
             }
-            for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if t.user_attrs.get("state") == "complete"
+            for t in feasible(self.study)
         ]
         front = pareto.nondominated(rows, self.spec.objectives)
         return rows, [rows[i] for i in front]
@@ -367,7 +225,7 @@ class Sweep:
         summary["pareto_size"] = float(len(front))
         if len(objectives) > 1 and rows:
             summary["hypervolume"], ref = pareto.hypervolume(rows, objectives)
-            self.tracker.set_tags(self.parent, {"archsweep.hypervolume_ref": str([round(r, 6) for r in ref])})
+            self.tracker.set_tags(self.parent, {HYPERVOLUME_REF_TAG: str([round(r, 6) for r in ref])})
         self.tracker.log_metrics(self.parent, summary)
         if self.spec.ablation is not None:
             self.ablation_rows = self._ablation_report()
@@ -398,7 +256,7 @@ class Sweep:
                 self._log_model(row, record)
             except Exception as err:  # the sweep's results stand without it: say why on the run
                 self.model_errors.append(f"t{row['trial']:02d}: {type(err).__name__}: {err}")
-                self.tracker.set_tags(row["run_id"], {"archsweep.model_error": f"{type(err).__name__}: {err}"})
+                self.tracker.set_tags(row["run_id"], {MODEL_ERROR_TAG: f"{type(err).__name__}: {err}"})
 
     def _log_model(self, row: dict, record: dict) -> None:
         probe = {"x": record["probe_x"], "logits": record["probe_logits"]}
@@ -433,21 +291,18 @@ class Sweep:
 
     def _ablation_report(self) -> list[dict]:
         """Per-arm statistics on the parent run: CSV, markdown and a plot."""
-        from search import ablation
-
         trials = [
             {"arm": t.user_attrs["arm"], "seed": t.user_attrs["seed"], **t.user_attrs["metrics"]}
-            for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if t.user_attrs.get("state") == "complete"
+            for t in feasible(self.study)
         ]
         metrics = self.ablation_metrics()
-        rows = ablation.report(self.spec.ablation, trials, metrics)
+        rows = stats.report(self.spec.ablation, trials, metrics)
         columns = list(dict.fromkeys(k for row in rows for k in row))
         self.tracker.log_text(self.parent, pareto.to_csv(rows, columns), "ablation.csv")
-        self.tracker.log_text(self.parent, ablation.markdown(rows, metrics), "ablation.md")
+        self.tracker.log_text(self.parent, stats.markdown(rows, metrics), "ablation.md")
         import matplotlib.pyplot as plt
 
-        figure = ablation.plot(rows, metrics[0], "gmacs" if metrics[0] != "gmacs" else "params")
+        figure = stats.plot(rows, metrics[0], "gmacs" if metrics[0] != "gmacs" else "params")
         self.tracker.log_figure(self.parent, figure, "ablation.png")
         plt.close(figure)
         return rows

@@ -36,7 +36,9 @@ def hypervolume(rows: Sequence[Mapping[str, float]], objectives) -> tuple[float,
     worst, best = values.max(axis=0), values.min(axis=0)
     ref = worst + 0.1 * np.where(worst > best, worst - best, np.maximum(np.abs(worst), 1.0))
     front = values[nondominated(rows, objectives)]
-    # Optuna's exact WFG implementation (private module; Optuna is pinned).
+    # Optuna's exact WFG algorithm. Optuna has no public hypervolume function (only the
+    # plot_hypervolume_history figure), so this is archsweep's one use of a private Optuna
+    # module, pinned with Optuna's version; tests/search/results/test_pareto.py checks it by hand.
     from optuna._hypervolume import compute_hypervolume
 
     return float(compute_hypervolume(front, ref)), ref.tolist()

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from search.ablation import Ablation, Arm, arms, paired, report, set_path
+from search.results.stats import paired, report
+from search.spec.ablation import Ablation, Arm, arms, set_path
 
 
 def test_paired_statistics_match_the_textbook_formulas():

@@ -17,6 +17,7 @@ import yaml
 
 from runs.tracking import Tracker, embedded_store
 from search.spec import Spec
+from search.sweep.study import journal_path, journal_storage
 
 # What may change between runs of one sweep: how many trials and for how long, where and
 # how they run, what is logged and where the store is, the description.
@@ -57,7 +58,7 @@ def check(sweep) -> None:
     spec, store = sweep.spec, sweep.store
     for folder in ("checkpoints", "weights"):
         own(store, folder, spec.name)
-    journal = store / "optuna" / f"{spec.name}.journal"
+    journal = journal_path(store, spec.name)
     saved = _saved(sweep, journal)
     if not spec.tracking_uri and not (store / "mlflow.db").exists():
         if saved:
@@ -163,8 +164,6 @@ def _tracker(spec: Spec, store: Path) -> Tracker | None:
 def _trials(journal: Path, name: str) -> int:
     if not journal.exists():
         return 0
-    from search.sweep import journal_storage
-
     try:
         return len(optuna.load_study(study_name=name, storage=journal_storage(journal)).trials)
     except KeyError:  # no study of that name in it

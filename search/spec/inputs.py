@@ -9,15 +9,14 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from runs import data as datasets
-from search import fields as F
-from search.yamlio import Issue
+from runs.data import DataSpec
+from search.spec import schema as F
+from search.spec.yamlio import Issue
 
 
-def data(c: F.Checker, raw: dict, base: Path, check_data: bool = True):
+def data(c: F.Checker, raw: dict, base: Path, check_data: bool = True) -> DataSpec:
     """The ``DataSpec`` of the data section, its path resolved from the spec's folder ``base``.
     Without ``check_data`` (validate) data that is not there yet is a warning."""
-    from search.spec import DataSpec
-
     d = c.section(raw, "data", F.DATA_FIELDS)
     spec = DataSpec(**d)
     if spec.dataset in ("cifar10", "cifar100", "imagefolder"):

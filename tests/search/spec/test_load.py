@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from search.space import Choice, FloatRange
 from search.spec import SpecError, load
+from search.spec.space import Choice, FloatRange
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_quickstart_loads_into_a_typed_spec():

@@ -17,84 +17,20 @@ import os
 import signal
 import threading
 
-import numpy as np
 import optuna
 import torch
 from optuna.trial import TrialState
 
-from blocks import summary
 from runs import data as datasets
 from runs import faults, worker
-from runs.tracking import tracking_failed
-from runs.train import TrainConfig
-from runs.trial import Infeasible
-from runs.worker import Job
-from search.fields import to_arch
-from search.preflight import StoreError, own, remove_own
-from search.space import Choice, FloatRange, IntRange, dimensions, param
+from runs.tracking import ATTEMPTS_TAG, RESUMED_TAG, RETRY_REASON_TAG, tracking_failed
+from runs.worker import Done, Failed, Final, Job, Pruned, Refused
 from search.spec import Spec
-from search.sweep import (
-    DUPLICATE_TAG,
-    Outcome,
-    Sweep,
-    SweepBusy,
-    TrackingFailed,
-    completed,
-    constraint_names,
-    counted,
-    draw,
-    journal_storage,
-    name_metrics,
-    refused,
-    repeat_of,
-    repeated,
-    run_name,
-    trial_params,
-    trial_seed,
-)
-
-optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are recorded and shown by the view
-
-
-def _grid_space(spec: Spec) -> dict[str, list]:
-    space = {}
-    for path, dim in {**dimensions(spec.model, "model"), **dimensions(spec.train, "train")}.items():
-        path = param(path)
-        if isinstance(dim, Choice):
-            space[path] = dim.labels()
-        elif isinstance(dim, IntRange):
-            space[path] = list(range(dim.low, dim.high + 1, dim.step))
-        elif isinstance(dim, FloatRange):
-            n = round((dim.high - dim.low) / dim.step)
-            space[path] = [dim.low + i * dim.step for i in range(n + 1)]
-    return space
-
-
-def make_sampler(spec: Spec, drawn: int = 0) -> optuna.samplers.BaseSampler:
-    """The spec's sampler for a study that has ``drawn`` trials already. A sampler seeded
-    anew draws what it drew the first time: a resumed sweep would draw its first trials
-    again (and answer them as duplicates), so the seed takes in how far the sweep got."""
-    # Feasibility reaches the samplers through trial.set_constraint (see _constrain).
-    s = spec.search
-    seed = s.seed if not drawn else int(np.random.SeedSequence([s.seed, drawn]).generate_state(1)[0])
-    if s.sampler == "nsga2":
-        population = max(4, min(50, s.trials // 3))
-        return optuna.samplers.NSGAIISampler(population_size=population, seed=seed)
-    if s.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if s.sampler == "grid":
-        return optuna.samplers.GridSampler(_grid_space(spec), seed=seed)
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, s.trials // 2 or 1))
-
-
-def make_pruner(spec: Spec) -> optuna.pruners.BasePruner:
-    if spec.search.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
-    if spec.search.pruner == "asha":  # asynchronous successive halving, as on the ray backend
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1)
-    if spec.search.pruner == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1)
-    return optuna.pruners.NopPruner()
+from search.sweep import pipeline, study
+from search.sweep.base import Sweep, SweepBusy, TrackingFailed
+from search.sweep.pipeline import Outcome
+from search.sweep.preflight import StoreError, own, remove_own
+from search.sweep.study import counted
 
 
 class Interrupted(Exception):
@@ -111,7 +47,7 @@ class LocalSweep(Sweep):
         self.workers = spec.backend.max_concurrent or 1
 
     def resumable(self) -> bool:
-        return (self.store / "optuna" / f"{self.spec.name}.journal").exists()
+        return study.journal_path(self.store, self.spec.name).exists()
 
     # -- set-up ------------------------------------------------------------------------
 
@@ -121,15 +57,8 @@ class LocalSweep(Sweep):
         (self.store / "optuna").mkdir(parents=True, exist_ok=True)
         self._lock()
         worker.start_server()  # it warms up while the study and the tracking open
-        self.study = optuna.create_study(
-            study_name=spec.name,
-            storage=journal_storage(self.store / "optuna" / f"{spec.name}.journal", owned=True),
-            directions=["maximize" if o.direction == "max" else "minimize" for o in spec.objectives],
-            sampler=make_sampler(spec),
-            pruner=make_pruner(spec),
-            load_if_exists=True,
-        )
-        name_metrics(self.study, spec)
+        storage = study.journal_storage(study.journal_path(self.store, spec.name), owned=True)
+        self.study = study.create(spec, storage, sampler=study.make_sampler(spec), pruner=study.make_pruner(spec))
         # Optuna leaves a killed process's trials RUNNING forever (its heartbeat needs an RDB
         # storage and optimize()); the lock says no other process runs this sweep, so they
         # are dead: FAIL without a reason, not counted, run again.
@@ -204,32 +133,20 @@ class LocalSweep(Sweep):
     def _objective(self, trial: optuna.Trial) -> tuple[float, ...]:
         if self.stop.is_set():  # Ctrl-C came between two trials
             raise Interrupted("stopped by Ctrl-C")
-        spec, geo, b = self.spec, self.data.geometry, self.spec.backend
-        model_cfg, train_cfg, seed, extra_tags = draw(spec, trial)
-        arch = self.data.normalising(to_arch(model_cfg, geo.image_size, geo.num_classes, geo.channels))
-        cfg = TrainConfig.from_mapping({**train_cfg, "crop": spec.data.crop, "flip": spec.data.flip})
-        line = summary(arch)
-        original = repeat_of(self.study, trial)
-        if original is not None:  # its params, and the seed its result came from
-            seed, extra_tags = trial_seed(spec, original.number), {DUPLICATE_TAG: str(original.number)}
-        run = self.tracker.trial_run(
-            self.parent,
-            spec.name,
-            trial.number,
-            run_name(trial.number, line, extra_tags, seed),
-            trial_params(model_cfg, train_cfg, seed),
-            {"archsweep.arch": line, **extra_tags},
-        )
+        spec, b = self.spec, self.spec.backend
+        drawn = pipeline.draw(spec, self.study, trial)
+        arch, cfg, line = pipeline.materialise(spec, drawn, self.data)
+        run = pipeline.open_run(self.tracker, self.parent, spec, drawn, line)
         trial.set_user_attr("mlflow_run_id", run)
         trial.set_user_attr("arch", line)
-        if original is not None:  # the same training again: answered from the earlier result
-            return self._record(trial, run, repeated(spec, original))
+        if drawn.repeat is not None:  # the same training again: answered from the earlier result
+            return self._record(trial, run, drawn.repeat)
         checkpoint = self.checkpoints / f"t{trial.number}.pt" if b.max_failures else None
         job = Job(
             trial.number,
             arch,
             cfg,
-            seed,
+            drawn.seed,
             tuple(spec.constraints),
             str(self.device),
             max(1, torch.get_num_threads() // self.workers),
@@ -240,14 +157,14 @@ class LocalSweep(Sweep):
         )
         self._show(trial.number, line)
         try:
-            message = self._attempts(trial, run, job, line)
+            final = self._attempts(trial, run, job, line)
         finally:
             self.progress.running.pop(trial.number, None)
             if checkpoint:
                 checkpoint.unlink(missing_ok=True)
-        return self._outcome(trial, run, message)
+        return self._outcome(trial, run, final)
 
-    def _attempts(self, trial: optuna.Trial, run: str, job: Job, line: str) -> tuple:
+    def _attempts(self, trial: optuna.Trial, run: str, job: Job, line: str) -> Final:
         """Run the trial's process; again from its last checkpoint after a crash or an
         unexpected exception, up to backend.max_failures more times."""
         single = len(self.spec.objectives) == 1
@@ -265,62 +182,55 @@ class LocalSweep(Sweep):
             return not trial.should_prune()
 
         def on_resumed(epoch: int, metrics: dict) -> None:
-            self.tracker.set_tags(run, {"archsweep.resumed_from_epoch": str(epoch + 1)})
+            self.tracker.set_tags(run, {RESUMED_TAG: str(epoch + 1)})
             if epoch > logged:  # checkpointed, but the crash came before it was logged
                 on_epoch(epoch, metrics)
 
         retries = self.spec.backend.max_failures
         for attempt in range(retries + 1):
-            message = worker.run(
+            final = worker.run(
                 job, self.data, on_epoch, on_resumed, timeout=self.spec.backend.trial_timeout, stop=self.stop
             )
-            if message[0] != "failed" or message[1] not in worker.RETRYABLE or attempt == retries:
+            if not isinstance(final, Failed) or final.kind not in worker.RETRYABLE or attempt == retries:
                 break
-            self.tracker.set_tags(run, {"archsweep.retry_reason": message[2]})
+            self.tracker.set_tags(run, {RETRY_REASON_TAG: final.reason})
         trial.set_user_attr("attempts", attempt + 1)
-        self.tracker.set_tags(run, {"archsweep.attempts": str(attempt + 1)})
-        return message
+        self.tracker.set_tags(run, {ATTEMPTS_TAG: str(attempt + 1)})
+        return final
 
-    def _outcome(self, trial: optuna.Trial, run: str, message: tuple) -> tuple[float, ...]:
-        kind = message[0]
-        if kind == "done":
-            return self._record(trial, run, completed(self.spec, message[1]))
-        if kind == "infeasible":
-            return self._record(trial, run, refused(self.spec, Infeasible(*message[1:])))
+    def _outcome(self, trial: optuna.Trial, run: str, final: Final) -> tuple[float, ...]:
+        if isinstance(final, Done):
+            return self._record(trial, run, pipeline.completed(self.spec, final.metrics))
+        if isinstance(final, Refused):
+            return self._record(trial, run, pipeline.refused(self.spec, final.error()))
         arch = trial.user_attrs.get("arch", "")
-        if kind == "pruned":
+        if isinstance(final, Pruned):
             self.tracker.end_trial(run, "pruned")
             self.ended(trial.number, "pruned", arch)
             raise optuna.TrialPruned("pruned by the pruner")
-        _, why, reason = message
-        if why == "interrupted":  # not counted: the next run of the sweep runs it again
-            self.tracker.end_trial(run, "interrupted", reason)
-            raise Interrupted(reason)
-        trial.set_user_attr("fail_reason", reason)
-        self.tracker.end_trial(run, "failed", reason)
-        self.ended(trial.number, "failed", arch, reason=reason)
-        raise TrialError(reason)
+        if final.kind == "interrupted":  # not counted: the next run of the sweep runs it again
+            self.tracker.end_trial(run, "interrupted", final.reason)
+            raise Interrupted(final.reason)
+        trial.set_user_attr("fail_reason", final.reason)
+        self.tracker.end_trial(run, "failed", final.reason)
+        self.ended(trial.number, "failed", arch, reason=final.reason)
+        raise TrialError(final.reason)
 
     def _show(self, number: int, doing: str) -> None:
         self.progress.running[number] = doing
         self.on_change(self.progress)
 
     def _record(self, trial: optuna.Trial, run: str, outcome: Outcome) -> tuple[float, ...]:
-        for name, value in zip(constraint_names(self.spec), outcome.violations, strict=True):
-            trial.set_constraint(name, value)
-        trial.set_user_attr("state", outcome.state)
-        if outcome.metrics:  # final (at the last epoch's step), or the cost measured before refusing it
-            trial.set_user_attr("metrics", outcome.metrics)
-            self.tracker.log_metrics(run, outcome.metrics, step=int(outcome.metrics.get("epochs", 0)))
-        if outcome.reason:
-            trial.set_user_attr("reason", outcome.reason)
-        if outcome.duplicate_of is not None:
-            trial.set_user_attr("duplicate_of", outcome.duplicate_of)
-        self.tracker.end_trial(run, outcome.state, outcome.reason)
+        """The outcome on the trial and its run; Optuna's optimize() then tells the values,
+        or PRUNED for a trial without any (see ``pipeline.tell``)."""
+        pipeline.record(trial, self.spec, outcome)
+        pipeline.close_run(self.tracker, run, outcome)
         if outcome.state == "complete":
             self.progress.front = self.front_rows()[1]
         arch = trial.user_attrs.get("arch", "")
         self.ended(trial.number, outcome.state, arch, outcome.metrics, outcome.reason, outcome.duplicate_of)
+        if outcome.values is None:
+            raise optuna.TrialPruned(outcome.reason)
         return outcome.values
 
     # -- the sweep ---------------------------------------------------------------------
@@ -346,7 +256,7 @@ class LocalSweep(Sweep):
 
         Ctrl-C stops the running trials' processes and raises KeyboardInterrupt once every
         trial is recorded (interrupted trials are not counted and run again next time)."""
-        self.study.sampler = make_sampler(self.spec, len(self.study.get_trials(deepcopy=False)))
+        self.study.sampler = study.make_sampler(self.spec, len(self.study.get_trials(deepcopy=False)))
         main = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGINT, self._interrupt) if main else None
         try:

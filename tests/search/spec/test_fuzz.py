@@ -15,9 +15,9 @@ import yaml
 
 import main
 from search.spec import Spec, SpecError, load
-from search.yamlio import printable
+from search.spec.yamlio import printable
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 JUNK = [
     None,
     -1,

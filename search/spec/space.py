@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from search.yamlio import join
+from search.spec.yamlio import join
 
 
 class TrialLike(Protocol):
@@ -142,3 +142,15 @@ def flatten(value: Any, path: str = "") -> dict[str, Any]:
     if isinstance(value, (list, tuple)) and value and all(isinstance(v, Mapping) for v in value):
         return {p: v for i, sub in enumerate(value) for p, v in flatten(sub, join(path, i)).items()}
     return {param(path): value}
+
+
+def as_written(value: Any) -> Any:
+    """A concrete value back in the spec's own form: ``sample`` gives a named block as
+    ``{name, options}``, the spec writes it ``{name: options}`` (or the bare name)."""
+    if isinstance(value, Mapping) and set(value) == {"name", "options"}:
+        return {value["name"]: as_written(value["options"])} if value["options"] else value["name"]
+    if isinstance(value, Mapping):
+        return {k: as_written(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [as_written(v) for v in value]
+    return value

@@ -10,7 +10,8 @@ from mlflow import MlflowClient
 
 from runs.tracking import Tracker, embedded_store
 from search.spec import load
-from search.sweep import Sweep, draw_key, trial_params
+from search.sweep.base import Sweep
+from search.sweep.pipeline import draw_key, trial_params
 
 STAGE = {"depth": 1, "width": 8, "mlp_ratio": 2, "mixer": {"name": "fourier", "options": {}}}
 TRAIN = {"epochs": 1, "lr": 0.003}
@@ -46,7 +47,8 @@ def _ray_spec(tmp_path):
 
 
 def test_on_ray_the_driver_spots_a_repeat_and_the_trainable_answers_it_untrained(tmp_path, monkeypatch):
-    from search import raytune
+    from search.sweep.pipeline import Outcome
+    from search.sweep.ray import driver, searcher, worker
 
     spec = _ray_spec(tmp_path)
     uri = embedded_store(tmp_path / "store")
@@ -54,21 +56,22 @@ def test_on_ray_the_driver_spots_a_repeat_and_the_trainable_answers_it_untrained
     parent = tracker.sweep_run(spec.name, spec.name, {})
     original = tracker.trial_run(parent, spec.name, 0, "t00", {}, {})
     reported, current = [], ["b"]
-    monkeypatch.setattr(raytune.tune, "report", lambda result, checkpoint=None: reported.append(result))
-    monkeypatch.setattr(raytune.tune, "get_context", lambda: SimpleNamespace(get_trial_id=lambda: current[0]))
-    monkeypatch.setattr(raytune, "_dataset", lambda *a: (_ for _ in ()).throw(AssertionError("it trains")))
+    monkeypatch.setattr(worker.tune, "report", lambda result, checkpoint=None: reported.append(result))
+    monkeypatch.setattr(worker.tune, "get_context", lambda: SimpleNamespace(get_trial_id=lambda: current[0]))
+    monkeypatch.setattr(worker, "_dataset", lambda *a: (_ for _ in ()).throw(AssertionError("it trains")))
 
-    searcher = raytune.ArchSearch(spec)
-    assert "repeat" not in searcher.suggest("a")
+    search = searcher.ArchSearch(spec)
+    assert search.suggest("a")["repeat"] is None
     metrics = {"val_accuracy": 0.5, "gmacs": 0.1, "params": 532.0, "epochs": 1.0}
     done = {"number": 0, "run_id": original, "arch": "fourier", "state": "complete", **metrics}
-    searcher.on_trial_complete("a", {**done, "values": [0.5, 0.1], "violations": [-999468.0, 0.0]})
-    config = searcher.suggest("b")
+    outcome = Outcome("complete", "", metrics, (0.5, 0.1), (-999468.0, 0.0))
+    search.on_trial_complete("a", {**done, "outcome": outcome.as_text()})
+    config = search.suggest("b")
     assert config["repeat"]["duplicate_of"] == 0
-    raytune.trainable(config, spec=spec, parent=parent, uri=uri)  # in a Ray worker, this
-    searcher.on_trial_complete("b", reported[-1])
+    worker.trainable(config, spec=spec, parent=parent, uri=uri)  # in a Ray worker, this
+    search.on_trial_complete("b", reported[-1])
 
-    first, repeat = searcher._ot_study.trials
+    first, repeat = search.study.trials
     assert repeat.user_attrs["state"] == "duplicate" and repeat.user_attrs["duplicate_of"] == 0
     assert repeat.values == first.values and repeat.constraints == first.constraints
     assert repeat.user_attrs["metrics"] == first.user_attrs["metrics"] == metrics
@@ -78,8 +81,8 @@ def test_on_ray_the_driver_spots_a_repeat_and_the_trainable_answers_it_untrained
     assert run.data.tags["archsweep.trial"] == "1" and run.data.params["seed"] == str(spec.search.seed)
 
     sweep = Sweep(spec)  # the driver's bookkeeping counts it, and has its line to print
-    monkeypatch.setattr(raytune, "_ACTIVE", [sweep])
-    raytune._Bookkeeper().on_trial_complete(0, [], SimpleNamespace(last_result=reported[-1]))
+    monkeypatch.setattr(driver, "_ACTIVE", [sweep])
+    driver._Bookkeeper().on_trial_complete(0, [], SimpleNamespace(last_result=reported[-1]))
     assert sweep.progress.duplicate == 1 and sweep.progress.done == 0
     line = sweep.progress.ended[0]
     assert (line["trial"], line["state"], line["duplicate_of"], line["reason"]) == (

@@ -3,7 +3,7 @@
 import optuna
 import pytest
 
-from search.space import Choice, FloatRange, IntRange, Option, dimensions, flatten, sample, size
+from search.spec.space import Choice, FloatRange, IntRange, Option, dimensions, flatten, sample, size
 
 SPACE = {
     "width": Choice((Option(32), Option(64))),

@@ -11,7 +11,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from search.sweep import Progress
+from search.sweep.base import Progress
 
 
 def front_table(front: list[dict], objectives, title: str = "Pareto front", run_ids: bool = False) -> Table:
@@ -66,7 +66,7 @@ def tally(rows: list[dict]) -> list[str]:
 
 def ablation_table(rows: list[dict], metrics: list[str], title: str) -> Table:
     """Per arm: mean ± std of each metric; the first metric's paired difference to base."""
-    from search.ablation import _p, _pm
+    from search.results.stats import _p, _pm
 
     first = metrics[0]
     table = Table("arm", "seeds", *metrics, f"Δ{first} [95% CI]", "p", "refused", title=title)

@@ -1,21 +1,24 @@
-"""The spec's schema: which keys each section takes, what values they accept, which are
-searchable, and how a sampled model section becomes a ``blocks.ArchSpec``."""
+"""The spec's schema: which keys each section takes, what values they accept and which are
+searchable. A key's default is written once, in the dataclass its section becomes
+(``SearchSpec``, ``BackendSpec``, ``runs.data.DataSpec``, ``runs.train.TrainConfig``, and
+``blocks``' ``ArchSpec`` and ``StageSpec`` for the model); the tables take it from there."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
-import random
 import re
 import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from blocks import EMBEDDINGS, HEADS, MIXERS, POSITIONALS, ArchSpec, EmbeddingSpec, MixerSpec, StageSpec, Transition
-from blocks import check as check_arch
+from blocks import EMBEDDINGS, HEADS, MIXERS, POSITIONALS, ArchSpec, EmbeddingSpec, StageSpec, Transition
 from blocks.builder import EMBEDDING_ARGS, MIXER_ARGS, did_you_mean, option_problems
-from search.space import Choice, FloatRange, IntRange, Option, sample
-from search.yamlio import Document, Issue, Where, join
+from runs.data import DataSpec
+from runs.train import TrainConfig
+from search.spec.space import Choice, FloatRange, IntRange, Option
+from search.spec.yamlio import Document, Issue, Where, join
 
 Check = Callable[[Any], "str | None"]
 
@@ -155,9 +158,55 @@ def stride(v: Any) -> str | None:
 @dataclass(frozen=True)
 class Field:
     check: Check
-    default: Any = None
+    default: Any = None  # for most keys taken from the section's dataclass (``with_defaults``)
     searchable: bool = False
 
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None  # a required field: the section's own check refuses it missing
+
+
+def with_defaults(fields: dict[str, Field], *sources: type) -> dict[str, Field]:
+    """``fields``, in their order, each with the default of the same-named field of the
+    first dataclass in ``sources`` that has one; a key none has keeps its own."""
+    found: dict[str, Any] = {}
+    for source in reversed(sources):
+        found |= {f.name: _default(f) for f in dataclasses.fields(source)}
+    twice = [key for key, f in fields.items() if key in found and f.default is not None]
+    if twice:
+        raise TypeError(f"the default of {', '.join(twice)} is written in the table and in its dataclass")
+    return {key: dataclasses.replace(f, default=found[key]) if key in found else f for key, f in fields.items()}
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    sampler: str = "tpe"
+    trials: int = 16
+    pruner: str = "none"
+    seed: int = 0
+    timeout: float | None = None
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    kind: str = "local"  # local: trials in processes of this machine; ray: Ray Tune
+    address: str = "local"  # ray: local (a private runtime), auto or host:port (join a cluster)
+    cpus_per_trial: float = 1
+    gpus_per_trial: float = 0
+    max_concurrent: int | None = None  # trials at once (local: 1 unless --workers)
+    max_failures: int = 2  # retries of a crashed trial, from its last checkpoint
+    trial_timeout: float | None = None  # seconds; a trial still running then fails with reason timeout
+    memory_per_trial: float | None = None  # GiB a trial may allocate; beyond it fails with reason oom
+    storage_path: str | None = None  # Tune's experiment state; shared storage on a cluster
+    dashboard: bool = False
+
+
+# The order of the keys in each table is the order Optuna samples the searchable ones in:
+# reordering them changes what a seeded sweep draws.
 
 TOP_FIELDS = {
     k: Field({"name": sweep_name, "description": text}.get(k, lambda v: None))
@@ -175,43 +224,54 @@ TOP_FIELDS = {
         "tracking",
     )
 }
+# ``Ablation`` holds the arms built from this section, not the section as written: the
+# section's defaults are its own.
 ABLATION_FIELDS = {
-    "base": Field(lambda v: None),  # checked by search.spec._trial_base
+    "base": Field(lambda v: None),  # checked by search.spec.load._trial_base
     "factors": Field(lambda v: None, {}),
     "design": Field(one_of("one-at-a-time", "factorial"), "one-at-a-time"),
     "seeds": Field(integer(), 3),
 }
-DATA_FIELDS = {
-    "dataset": Field(one_of("digits", "synthetic", "cifar10", "cifar100", "imagefolder"), "digits"),
-    "path": Field(optional(path_text)),
-    "image_size": Field(optional(integer())),
-    "val_fraction": Field(number(0, 1), 0.2),
-    "num_classes": Field(integer(2), 10),
-    "samples": Field(integer(10), 2000),
-    "channels": Field(integer(), 3),
-    "crop": Field(integer(0), 0),
-    "flip": Field(boolean, False),
-}
-TRAIN_FIELDS = {
-    "optimizer": Field(one_of("adamw", "sgd"), "adamw", True),
-    "lr": Field(number(), 1e-3, True),
-    "weight_decay": Field(number(open_low=False), 0.05, True),
-    "epochs": Field(integer(), 10, True),
-    "batch_size": Field(integer(), 128, True),
-    "label_smoothing": Field(number(0, 1, open_low=False), 0.0, True),
-    "schedule": Field(one_of("cosine", "constant"), "cosine", True),
-    "warmup_epochs": Field(number(open_low=False), 1, True),
-    "grad_clip": Field(number(open_low=False), 1.0, True),
-    "momentum": Field(number(0, 1, open_low=False), 0.9, True),
-    "amp": Field(boolean, True),
-}
-SEARCH_FIELDS = {
-    "sampler": Field(one_of("tpe", "nsga2", "random", "grid"), "tpe"),
-    "trials": Field(integer(), 16),
-    "pruner": Field(one_of("none", "median", "asha", "hyperband"), "none"),
-    "seed": Field(integer(0), 0),
-    "timeout": Field(optional(number())),
-}
+DATA_FIELDS = with_defaults(
+    {
+        "dataset": Field(one_of("digits", "synthetic", "cifar10", "cifar100", "imagefolder")),
+        "path": Field(optional(path_text)),
+        "image_size": Field(optional(integer())),
+        "val_fraction": Field(number(0, 1)),
+        "num_classes": Field(integer(2)),
+        "samples": Field(integer(10)),
+        "channels": Field(integer()),
+        "crop": Field(integer(0)),
+        "flip": Field(boolean),
+    },
+    DataSpec,
+)
+TRAIN_FIELDS = with_defaults(
+    {
+        "optimizer": Field(one_of("adamw", "sgd"), searchable=True),
+        "lr": Field(number(), searchable=True),
+        "weight_decay": Field(number(open_low=False), searchable=True),
+        "epochs": Field(integer(), searchable=True),
+        "batch_size": Field(integer(), searchable=True),
+        "label_smoothing": Field(number(0, 1, open_low=False), searchable=True),
+        "schedule": Field(one_of("cosine", "constant"), searchable=True),
+        "warmup_epochs": Field(number(open_low=False), searchable=True),
+        "grad_clip": Field(number(open_low=False), searchable=True),
+        "momentum": Field(number(0, 1, open_low=False), searchable=True),
+        "amp": Field(boolean),
+    },
+    TrainConfig,
+)
+SEARCH_FIELDS = with_defaults(
+    {
+        "sampler": Field(one_of("tpe", "nsga2", "random", "grid")),
+        "trials": Field(integer()),
+        "pruner": Field(one_of("none", "median", "asha", "hyperband")),
+        "seed": Field(integer(0)),
+        "timeout": Field(optional(number())),
+    },
+    SearchSpec,
+)
 
 
 def address(v: Any) -> str | None:
@@ -227,18 +287,23 @@ def fraction(v: Any) -> str | None:
     return f"expected a fraction in [0, 1] or a whole number, got {v!r}"
 
 
-BACKEND_FIELDS = {
-    "kind": Field(one_of("local", "ray"), "local"),
-    "address": Field(address, "local"),
-    "cpus_per_trial": Field(number(), 1),
-    "gpus_per_trial": Field(fraction, 0),
-    "max_concurrent": Field(optional(integer())),
-    "max_failures": Field(integer(0), 2),
-    "trial_timeout": Field(optional(number())),
-    "memory_per_trial": Field(optional(number())),
-    "storage_path": Field(optional(path_text)),
-    "dashboard": Field(boolean, False),
-}
+BACKEND_FIELDS = with_defaults(
+    {
+        "kind": Field(one_of("local", "ray")),
+        "address": Field(address),
+        "cpus_per_trial": Field(number()),
+        "gpus_per_trial": Field(fraction),
+        "max_concurrent": Field(optional(integer())),
+        "max_failures": Field(integer(0)),
+        "trial_timeout": Field(optional(number())),
+        "memory_per_trial": Field(optional(number())),
+        "storage_path": Field(optional(path_text)),
+        "dashboard": Field(boolean),
+    },
+    BackendSpec,
+)
+# Spec takes these under other names (store, log_models, ...), some filled in from others
+# (experiment from the sweep's name): the section's defaults are its own.
 TRACKING_FIELDS = {
     "experiment": Field(optional(mlflow_name)),
     "uri": Field(optional(text)),
@@ -246,23 +311,33 @@ TRACKING_FIELDS = {
     "models": Field(models_to_log, "pareto"),  # which trials are logged as MLflow models
     "register": Field(optional(registered_name)),  # the logged models become versions of this registered model
 }
-MODEL_FIELDS = {
-    "patch_size": Field(integer(), 4, True),
-    "positional": Field(one_of(*POSITIONALS), "learned", True),
-    "head": Field(one_of(*HEADS), "gap", True),
-    "norm": Field(one_of("pre", "post"), "pre", True),
-}
-STAGE_FIELDS = {
-    "depth": Field(integer(0), None, True),
-    "width": Field(integer(), None, True),
-    "mlp_ratio": Field(number(), 4.0, True),
-    "dropout": Field(number(0, 1, open_low=False), 0.0, True),
-    "drop_path": Field(number(0, 1, open_low=False), 0.0, True),
-    "pool": Field(one_of("none", "mean", "max"), "none", True),
-    "pool_stride": Field(stride, [2, 2]),
-    "query_only": Field(boolean, False, True),
-    "merge": Field(boolean, False, True),
-}
+MODEL_FIELDS = with_defaults(
+    {
+        "patch_size": Field(integer(), searchable=True),
+        "positional": Field(one_of(*POSITIONALS), searchable=True),
+        "head": Field(one_of(*HEADS), searchable=True),
+        "norm": Field(one_of("pre", "post"), searchable=True),
+    },
+    ArchSpec,
+    EmbeddingSpec,
+)
+STAGE_FIELDS = with_defaults(
+    {
+        "depth": Field(integer(0), searchable=True),
+        "width": Field(integer(), searchable=True),
+        "mlp_ratio": Field(number(), searchable=True),
+        "dropout": Field(number(0, 1, open_low=False), searchable=True),
+        "drop_path": Field(number(0, 1, open_low=False), searchable=True),
+        # pool, pool_stride and merge are spelled differently in blocks' Transition (its kind
+        # and mode in one word, its stride as the list YAML writes): their defaults are here.
+        "pool": Field(one_of("none", "mean", "max"), "none", searchable=True),
+        "pool_stride": Field(stride, [2, 2]),
+        "query_only": Field(boolean, searchable=True),
+        "merge": Field(boolean, False, searchable=True),
+    },
+    StageSpec,
+    Transition,
+)
 
 
 # -- the checker -------------------------------------------------------------------------
@@ -435,23 +510,20 @@ def _named_option(c: Checker, path: str, raw: Any, registry: dict, reserved, kin
 # -- the model and train sections --------------------------------------------------------
 
 
-def model_space(c: Checker, raw: Any, geometry=None) -> dict:
+def model_space(c: Checker, raw: Any) -> dict:
     if not isinstance(raw, Mapping):
         c.fail("model", f"expected a mapping with stages, got {raw!r}")
         return {}
     # In this order, always: the order of the keys is the order Optuna samples them in.
     fields = {**MODEL_FIELDS, **{k: Field(lambda v: None) for k in ("embedding", "stages")}}
     space = c.section(raw, "model", fields)
-    space["embedding"] = named_block(
-        c, "model.embedding", raw.get("embedding", "patch"), EMBEDDINGS, EMBEDDING_ARGS, "embedding"
-    )
+    embedding = raw.get("embedding", EmbeddingSpec.kind)
+    space["embedding"] = named_block(c, "model.embedding", embedding, EMBEDDINGS, EMBEDDING_ARGS, "embedding")
     stages = raw.get("stages")
     if not isinstance(stages, list) or not stages:
         c.fail("model.stages", f"expected a non-empty list of stages, got {stages!r}")
         stages = []
     space["stages"] = [_stage_space(c, join("model.stages", i), s) for i, s in enumerate(stages)]
-    if not c.issues and geometry is not None:
-        _check_buildable(c, space, geometry)
     return space
 
 
@@ -475,77 +547,4 @@ def train_space(c: Checker, raw: Mapping) -> dict:
     return c.section(raw, "train", TRAIN_FIELDS)
 
 
-class RandomTrial:
-    """A trial that draws uniformly: for checking a space without an Optuna study."""
-
-    def __init__(self, rng: random.Random) -> None:
-        self.rng = rng
-
-    def suggest_categorical(self, name, choices):
-        return self.rng.choice(choices)
-
-    def suggest_int(self, name, low, high, *, step=1, log=False):
-        return self.rng.randrange(low, high + 1, step)
-
-    def suggest_float(self, name, low, high, *, step=None, log=False):
-        return self.rng.uniform(low, high)
-
-
-# Builder paths that are spelled differently in the spec.
-_SPEC_PATHS = [
-    (re.compile(r"^embedding\.patch_size"), "patch_size"),
-    (re.compile(r"\.transition\.query_only$"), ".query_only"),
-    (re.compile(r"\.transition(\.\w+)?$"), ".pool"),
-]
-
-
-def spec_path(builder_path: str) -> str:
-    for pattern, replacement in _SPEC_PATHS:
-        builder_path = pattern.sub(replacement, builder_path)
-    return f"model.{builder_path}"
-
-
-def _check_buildable(c: Checker, space: dict, geometry, draws: int = 48) -> None:
-    """Refuse a model space in which no drawn architecture can be built.
-
-    A space where some combinations are refused is fine (those trials are recorded as
-    infeasible, at no training cost); one where all are is a mistake in the spec."""
-    rng = random.Random(0)
-    first = None
-    for _ in range(draws):
-        concrete = sample(space, RandomTrial(rng), "model")
-        problems = check_arch(to_arch(concrete, geometry.image_size, geometry.num_classes, geometry.channels))
-        if not problems:
-            return
-        first = first or problems
-    for p in first or []:
-        c.fail(spec_path(p.path), f"{p.message} (no architecture drawn from this space can be built)")
-
-
-def to_arch(model: Mapping, image_size: tuple[int, int], num_classes: int, in_channels: int) -> ArchSpec:
-    """A concrete (sampled) model section -> ``ArchSpec``."""
-    stages = []
-    for s in model["stages"]:
-        if s.get("merge"):
-            transition = Transition("merge")
-        elif s.get("pool", "none") != "none":
-            transition = Transition("pool", s["pool"], tuple(s.get("pool_stride", (2, 2))), s.get("query_only", False))
-        else:
-            transition = Transition()
-        mixer = MixerSpec(s["mixer"]["name"], s["mixer"]["options"])
-        keys = ("mlp_ratio", "dropout", "drop_path")
-        stages.append(StageSpec(s["depth"], s["width"], mixer, transition=transition, **{k: s[k] for k in keys}))
-    emb = model["embedding"]
-    return ArchSpec(
-        image_size,
-        num_classes,
-        tuple(stages),
-        in_channels=in_channels,
-        embedding=EmbeddingSpec(emb["name"], model["patch_size"], emb["options"]),
-        positional=model["positional"],
-        head=model["head"],
-        norm=model["norm"],
-    )
-
-
-__all__ = ["Checker", "Issue", "model_space", "to_arch", "train_space"]
+__all__ = ["Checker", "Issue", "model_space", "train_space"]

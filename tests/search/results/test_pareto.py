@@ -3,8 +3,8 @@
 import itertools
 import random
 
-from search.pareto import hypervolume, nondominated
-from search.spec import Objective
+from runs.metrics import Objective
+from search.results.pareto import hypervolume, nondominated
 
 OBJ = (Objective("val_accuracy", "max"), Objective("gmacs", "min"))
 

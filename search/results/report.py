@@ -67,7 +67,7 @@ def html(
         table(ordered_front, ["trial", *objectives, *costs, "arch"]),
     ]
     if ablation_rows:
-        from search.ablation import markdown
+        from search.results.stats import markdown
 
         shown = list(dict.fromkeys([*objectives, "params", "gmacs"]))
         parts += ["<h2>Ablation</h2>", f"<pre>{escape(markdown(ablation_rows, shown))}</pre>"]

@@ -17,30 +17,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from blocks import check as check_arch
 from blocks.builder import did_you_mean
 from runs import data as datasets
-from search import fields as F
-from search import inputs
-from search.space import Choice, FloatRange, IntRange
-from search.yamlio import Document, Issue, Where, join, printable
-from search.yamlio import load as load_yaml
+from runs.data import DataSpec
+from runs.metrics import COST_METRICS, METRICS, Constraint, Objective
+from search.spec import ablation as ab
+from search.spec import inputs
+from search.spec import schema as F
+from search.spec.ablation import Ablation
+from search.spec.arch import RandomTrial, check_buildable, to_arch
+from search.spec.schema import BackendSpec, SearchSpec
+from search.spec.space import Choice, FloatRange, IntRange, as_written, dimensions, sample
+from search.spec.yamlio import Document, Issue, Where, join, printable
+from search.spec.yamlio import load as load_yaml
 
-METRICS = {  # name -> the direction that is better
-    "val_accuracy": "max",
-    "val_top5": "max",
-    "val_loss": "min",
-    "train_loss": "min",
-    "params": "min",
-    "gmacs": "min",
-    "gflops": "min",
-    "latency_ms": "min",
-    "latency_spread": "min",
-    "throughput": "max",
-    "peak_mem_mb": "min",
-    "train_time_s": "min",
-    "epochs": "max",
-}
-COST_METRICS = ("params", "gmacs", "gflops", "latency_ms", "peak_mem_mb")  # known before training
 _CONSTRAINT = re.compile(r"^\s*([A-Za-z_][\w]*)\s*(<=|>=|<|>)\s*(\S+)\s*$")
 
 
@@ -53,66 +44,10 @@ class SpecError(ValueError):
 
 
 @dataclass(frozen=True)
-class DataSpec:
-    dataset: str = "digits"
-    path: str | None = None
-    image_size: int | None = None  # None: the dataset's own
-    val_fraction: float = 0.2
-    num_classes: int = 10  # synthetic only
-    samples: int = 2000  # synthetic only
-    channels: int = 3  # synthetic only
-    crop: int = 0  # random-crop padding in pixels (0: off)
-    flip: bool = False
-
-
-@dataclass(frozen=True)
-class Objective:
-    metric: str
-    direction: str  # "max" | "min"
-
-
-@dataclass(frozen=True)
-class Constraint:
-    metric: str
-    op: str
-    bound: float
-
-    def violation(self, value: float) -> float:
-        """<= 0 when satisfied (Optuna's constraints_func convention)."""
-        return value - self.bound if self.op in ("<=", "<") else self.bound - value
-
-    def __str__(self) -> str:
-        return f"{self.metric} {self.op} {self.bound:g}"
-
-
-@dataclass(frozen=True)
-class SearchSpec:
-    sampler: str = "tpe"
-    trials: int = 16
-    pruner: str = "none"
-    seed: int = 0
-    timeout: float | None = None
-
-
-@dataclass(frozen=True)
-class BackendSpec:
-    kind: str = "local"  # local: trials in processes of this machine; ray: Ray Tune
-    address: str = "local"  # ray: local (a private runtime), auto or host:port (join a cluster)
-    cpus_per_trial: float = 1
-    gpus_per_trial: float = 0
-    max_concurrent: int | None = None  # trials at once (local: 1 unless --workers)
-    max_failures: int = 2  # retries of a crashed trial, from its last checkpoint
-    trial_timeout: float | None = None  # seconds; a trial still running then fails with reason timeout
-    memory_per_trial: float | None = None  # GiB a trial may allocate; beyond it fails with reason oom
-    storage_path: str | None = None  # Tune's experiment state; shared storage on a cluster
-    dashboard: bool = False
-
-
-@dataclass(frozen=True)
 class Spec:
     name: str
     file: str
-    model: Mapping[str, Any]  # a space (see search.space)
+    model: Mapping[str, Any]  # a space (see search.spec.space)
     train: Mapping[str, Any]  # a space
     data: DataSpec = field(default_factory=DataSpec)
     objectives: tuple[Objective, ...] = (Objective("val_accuracy", "max"),)
@@ -120,14 +55,14 @@ class Spec:
     search: SearchSpec = field(default_factory=SearchSpec)
     backend: BackendSpec = field(default_factory=BackendSpec)
     experiment: str = ""
-    tracking_uri: str | None = None  # without user and password (runs.tracking.split_credentials)
+    tracking_uri: str | None = None  # without user and password (split_credentials)
     tracking_user: str | None = None
     tracking_password: str | None = field(default=None, repr=False)  # never pickled (see __getstate__)
     store: str = "out"  # where the embedded MLflow and Optuna stores live
     log_models: str | tuple[int, ...] = "pareto"  # whose trained models are logged: pareto, all, none or (numbers)
     register: str | None = None  # the MLflow registered model their versions go to
     description: str = ""
-    ablation: Any = None  # search.ablation.Ablation when the spec has an ablation section
+    ablation: Ablation | None = None  # when the spec has an ablation section
     warnings: tuple[Issue, ...] = ()  # what validate notes but run would refuse (missing data)
     resolved: Mapping[str, Any] = field(default_factory=dict)  # the merged YAML, as plain data
 
@@ -319,23 +254,10 @@ def _backend(c: F.Checker, raw: dict, tracking: dict, search: SearchSpec, object
     return b
 
 
-def _as_written(value: Any) -> Any:
-    """A sampled config back in the spec's own form (``{name: options}`` for blocks)."""
-    if isinstance(value, Mapping) and set(value) == {"name", "options"}:
-        return {value["name"]: _as_written(value["options"])} if value["options"] else value["name"]
-    if isinstance(value, Mapping):
-        return {k: _as_written(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_as_written(v) for v in value]
-    return value
-
-
 def _trial_base(c: F.Checker, base: Any, folder: Path) -> tuple[dict, dict] | None:
     """``ablation.base: {spec: other.yaml, trial: N}``: the model and train settings of
     trial N of that spec's finished sweep, as the base of this ablation."""
-    import optuna
-
-    from search.space import sample
+    import optuna  # here: at the top it adds 0.1-0.16 s to every validate (measured with -X importtime)
 
     if not isinstance(base, Mapping) or set(base) != {"spec", "trial"} or not isinstance(base["trial"], int):
         c.fail("ablation.base", f"expected {{spec: sweep.yaml, trial: N}}, got {base!r}")
@@ -348,26 +270,26 @@ def _trial_base(c: F.Checker, base: Any, folder: Path) -> tuple[dict, dict] | No
     except SpecError as err:
         c.fail("ablation.base.spec", f"{base['spec']} does not load: {err.issues[0]}")
         return None
-    journal = Path(other.store) / "optuna" / f"{other.name}.journal"
+    # A finished sweep read back: the study module, here only (it imports optuna, see above).
+    from search.sweep.study import journal_path, read_study
+
+    journal = journal_path(other.store, other.name)
     if not journal.exists():
         c.fail("ablation.base.trial", f"no sweep of {other.name} in {other.store}/; run it first")
         return None
-    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
-    trials = optuna.load_study(study_name=other.name, storage=storage).get_trials(deepcopy=False)
+    trials = read_study(other.store, other.name).get_trials(deepcopy=False)
     match = [t for t in trials if t.number == base["trial"] and t.state == optuna.trial.TrialState.COMPLETE]
     if not match:
         done = [t.number for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
         c.fail("ablation.base.trial", f"{other.name} has no completed trial {base['trial']}; completed: {done}")
         return None
     fixed = optuna.trial.FixedTrial(match[0].params)
-    return _as_written(sample(other.model, fixed, "model")), _as_written(sample(other.train, fixed, "train"))
+    return as_written(sample(other.model, fixed, "model")), as_written(sample(other.train, fixed, "train"))
 
 
 def _in_base(c: F.Checker, data: dict, target: str, where: str) -> None:
     """Refuse a factor on a key path the base does not have: it would set nothing, and
     its arms would train copies of the base (a difference of +0)."""
-    from search import ablation as ab
-
     section, _, rest = target.partition(".")
     problem = ab.absent(section, data.get(section) or {}, rest)
     if problem is not None:
@@ -376,12 +298,8 @@ def _in_base(c: F.Checker, data: dict, target: str, where: str) -> None:
         c.fail(where, f"{problem}{did_you_mean(target, known)}; a factor varies a key path of the base")
 
 
-def _ablation(c: F.Checker, raw: Any, data: dict, model: Mapping, train: Mapping, geo):
+def _ablation(c: F.Checker, raw: Any, data: dict, model: Mapping, train: Mapping, geo) -> Ablation | None:
     """Validate the ablation section and build its arms (``None`` after an issue)."""
-    from blocks import check as check_arch
-    from search import ablation as ab
-    from search.space import dimensions, sample
-
     section = c.section(raw, "ablation", F.ABLATION_FIELDS)
     factors = section["factors"]
     if not isinstance(factors, Mapping) or not factors:
@@ -418,9 +336,9 @@ def _ablation(c: F.Checker, raw: Any, data: dict, model: Mapping, train: Mapping
             c.fail(join("ablation.factors", path), f"arm '{name}': {issue.path}: {issue.message}")
         if sub.issues:
             continue
-        rng = F.RandomTrial(random.Random(0))  # a fixed space: every draw is the same
+        rng = RandomTrial(random.Random(0))  # a fixed space: every draw is the same
         concrete_model, concrete_train = sample(m_space, rng, "model"), sample(t_space, rng, "train")
-        arch = F.to_arch(concrete_model, geo.image_size, geo.num_classes, geo.channels)
+        arch = to_arch(concrete_model, geo.image_size, geo.num_classes, geo.channels)
         refused = "; ".join(str(p) for p in check_arch(arch))
         built.append(ab.Arm(name, levels, concrete_model, concrete_train, refused))
     if c.issues:
@@ -481,7 +399,9 @@ def build_spec(
         c.fail("", "needs a model section (the space of architectures)")
     spec_data = inputs.data(c, data.get("data") or {}, Path(file).parent, check_data)
     geo = datasets.geometry(spec_data) if not c.issues else None
-    model = F.model_space(c, data.get("model") or {}, geo)
+    model = F.model_space(c, data.get("model") or {})
+    if not c.issues and geo is not None:
+        check_buildable(c, model, geo)
     train = F.train_space(c, data.get("train") or {})
     objectives = _objectives(c, data.get("objectives"))
     constraints = _constraints(c, data.get("constraints"))
@@ -499,7 +419,7 @@ def build_spec(
         if ablation is not None:
             search = SearchSpec(sampler="random", trials=max(1, len(ablation.runnable) * ablation.seeds))
     tracking = c.section(data.get("tracking") or {}, "tracking", F.TRACKING_FIELDS)
-    log_models = _models_to_log(c, tracking.get("models") or "pareto", search.trials)
+    log_models = _models_to_log(c, tracking["models"], search.trials)
     backend = _backend(c, data.get("backend") or {}, tracking, search, objectives, Path(file).parent)
     _refuse_count_objectives(c, objectives)
     name = _name(c, top, data, file)

@@ -1,0 +1,93 @@
+"""A sampled model section as a ``blocks.ArchSpec``: ``to_arch`` maps a concrete model
+section to the architecture it describes, ``spec_path`` maps a path in that architecture
+(where ``blocks.check`` locates a problem) back to the spec's key path, and
+``check_buildable`` refuses a model space in which no drawn architecture builds."""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from blocks import ArchSpec, EmbeddingSpec, MixerSpec, StageSpec, Transition
+from blocks import check as check_arch
+from search.spec.space import sample
+
+if TYPE_CHECKING:
+    from runs.data import Geometry
+    from search.spec.schema import Checker
+
+
+class RandomTrial:
+    """A trial that draws uniformly: for checking a space without an Optuna study."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+
+    def suggest_categorical(self, name, choices):
+        return self.rng.choice(choices)
+
+    def suggest_int(self, name, low, high, *, step=1, log=False):
+        return self.rng.randrange(low, high + 1, step)
+
+    def suggest_float(self, name, low, high, *, step=None, log=False):
+        return self.rng.uniform(low, high)
+
+
+def to_arch(model: Mapping, image_size: tuple[int, int], num_classes: int, in_channels: int) -> ArchSpec:
+    """A concrete (sampled) model section -> ``ArchSpec``."""
+    stages = []
+    for s in model["stages"]:
+        if s.get("merge"):
+            transition = Transition("merge")
+        elif s.get("pool", "none") != "none":
+            transition = Transition("pool", s["pool"], tuple(s.get("pool_stride", (2, 2))), s.get("query_only", False))
+        else:
+            transition = Transition()
+        mixer = MixerSpec(s["mixer"]["name"], s["mixer"]["options"])
+        keys = ("mlp_ratio", "dropout", "drop_path")
+        stages.append(StageSpec(s["depth"], s["width"], mixer, transition=transition, **{k: s[k] for k in keys}))
+    emb = model["embedding"]
+    return ArchSpec(
+        image_size,
+        num_classes,
+        tuple(stages),
+        in_channels=in_channels,
+        embedding=EmbeddingSpec(emb["name"], model["patch_size"], emb["options"]),
+        positional=model["positional"],
+        head=model["head"],
+        norm=model["norm"],
+    )
+
+
+# Builder paths that are spelled differently in the spec.
+_SPEC_PATHS = [
+    (re.compile(r"^embedding\.patch_size"), "patch_size"),
+    (re.compile(r"\.transition\.query_only$"), ".query_only"),
+    (re.compile(r"\.transition(\.\w+)?$"), ".pool"),
+]
+
+
+def spec_path(builder_path: str) -> str:
+    """The spec's key path of a path in an ``ArchSpec`` (where ``blocks.check`` locates a problem)."""
+    for pattern, replacement in _SPEC_PATHS:
+        builder_path = pattern.sub(replacement, builder_path)
+    return f"model.{builder_path}"
+
+
+def check_buildable(c: Checker, space: dict, geometry: Geometry, draws: int = 48) -> None:
+    """Refuse a model space in which no drawn architecture can be built.
+
+    A space where some combinations are refused is fine (those trials are recorded as
+    infeasible, at no training cost); one where all are is a mistake in the spec."""
+    rng = random.Random(0)
+    first = None
+    for _ in range(draws):
+        concrete = sample(space, RandomTrial(rng), "model")
+        problems = check_arch(to_arch(concrete, geometry.image_size, geometry.num_classes, geometry.channels))
+        if not problems:
+            return
+        first = first or problems
+    for p in first or []:
+        c.fail(spec_path(p.path), f"{p.message} (no architecture drawn from this space can be built)")

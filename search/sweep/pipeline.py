@@ -1,0 +1,249 @@
+"""The path every trial takes, on every backend: drawn from the study, made into a model
+and a training config, opened as an MLflow child run, run on the backend's executor,
+and its outcome told to the study and written to its run.
+
+A backend supplies only the executor (a process of this machine, a Ray worker) and calls,
+in order: ``draw`` (where the study is), ``materialise`` (where the data is), ``open_run``,
+then ``completed`` / ``refused`` / ``Outcome`` from what its executor returned,
+``close_run`` (where the tracker is) and ``tell`` (where the study is). A repeated draw
+comes back from ``draw`` already answered (``Draw.repeat``): nothing trains.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from blocks import ArchSpec, summary
+from runs.data import Dataset
+from runs.tracking import ARCH_TAG, ARM_TAG, DUPLICATE_TAG, SEED_TAG, Tracker
+from runs.train import TrainConfig
+from runs.trial import Infeasible
+from search.spec import Spec
+from search.spec.arch import to_arch
+from search.spec.space import flatten, sample
+from search.sweep.study import state_of
+
+# -- outcomes --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a trial that ran to its end is recorded: ``state`` complete, infeasible or
+    duplicate, the objective values told to Optuna (None for a trial refused before
+    training: it has no accuracy, and is told PRUNED), and the constraint violations
+    (<= 0: satisfied) that make the samplers rank infeasible trials below feasible ones."""
+
+    state: str
+    reason: str
+    metrics: dict[str, float]
+    values: tuple[float, ...] | None
+    violations: tuple[float, ...]  # one per constraint_names(spec)
+    duplicate_of: int | None = None  # state duplicate: the trial whose result this is
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> Outcome:
+        """From ``asdict`` (how it travels in a Ray trial's config)."""
+        values = None if d["values"] is None else tuple(d["values"])
+        return cls(d["state"], d["reason"], dict(d["metrics"]), values, tuple(d["violations"]), d["duplicate_of"])
+
+    def as_text(self) -> str:
+        """As JSON text, how it travels in a Ray trial's result: Tune hands its searcher the
+        result flattened (``outcome/metrics/gmacs``), a string arrives whole."""
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_text(cls, text: str) -> Outcome:
+        return cls.from_dict(json.loads(text))
+
+
+def constraint_names(spec: Spec) -> list[str]:
+    return [str(c) for c in spec.constraints] + ["buildable"]
+
+
+def completed(spec: Spec, metrics: dict[str, float]) -> Outcome:
+    """A trial that trained: complete, or infeasible when it breaks a constraint on what
+    training measured (its values are real: Optuna's plots show it as infeasible)."""
+    violations = [c.violation(metrics[c.metric]) for c in spec.constraints]
+    broken = [str(c) for c, v in zip(spec.constraints, violations, strict=True) if v > 0]
+    values = tuple(metrics[o.metric] for o in spec.objectives)
+    if broken:
+        return Outcome("infeasible", "breaks " + ", ".join(broken), metrics, values, (*violations, 0.0))
+    return Outcome("complete", "", metrics, values, (*violations, 0.0))
+
+
+def refused(spec: Spec, err: Infeasible) -> Outcome:
+    """A trial refused before training: by the builder (nothing measured) or for a cost
+    constraint (its cost measured). Values only when every objective is a measured cost."""
+    known = all(o.metric in err.cost for o in spec.objectives)
+    values = tuple(err.cost[o.metric] for o in spec.objectives) if known else None
+    buildable = 0.0 if err.cost else 1.0
+    return Outcome("infeasible", err.reason, dict(err.cost), values, (*err.violations, buildable))
+
+
+def repeated(spec: Spec, original: FrozenTrial) -> Outcome:
+    """A repeat of ``original``'s draw, answered with its values and constraints (the
+    sampler learns the same as from the original) without training."""
+    reason = f"same draw as t{original.number:02d}"
+    if original.user_attrs.get("reason"):
+        reason += f": {original.user_attrs['reason']}"
+    violations = tuple(original.constraints.get(name, 0.0) for name in constraint_names(spec))
+    metrics = dict(original.user_attrs.get("metrics", {}))
+    values = tuple(original.values) if original.values is not None else None
+    return Outcome("duplicate", reason, metrics, values, violations, original.number)
+
+
+# -- drawing a trial -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Draw:
+    """A trial as drawn from the study: its sampled model and train sections, the seed it
+    trains with, extra MLflow tags, and ``repeat``: the answer when the same draw was
+    trained before (``arch``: that trial's summary line). Plain data (``as_dict``) where
+    it must travel (Ray's config)."""
+
+    number: int
+    model: dict
+    train: dict
+    seed: int
+    tags: dict[str, str] = field(default_factory=dict)
+    repeat: Outcome | None = None
+    arch: str = ""
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> Draw:
+        repeat = None if d.get("repeat") is None else Outcome.from_dict(d["repeat"])
+        return cls(d["number"], d["model"], d["train"], d["seed"], dict(d["tags"]), repeat, d.get("arch", ""))
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def trial_seed(spec: Spec, number: int) -> int:
+    """The seed a sampled trial trains with."""
+    return spec.search.seed + number
+
+
+def draw(spec: Spec, study: optuna.Study, trial) -> Draw:
+    """An Optuna trial's draw: a sample of the space, or an (arm, seed) of the ablation
+    (queued with ``enqueue_trial``). A sample's key is kept as the user attribute
+    ``draw``; a draw trained before is answered from the earlier trial (``repeat_of``)."""
+    if spec.ablation is not None:
+        index = trial.suggest_categorical("arm", spec.ablation.runnable)
+        repeat = trial.suggest_categorical("seed", list(range(spec.ablation.seeds)))
+        arm = spec.ablation.arms[index]
+        trial.set_user_attr("arm", index)
+        trial.set_user_attr("seed", repeat)
+        tags = {ARM_TAG: arm.name, SEED_TAG: str(repeat)}
+        return Draw(trial.number, dict(arm.model), dict(arm.train), repeat, tags)
+    model_cfg, train_cfg = sample(spec.model, trial, "model"), sample(spec.train, trial, "train")
+    trial.set_user_attr("draw", draw_key(model_cfg, train_cfg))
+    original = repeat_of(study, trial)
+    if original is None:
+        return Draw(trial.number, model_cfg, train_cfg, trial_seed(spec, trial.number))
+    # its params, and the seed its result came from
+    tags = {DUPLICATE_TAG: str(original.number)}
+    answer = repeated(spec, original)
+    seed, line = trial_seed(spec, original.number), original.user_attrs.get("arch", "")
+    return Draw(trial.number, model_cfg, train_cfg, seed, tags, answer, line)
+
+
+def trial_params(model_cfg: dict, train_cfg: dict, seed: int) -> dict:
+    """The MLflow params of a trial, named as Optuna names its parameters
+    (``search.spec.space.param``); a stage left out (depth 0) by its depth alone."""
+    stages = model_cfg.get("stages")
+    if isinstance(stages, list):
+        model_cfg = {**model_cfg, "stages": [{"depth": 0} if s.get("depth") == 0 else s for s in stages]}
+    return {**flatten(model_cfg, "model"), **flatten(train_cfg, "train"), "seed": seed}
+
+
+def draw_key(model_cfg: dict, train_cfg: dict) -> str:
+    """Equal for two draws that train the same: the same params but the seed (so the
+    values of a stage left out make no difference)."""
+    params = trial_params(model_cfg, train_cfg, 0)
+    del params["seed"]
+    return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def repeat_of(study: optuna.Study, trial) -> FrozenTrial | None:
+    """The earliest other trial with ``trial``'s draw that finished (complete or
+    infeasible): ``trial`` is answered from it instead of training the same again."""
+    key = trial.user_attrs.get("draw")
+    if key is None:  # an ablation's (arm, seed): distinct by design
+        return None
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        if t.number != trial.number and t.user_attrs.get("draw") == key and state_of(t) in ("complete", "infeasible"):
+            return t
+    return None
+
+
+# -- where the data is -----------------------------------------------------------------
+
+
+def materialise(spec: Spec, drawn: Draw, data: Dataset) -> tuple[ArchSpec, TrainConfig, str]:
+    """(architecture, training config, one-line summary) of a draw, for ``data``."""
+    geo = data.geometry
+    arch = data.normalising(to_arch(drawn.model, geo.image_size, geo.num_classes, geo.channels))
+    cfg = TrainConfig.from_mapping({**drawn.train, "crop": spec.data.crop, "flip": spec.data.flip})
+    return arch, cfg, summary(arch)
+
+
+# -- where the tracker is --------------------------------------------------------------
+
+
+def run_name(drawn: Draw, line: str) -> str:
+    if ARM_TAG in drawn.tags:
+        return f"t{drawn.number:02d} {drawn.tags[ARM_TAG]} s{drawn.seed}"
+    if drawn.repeat is not None:
+        return f"t{drawn.number:02d} = t{drawn.repeat.duplicate_of:02d} {line}"
+    return f"t{drawn.number:02d} {line}"
+
+
+def open_run(tracker: Tracker, parent: str, spec: Spec, drawn: Draw, line: str, key: str = "") -> str:
+    """The trial's MLflow child run (with ``key``, the backend's id of the trial: a retry
+    continues the same run)."""
+    params = trial_params(drawn.model, drawn.train, drawn.seed)
+    tags = {ARCH_TAG: line, **drawn.tags}
+    return tracker.trial_run(parent, spec.name, drawn.number, run_name(drawn, line), params, tags, key=key)
+
+
+def close_run(tracker: Tracker, run: str, outcome: Outcome) -> None:
+    """The outcome's metrics (final, at the last epoch's step; or the cost measured before
+    refusing it) and its state and reason, and the run ended."""
+    if outcome.metrics:
+        tracker.log_metrics(run, outcome.metrics, step=int(outcome.metrics.get("epochs", 0)))
+    tracker.end_trial(run, outcome.state, outcome.reason)
+
+
+# -- where the study is ----------------------------------------------------------------
+
+
+def record(trial, spec: Spec, outcome: Outcome) -> None:
+    """The outcome on an Optuna trial that is still running: its constraints (what the
+    samplers learn feasibility from) and archsweep's user attributes."""
+    for name, value in zip(constraint_names(spec), outcome.violations, strict=True):
+        trial.set_constraint(name, value)
+    trial.set_user_attr("state", outcome.state)
+    if outcome.metrics:
+        trial.set_user_attr("metrics", dict(outcome.metrics))
+    if outcome.reason:
+        trial.set_user_attr("reason", outcome.reason)
+    if outcome.duplicate_of is not None:
+        trial.set_user_attr("duplicate_of", outcome.duplicate_of)
+
+
+def tell(study: optuna.Study, trial, spec: Spec, outcome: Outcome) -> None:
+    """Record and finish ``trial`` (asked with ``study.ask``): COMPLETE with its values, or
+    PRUNED when it has none (refused before training: kept off Optuna's plots and
+    ``best_trials``, its constraint violations still teach the samplers)."""
+    record(trial, spec, outcome)
+    if outcome.values is None:
+        study.tell(trial, state=TrialState.PRUNED)
+    else:
+        study.tell(trial, list(outcome.values))

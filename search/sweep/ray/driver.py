@@ -1,0 +1,334 @@
+"""In the driver: the sweep on Ray Tune (``RaySweep``), the Ray runtime it connects to,
+and the bookkeeping its workers cannot do (``_Bookkeeper``). At the end the searcher's
+study is copied into the sweep's Optuna journal. If the sweep's Ray runtime stops under
+it, the driver ends its runs and exits (RUNTIME_LOST)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import optuna
+import ray
+import torch
+from optuna.trial import TrialState
+from ray import tune
+from ray.tune.search import ConcurrencyLimiter
+
+from runs import faults
+from runs.tracking import ATTEMPT_TAG, private_server
+from search.spec import BackendSpec, Spec
+from search.sweep import study
+from search.sweep.base import COUNTERS, Sweep
+from search.sweep.pipeline import Outcome
+from search.sweep.ray.cluster import HEAD_NODE, ended, ensure_token
+from search.sweep.ray.searcher import ArchSearch, _Portable
+from search.sweep.ray.worker import TRAINED, trainable
+
+logging.getLogger("ray").setLevel(logging.ERROR)
+PROJECT = Path(__file__).resolve().parents[3]
+# What the workers do not need of the project folder (Ray also honours .gitignore).
+EXCLUDES = [".git", ".venv", "out", "data", "mlruns", "*.db", "*.journal", "__pycache__", ".*_cache"]
+RUNTIME_LOST = 4  # the exit code when the sweep's Ray runtime stops under it
+
+_ACTIVE: list[RaySweep] = []  # the sweep this driver runs (Tune pickles its callbacks; this one holds nothing)
+
+
+def _reason(error: BaseException | None) -> str:
+    if error is None:
+        return "the trial ended without a result"
+    cause = getattr(error, "cause", None) or error
+    if isinstance(cause, ray.exceptions.RayActorError):
+        return f"its worker died ({type(cause).__name__}); retries used up"
+    return f"{type(cause).__name__}: {str(cause).strip().splitlines()[-1] if str(cause).strip() else ''}"
+
+
+class _Bookkeeper(_Portable, tune.Callback):
+    """Ends MLflow runs whose worker could not: a trial stopped early by the scheduler, or
+    one whose worker died after its last retry; and keeps the live view current."""
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        if _ACTIVE and result.get("state") == "running":
+            progress = _ACTIVE[0].progress
+            doing = f"{result['arch']} epoch {result['epoch']}, val_accuracy {result['val_accuracy']:.3f}"
+            progress.running[result["number"]] = doing
+            _ACTIVE[0].on_change(progress)
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        if not _ACTIVE:
+            return
+        sweep, last = _ACTIVE[0], trial.last_result or {}
+        sweep.progress.running.pop(last.get("number"), None)
+        state, reason = last.get("state"), last.get("reason", "")
+        if state == "running":  # the scheduler stopped it
+            state, reason = "pruned", f"stopped early after epoch {last['epoch']}"
+            sweep.tracker.end_trial(last["run_id"], state, reason)
+        if state in COUNTERS:  # counted, and a line of its own without a terminal
+            outcome = Outcome.from_text(last["outcome"]) if "outcome" in last else None
+            metrics, original = (outcome.metrics, outcome.duplicate_of) if outcome else ({}, None)
+            sweep.ended(last["number"], state, last.get("arch", ""), metrics, reason, original)
+        else:
+            sweep.on_change(sweep.progress)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        if not _ACTIVE:
+            return
+        sweep = _ACTIVE[0]
+        for run in sweep.tracker.runs_with_key(sweep.spec.name, trial.trial_id):
+            if run.info.status == "RUNNING":  # its worker died; else the worker recorded why
+                sweep.tracker.end_trial(run.info.run_id, "failed", _reason(trial.get_pickled_error()))
+        sweep.progress.failed += 1
+        sweep.on_change(sweep.progress)
+
+
+# -- in the driver: the sweep --------------------------------------------------------------
+
+
+def _stop_now(signum, frame) -> None:
+    """SIGINT while Tune stops a sweep gracefully (a second Ctrl-C): stop at once."""
+    raise KeyboardInterrupt
+
+
+# A bound str.format, not a function of archsweep: Tune pickles it into every trial's saved
+# state, which then opens without archsweep (ray.tune.ExperimentAnalysis).
+_trial_folder = "t{0.config[number]:03d}_{0.trial_id}".format
+
+
+@contextmanager
+def runtime(backend: BackendSpec):
+    """Connected to Ray for the duration: a private runtime on this machine (address
+    local) or an existing cluster; the project folder travels to the workers."""
+    ensure_token()
+    env = {"working_dir": str(PROJECT), "excludes": EXCLUDES}
+    if faults.plan():  # the hardening suite's faults reach the workers
+        env["env_vars"] = {faults.ENV: faults.plan()}
+    if backend.address == "local":
+        ray.init(
+            address="local",
+            _node_ip_address=HEAD_NODE,
+            include_dashboard=backend.dashboard,
+            dashboard_host="127.0.0.1",
+            object_store_memory=256 * 2**20,
+            runtime_env=env,
+            log_to_driver=False,
+            logging_level=logging.ERROR,
+        )
+    else:
+        ray.init(address=backend.address, runtime_env=env, log_to_driver=False, logging_level=logging.ERROR)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def _lifelines() -> dict:
+    """The Ray processes this driver cannot outlive, by name: the raylet it is attached to
+    (its object store lives there) and, for a private runtime, the GCS."""
+    import psutil  # after ray, which brings its own copy
+
+    node = ray._private.worker.global_worker.node  # Ray has no public handle on its processes
+    found = {}
+    for kind in ("gcs_server", "raylet"):  # a private runtime: this driver started them
+        if node.all_processes.get(kind):
+            found[kind] = psutil.Process(node.all_processes[kind][0].process.pid)
+    if "raylet" not in found:  # a cluster's node on this machine
+        socket = f"--raylet_socket_name={node.raylet_socket_name}"
+        for proc in psutil.process_iter(["cmdline"]):
+            if socket in (proc.info["cmdline"] or []):
+                found["raylet"] = proc
+    return found
+
+
+def _watch(processes: dict, on_lost) -> threading.Event:
+    """Calls ``on_lost(what)`` once if one of ``processes`` ends before the returned event
+    is set (set it before stopping Ray on purpose)."""
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(0.5):
+            dead = [f"{name} pid {proc.pid}" for name, proc in processes.items() if ended(proc)]
+            if dead and not stop.is_set():
+                return on_lost(f"{', '.join(dead)} ended")
+
+    threading.Thread(target=watch, name="archsweep-ray-lifeline", daemon=True).start()
+    return stop
+
+
+class RaySweep(Sweep):
+    def __init__(self, spec: Spec, **kwargs) -> None:
+        super().__init__(spec, **kwargs)
+        self.storage = str(Path(spec.backend.storage_path or (self.store / "ray")).resolve())
+        self.experiment_path = Path(self.storage) / spec.name
+        self.stack = ExitStack()
+
+    def resumable(self) -> bool:
+        return tune.Tuner.can_restore(str(self.experiment_path))
+
+    def open(self) -> None:
+        self.preflight()  # its refusals come before anything is written
+        server = None if self.spec.tracking_uri else self.stack.enter_context(private_server(self.store))
+        self.stack.enter_context(runtime(self.spec.backend))  # while the server starts: both take seconds
+        self.uri = self.spec.tracking_uri or server()
+        self.open_tracking(self.uri)
+
+    def close(self) -> None:
+        self.stack.close()
+
+    def _saved_study(self) -> optuna.Study | None:
+        """The searcher's study as Tune last saved it (None before the first save)."""
+        if not list(self.experiment_path.glob("searcher-state-*.pkl")):
+            return None
+        searcher = ArchSearch(self.spec)
+        searcher.restore_from_dir(str(self.experiment_path))
+        return searcher.study
+
+    def trained(self, number: int) -> dict | None:
+        checkpoint = getattr(self, "last_checkpoints", {}).get(number)
+        if checkpoint is None:
+            return None
+        with checkpoint.as_directory() as folder:
+            path = Path(folder) / TRAINED
+            return torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
+
+    def remaining(self) -> int:
+        saved = self._saved_study()
+        done = 0 if saved is None else sum(t.state.is_finished() for t in saved.get_trials(deepcopy=False))
+        return max(0, self.spec.search.trials - done)
+
+    def _trainable(self):
+        b = self.spec.backend
+        login = (self.spec.tracking_user, self.spec.tracking_password) if self.spec.tracking_uri else (None, None)
+        # In Ray's object store (memory), not in Tune's saved state (the spec drops its password when pickled).
+        fn = tune.with_parameters(trainable, spec=self.spec, parent=self.parent, uri=self.uri, credentials=login)
+        resources = {"cpu": b.cpus_per_trial, "gpu": b.gpus_per_trial}
+        if b.memory_per_trial:  # Ray places trials by it; worker.memory_cap enforces it
+            resources["memory"] = int(b.memory_per_trial * 2**30)
+        return tune.with_resources(fn, resources)
+
+    def _scheduler(self):
+        spec, first = self.spec, self.spec.objectives[0]
+        if spec.search.pruner == "asha":
+            epochs = spec.train.get("epochs", 10)
+            top = max(epochs.values()) if hasattr(epochs, "values") else epochs
+            return tune.schedulers.ASHAScheduler(
+                metric=first.metric, mode=first.direction, max_t=int(top), grace_period=1, time_attr="epoch"
+            )
+        if spec.search.pruner == "median":
+            return tune.schedulers.MedianStoppingRule(
+                metric=first.metric, mode=first.direction, time_attr="epoch", grace_period=1
+            )
+        return None
+
+    def _tuner(self) -> tune.Tuner:
+        path = str(self.experiment_path)
+        if tune.Tuner.can_restore(path):  # the driver stopped mid-sweep: Tune's state and the searcher's
+            return tune.Tuner.restore(path, trainable=self._trainable(), resume_unfinished=True, resume_errored=False)
+        spec, b = self.spec, self.spec.backend
+        searcher = ArchSearch(spec)
+        search_alg = ConcurrencyLimiter(searcher, b.max_concurrent) if b.max_concurrent else searcher
+        return tune.Tuner(
+            self._trainable(),
+            tune_config=tune.TuneConfig(
+                search_alg=search_alg,
+                scheduler=self._scheduler(),
+                num_samples=spec.search.trials,
+                time_budget_s=spec.search.timeout,
+                reuse_actors=True,  # a fresh worker spends seconds importing torch and mlflow
+                trial_dirname_creator=_trial_folder,
+            ),
+            run_config=tune.RunConfig(
+                name=spec.name,
+                storage_path=self.storage,
+                failure_config=tune.FailureConfig(max_failures=b.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                callbacks=[_Bookkeeper()],
+                verbose=0,
+            ),
+        )
+
+    def run(self) -> None:
+        # Tune keeps one trial pending at a time for a searcher; worker start-up would then
+        # serialise the sweep. As many pending as can run at once.
+        slots = self.spec.backend.max_concurrent or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(slots)
+        _ACTIVE[:] = [self]
+        self.stack.callback(_watch(_lifelines(), self._runtime_lost).set)  # before Ray is stopped on purpose
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, _stop_now) if main else None
+        try:
+            grid = self._tuner().fit()
+            # Tune answers Ctrl-C by saving its state, stopping the trials and returning from
+            # fit() as if the sweep were over; its handler puts back the one it replaced
+            # (ours), which otherwise stays replaced. Said as the local backend says it.
+            pressed = main and signal.getsignal(signal.SIGINT) is _stop_now
+        finally:
+            _ACTIVE.clear()
+            if main:
+                signal.signal(signal.SIGINT, previous)
+        if self._record(grid) and pressed:
+            raise KeyboardInterrupt
+
+    def _runtime_lost(self, what: str) -> None:
+        """Seen without this: Ray's core ends the process from C++ seconds later (exit 1, its
+        object store lost), or Tune goes on as if the trials had failed (exit 0); neither
+        leaves Python a failure to catch. So the runs are ended from here, it is said, and
+        the process exits at once; the MLflow server and Ray's own processes end with it
+        (they are bound to this process's life)."""
+        try:
+            for run in self.tracker.trial_runs(self.spec.name):
+                if run.info.status == "RUNNING":
+                    reason = "the sweep's Ray runtime stopped during this trial"
+                    self.tracker.end_trial(run.info.run_id, "interrupted", reason)
+            self.tracker.end_sweep(self.parent, "KILLED")
+            marked = "its runs are marked KILLED"
+        except Exception as err:
+            marked = f"its runs could not be marked ({type(err).__name__}; the next run marks them KILLED)"
+        print(f"error: the sweep's Ray runtime stopped ({what}); {marked}; run again to resume", file=sys.stderr)
+        if sys.stdout.isatty():
+            sys.stdout.write("\x1b[?25h")  # the live view hid the cursor
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(RUNTIME_LOST)
+
+    def _record(self, grid) -> bool:
+        """The searcher's study (restored from Tune's saved state) becomes the sweep's
+        journal study, with the reasons of failed trials; MLflow runs of trials that Tune
+        lost with a killed driver (created after its last saved state) are removed, since
+        those trials ran again under the same number. True when trials were left unfinished
+        (by Ctrl-C or the time budget: they run again on the next run)."""
+        source = self._saved_study()
+        reasons = {r.config["number"]: _reason(r.error) for r in grid if r.error is not None and r.config}
+        self.last_checkpoints = {r.config["number"]: r.checkpoint for r in grid if r.checkpoint and r.config}
+        journal = study.journal_path(self.store, self.spec.name)
+        journal.parent.mkdir(parents=True, exist_ok=True)
+        journal.unlink(missing_ok=True)
+        self.study = study.create(self.spec, study.journal_storage(journal, owned=True), load=False)
+        keys, unfinished = set(), 0
+        for t in source.get_trials(deepcopy=True):
+            keys.add(t.user_attrs.get("tune_trial_id"))
+            attrs = dict(t.user_attrs)
+            if t.state == TrialState.FAIL and "fail_reason" not in attrs:
+                attrs["fail_reason"] = reasons.get(t.number, "failed")
+            state = t.state if t.state.is_finished() else TrialState.FAIL  # uncounted: it reruns
+            unfinished += state != t.state
+            self.study.add_trial(
+                optuna.trial.create_trial(
+                    state=state,
+                    values=t.values if state == TrialState.COMPLETE else None,
+                    params=t.params,
+                    distributions=t.distributions,
+                    user_attrs=attrs,
+                    system_attrs=t.system_attrs,
+                    intermediate_values=t.intermediate_values,
+                )
+            )
+        runs = self.tracker.trial_runs(self.spec.name)
+        lost = [r.info.run_id for r in runs if r.data.tags.get(ATTEMPT_TAG) not in keys]
+        self.tracker.delete_runs(lost)
+        self.tracker.close_orphans(self.spec.name)
+        return unfinished > 0

@@ -1,0 +1,125 @@
+"""In the driver: the searcher. Ray's ``OptunaSearch`` over the same define-by-run space
+and trial pipeline as the local backend; Tune's saved state of it opens without archsweep
+(``_Portable``)."""
+
+from __future__ import annotations
+
+import pickle
+
+import optuna
+from optuna.trial import TrialState
+from ray.tune.search.optuna import OptunaSearch
+
+from search.spec import Spec
+from search.sweep import pipeline, study
+from search.sweep.pipeline import Outcome
+
+
+def _loader():
+    def load(blob: bytes):
+        """The object where archsweep imports; None elsewhere."""
+        import pickle
+
+        try:
+            cls, state = pickle.loads(blob)
+        except ImportError:
+            return None
+        obj = cls.__new__(cls)
+        obj.__dict__.update(state)
+        return obj
+
+    return load
+
+
+class _Portable:
+    """Tune saves the searcher and the callbacks in tuner.pkl with cloudpickle, which pickles
+    a class by reference: ``Tuner.restore(path, trainable=...)`` would need archsweep
+    importable just to read a finished sweep's results. Pickled instead as bytes (the
+    usual pickle) and a loader that cloudpickle stores by value (a nested function is not
+    importable by name): it gives the object back where archsweep imports, None elsewhere."""
+
+    def __reduce__(self):
+        return _loader(), (pickle.dumps((type(self), self.__dict__)),)
+
+
+class _Space:
+    """The define-by-run space (a class, not a closure: the searcher is pickled). Its
+    config is the trial's ``pipeline.Draw`` as plain data: Tune saves configs, and its
+    state must open without archsweep."""
+
+    def __init__(self, spec: Spec) -> None:
+        self.spec = spec
+
+    def __call__(self, trial: optuna.Trial) -> dict:
+        return pipeline.draw(self.spec, trial.study, trial).as_dict()
+
+
+class ArchSearch(_Portable, OptunaSearch):
+    """Ray's OptunaSearch, telling the study what the local backend tells it (through
+    ``pipeline.tell``): constraint violations (so samplers rank infeasible trials last),
+    the trial's record as user attributes, FAIL for failures and PRUNED for trials a
+    scheduler stopped early. Ray's own ``on_trial_complete`` would tell an early-stopped
+    trial COMPLETE with its last epoch's values and leave a trial whose result lacks an
+    objective RUNNING."""
+
+    def __init__(self, spec: Spec) -> None:
+        self.spec = spec
+        arms = []
+        if spec.ablation is not None:
+            arms = [{"arm": a, "seed": s} for a in spec.ablation.runnable for s in range(spec.ablation.seeds)]
+        super().__init__(
+            space=_Space(spec),
+            metric=[o.metric for o in spec.objectives],
+            mode=[o.direction for o in spec.objectives],
+            sampler=study.make_sampler(spec),
+            points_to_evaluate=arms or None,
+        )
+
+    # OptunaSearch has no public handle on its study or its trials: these two are the only
+    # places that reach into it.
+    @property
+    def study(self) -> optuna.Study:
+        return self._ot_study
+
+    def _trial(self, trial_id: str) -> optuna.Trial | None:
+        """The running Optuna trial of a Tune trial; None once told (or never asked)."""
+        if trial_id in self._completed_trials:
+            return None
+        return self._ot_trials.get(trial_id)
+
+    def _told(self, trial_id: str) -> None:
+        self._completed_trials.add(trial_id)
+
+    def suggest(self, trial_id: str):
+        config = super().suggest(trial_id)
+        if (trial := self._trial(trial_id)) is not None:
+            trial.set_user_attr("tune_trial_id", trial_id)  # = the MLflow run's attempt key
+        return config
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        """Early stopping is the scheduler's job (ASHA), for one objective or several."""
+
+    def save(self, checkpoint_path: str) -> None:
+        """Tune's searcher state (OptunaSearch saves its ``__dict__``) without the spec: Optuna
+        objects only, which open without archsweep. Restoring keeps the constructor's spec."""
+        state = {k: v for k, v in self.__dict__.items() if k not in ("spec", "_space")}
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(state, f)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        trial, result = self._trial(trial_id), result or {}
+        if trial is None:
+            return
+        if "run_id" in result:
+            trial.set_user_attr("mlflow_run_id", result["run_id"])
+            trial.set_user_attr("arch", result["arch"])
+        if "outcome" in result:  # it ran to its end (complete, infeasible or a duplicate)
+            pipeline.tell(self.study, trial, self.spec, Outcome.from_text(result["outcome"]))
+        elif result.get("state") == "failed" or error:
+            if result.get("reason"):
+                trial.set_user_attr("fail_reason", result["reason"])
+            self.study.tell(trial, state=TrialState.FAIL)
+        else:  # stopped by the scheduler
+            trial.set_user_attr("state", "pruned")
+            self.study.tell(trial, state=TrialState.PRUNED)
+        self._told(trial_id)

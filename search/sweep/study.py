@@ -1,0 +1,147 @@
+"""The Optuna study a sweep owns: where its journal lives, how it is opened, its sampler
+and pruner, and what a trial's state in it means to archsweep.
+
+A study holds every trial with the user attributes ``arch``, ``mlflow_run_id``,
+``metrics`` and ``state`` (see ``state_of``); a sampled trial's ``draw``, and
+``duplicate_of`` when that draw had been trained before. Trials refused before training
+have no accuracy to report: they are told PRUNED with their constraint violations, so
+Optuna's plots and ``best_trials`` leave them out while TPE still learns from them
+(``search.sweep.pipeline.tell``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from search.spec import Spec
+from search.spec.space import Choice, FloatRange, IntRange, dimensions, param
+
+optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are recorded and shown by the view
+
+
+def journal_path(store: Path | str, name: str) -> Path:
+    """The journal of sweep ``name`` in ``store`` (``name`` is an identifier: see
+    ``search.spec.schema.sweep_name``)."""
+    return Path(store) / "optuna" / f"{name}.journal"
+
+
+def journal_storage(path: Path, *, owned: bool = False) -> optuna.storages.JournalStorage:
+    """The Optuna journal at ``path``. Optuna guards its writes with a symlink
+    ``<journal>.lock -> <journal path as given>``: given a relative path, the link dangles, so
+    the lock a killed process leaves is never judged stale and the next writer spins forever.
+    Hence the absolute path (a stale lock is then broken after Optuna's 30 s). ``owned``: this
+    process is the journal's only writer (the local sweep's lock, the Ray driver) and is not
+    writing yet, so a lock there can only be a dead process's: removed at once."""
+    path = path.resolve()
+    if owned:
+        Path(f"{path}.lock").unlink(missing_ok=True)
+    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+
+
+def read_study(store: Path | str, name: str) -> optuna.Study:
+    """A finished or running sweep's study, for reading (no lock is taken)."""
+    return optuna.load_study(study_name=name, storage=journal_storage(journal_path(store, name)))
+
+
+def directions(spec: Spec) -> list[str]:
+    return ["maximize" if o.direction == "max" else "minimize" for o in spec.objectives]
+
+
+def create(spec: Spec, storage, *, sampler=None, pruner=None, load: bool = True) -> optuna.Study:
+    """The sweep's study in ``storage``, its objectives named (see ``name_metrics``)."""
+    study = optuna.create_study(
+        study_name=spec.name,
+        storage=storage,
+        directions=directions(spec),
+        sampler=sampler,
+        pruner=pruner,
+        load_if_exists=load,
+    )
+    name_metrics(study, spec)
+    return study
+
+
+def name_metrics(study: optuna.Study, spec: Spec) -> None:
+    """The objectives' names on the study, so that Optuna's own tools (optuna-dashboard,
+    ``study.trials_dataframe()``) show ``val_accuracy`` and ``gmacs``, not "Objective 0"."""
+    names = [o.metric for o in spec.objectives]
+    if study.metric_names != names:
+        with warnings.catch_warnings():  # experimental in Optuna 5, stable in use since 3.2
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(names)
+
+
+# -- sampler and pruner ------------------------------------------------------------------
+
+
+def _grid_space(spec: Spec) -> dict[str, list]:
+    space = {}
+    for path, dim in {**dimensions(spec.model, "model"), **dimensions(spec.train, "train")}.items():
+        path = param(path)
+        if isinstance(dim, Choice):
+            space[path] = dim.labels()
+        elif isinstance(dim, IntRange):
+            space[path] = list(range(dim.low, dim.high + 1, dim.step))
+        elif isinstance(dim, FloatRange):
+            n = round((dim.high - dim.low) / dim.step)
+            space[path] = [dim.low + i * dim.step for i in range(n + 1)]
+    return space
+
+
+def make_sampler(spec: Spec, drawn: int = 0) -> optuna.samplers.BaseSampler:
+    """The spec's sampler for a study that has ``drawn`` trials already. A sampler seeded
+    anew draws what it drew the first time: a resumed sweep would draw its first trials
+    again (and answer them as duplicates), so the seed takes in how far the sweep got."""
+    # Feasibility reaches the samplers through trial.set_constraint (pipeline.tell).
+    s = spec.search
+    seed = s.seed if not drawn else int(np.random.SeedSequence([s.seed, drawn]).generate_state(1)[0])
+    if s.sampler == "nsga2":
+        population = max(4, min(50, s.trials // 3))
+        return optuna.samplers.NSGAIISampler(population_size=population, seed=seed)
+    if s.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if s.sampler == "grid":
+        return optuna.samplers.GridSampler(_grid_space(spec), seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, s.trials // 2 or 1))
+
+
+def make_pruner(spec: Spec) -> optuna.pruners.BasePruner:
+    """Optuna's pruner for the local backend (the Ray backend uses Tune's schedulers)."""
+    if spec.search.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+    if spec.search.pruner == "asha":  # asynchronous successive halving, as on the ray backend
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1)
+    if spec.search.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1)
+    return optuna.pruners.NopPruner()
+
+
+# -- what a trial's state means ----------------------------------------------------------
+
+
+def state_of(trial: FrozenTrial) -> str:
+    """complete, duplicate, infeasible, pruned, failed; interrupted (a failure without a
+    reason: it runs again); running or waiting."""
+    if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
+        return trial.user_attrs.get("state", trial.state.name.lower())
+    if trial.state == TrialState.FAIL:
+        return "failed" if "fail_reason" in trial.user_attrs else "interrupted"
+    return trial.state.name.lower()
+
+
+def counted(trial: FrozenTrial) -> bool:
+    """Trials that use up the budget: finished ones, failures with a reason; not trials
+    interrupted by Ctrl-C or a killed process (those are run again)."""
+    if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
+        return True
+    return trial.state == TrialState.FAIL and "fail_reason" in trial.user_attrs
+
+
+def feasible(study: optuna.Study) -> list[FrozenTrial]:
+    """The trials that trained and keep every constraint: the ones a front is made of."""
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if state_of(t) == "complete"]
