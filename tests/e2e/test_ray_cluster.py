@@ -26,6 +26,7 @@ from tests.e2e.conftest import write_spec
 
 pytest.importorskip("search.sweep.ray.driver")  # sets Ray's environment before ray is imported
 from search.sweep.ray import cluster as ray_cluster
+from search.sweep.ray.worker import TRAINED
 
 ROOT = Path(__file__).resolve().parents[2]
 OBJECTIVES = (Objective("val_accuracy", "max"), Objective("gmacs", "min"))
@@ -159,15 +160,23 @@ def test_a_sweep_of_8_trials_runs_on_both_nodes(tmp_path, cluster, server):
 def test_a_killed_driver_is_resumed_to_exactly_the_requested_trials(tmp_path, cluster, server):
     spec = _spec(tmp_path, "resumed", cluster, server, trials=8, epochs=3)
 
+    experiment = tmp_path / "store" / "ray" / "resumed"
+
     def finished():
-        return sum(r.info.status == "FINISHED" for r in _children(server, "resumed")[2]) >= 2
+        done = sum(r.info.status == "FINISHED" for r in _children(server, "resumed")[2]) >= 2
+        return done and _unfinished_checkpoints(experiment)
 
     driver = _driver(spec)
     try:
-        _wait_for(finished, 240, "two finished trials")
+        _wait_for(finished, 240, "two finished trials and one with a checkpoint")
     finally:
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()
+    # The race a killed driver can lose: a trial's next checkpoint replaced its last one
+    # (num_to_keep=1) before Tune's saved state, which names the last one, reached storage.
+    for newest in _unfinished_checkpoints(experiment):
+        number = int(newest.name.rsplit("_", 1)[1])
+        newest.rename(newest.with_name(f"checkpoint_{number + 1:06d}"))
     resumed = subprocess.run(
         [sys.executable, str(ROOT / "main.py"), "run", str(spec), "--resume"],
         cwd=tmp_path,
@@ -185,6 +194,13 @@ def test_a_killed_driver_is_resumed_to_exactly_the_requested_trials(tmp_path, cl
     assert {r.info.status for r in children} == {"FINISHED"}
     run_ids = {t.user_attrs["mlflow_run_id"] for t in study.trials}
     assert run_ids == {r.info.run_id for r in children}
+
+
+def _unfinished_checkpoints(experiment: Path) -> list[Path]:
+    """The newest checkpoint of each trial folder whose trial has not ended (an ended
+    trial's last checkpoint holds its trained model)."""
+    newest = [max(t.glob("checkpoint_[0-9]*"), default=None) for t in experiment.glob("t[0-9]*")]
+    return [c for c in newest if c is not None and not (c / TRAINED).exists()]
 
 
 def _raylet_of(node: str) -> int:

@@ -14,6 +14,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -309,6 +310,11 @@ def test_ui_serves_a_read_only_store_and_stops_with_its_server_on_sigterm(read_o
     url, server = f"http://127.0.0.1:{port}", []
     try:
         wait_for_health(url, ui, "the UI")
+        # main.py probes the server on its own schedule: stop it only once it has told the user.
+        deadline = time.time() + 30
+        while f"MLflow UI on {url}" not in log.read_text():
+            assert time.time() < deadline and ui.poll() is None, log.read_text()
+            time.sleep(0.2)
         server = psutil.Process(ui.pid).children(recursive=True)
         request = urllib.request.Request(f"{url}/api/2.0/mlflow/experiments/search", data=b'{"max_results": 10}')
         request.add_header("Content-Type", "application/json")
@@ -317,7 +323,6 @@ def test_ui_serves_a_read_only_store_and_stops_with_its_server_on_sigterm(read_o
         assert ui.wait(timeout=60) == 0
         assert server and not psutil.wait_procs(server, timeout=30)[1]
         assert not port_taken(port)
-        assert f"MLflow UI on {url}" in log.read_text()
         tiny = next(e for e in found if e["name"] == "tiny")
         assert tiny["artifact_location"] == (store / "artifacts").resolve().as_uri()  # where the store is now
     finally:

@@ -99,6 +99,20 @@ def _stop_now(signum, frame) -> None:
 _trial_folder = "t{0.config[number]:03d}_{0.trial_id}".format
 
 
+def _restore_deleted_checkpoint(result) -> None:
+    """Tune's saved state can name a checkpoint that ``num_to_keep`` has already deleted:
+    the state reaches storage after the deletion, asynchronously, so a driver killed in
+    between leaves a trial Tune cannot restore ("does not exist on storage anymore"). The
+    trial's newer checkpoint, which replaced it, takes its name: the trial resumes from its
+    newest training state (which names its own epoch), never from an older one."""
+    named = Path(result.checkpoint.path) if result.checkpoint else None
+    if named is None or named.exists() or not named.parent.is_dir():
+        return
+    newer = sorted(c for c in named.parent.glob("checkpoint_[0-9]*") if c.name > named.name)
+    if newer:
+        newer[-1].rename(named)
+
+
 @contextmanager
 def runtime(backend: BackendSpec):
     """Connected to Ray for the duration: a private runtime on this machine (address
@@ -227,7 +241,10 @@ class RaySweep(Sweep):
     def _tuner(self) -> tune.Tuner:
         path = str(self.experiment_path)
         if tune.Tuner.can_restore(path):  # the driver stopped mid-sweep: Tune's state and the searcher's
-            return tune.Tuner.restore(path, trainable=self._trainable(), resume_unfinished=True, resume_errored=False)
+            tuner = tune.Tuner.restore(path, trainable=self._trainable(), resume_unfinished=True, resume_errored=False)
+            for result in tuner.get_results():  # what the saved state names, before anything runs
+                _restore_deleted_checkpoint(result)
+            return tuner
         spec, b = self.spec, self.spec.backend
         searcher = ArchSearch(spec)
         search_alg = ConcurrencyLimiter(searcher, b.max_concurrent) if b.max_concurrent else searcher
