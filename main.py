@@ -30,7 +30,7 @@ from blocks import build, describe, summary
 from blocks import check as check_arch
 from blocks.builder import did_you_mean
 from blocks.cost import count_layer_params, count_params, measure
-from blocks.presets import PRESETS
+from blocks.presets import PRESETS, PUBLISHED
 
 
 def cmd_blocks(args: argparse.Namespace, console: Console) -> int:
@@ -49,7 +49,7 @@ def cmd_cost(args: argparse.Namespace, console: Console) -> int:
             )
         return 2
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    columns = ["preset", "params", "layer params", "GMACs"]
+    columns = ["preset", "params", "layer params", "published", "GMACs", "published GMACs", "source"]
     if args.timing:
         columns += [f"latency ms ({device}, b=1)", f"train-step MiB (b={args.batch_size})"]
     title = f"model cost, torch {torch.__version__}, {torch.get_num_threads()} threads"
@@ -58,12 +58,26 @@ def cmd_cost(args: argparse.Namespace, console: Console) -> int:
         arch = PRESETS[name]()
         meta = build(arch, device="meta")
         cost = measure(arch, device=device, batch_size=args.batch_size, timing=args.timing)
-        row = [name, f"{count_params(meta)[0]:,}", f"{count_layer_params(meta):,}", f"{cost['gmacs']:.3f}"]
+        total, layer = count_params(meta)[0], count_layer_params(meta)
+        row = [name, f"{total:,}", f"{layer:,}", *_published(name, total, layer, cost["gmacs"])]
         if args.timing:
             row += [f"{cost['latency_ms']:.2f}", f"{cost['peak_mem_mb']:.0f}"]
         rows.append([*row, summary(arch)])
     print_table(console, title, [*columns, "layout"], rows, markdown=args.markdown)
     return 0
+
+
+def _published(name: str, total: int, layer: int, gmacs: float) -> list[str]:
+    """The source's count beside the measured one, under the source's convention (``=``
+    when they agree, else the difference), the GMACs both ways, and the source."""
+    p = PUBLISHED.get(name)
+    if p is None:
+        return ["", f"{gmacs:.3f}", "", ""]
+    measured = layer if p.layer else total
+    agrees = "=" if measured == p.params else f"{measured - p.params:+,}"
+    convention = " (layer)" if p.layer else ""
+    published_gmacs = "" if p.gmacs is None else f"{p.gmacs:g}"
+    return [f"{p.params:,}{convention} {agrees}", f"{gmacs:.3f}", published_gmacs, p.source]
 
 
 def print_table(console: Console, title: str, columns: list[str], rows: list[list[str]], *, markdown: bool) -> None:

@@ -7,6 +7,7 @@ the stage-graph builder and cost measurement. Pure PyTorch.
 """
 
 from blocks.builder import ArchError, Problem, build, check, summary, token_grids
+from blocks.model import WIRINGS
 from blocks.registry import EMBEDDINGS, HEADS, MIXERS, POSITIONALS, TRANSITIONS, describe
 from blocks.spec import ArchSpec, EmbeddingSpec, MixerSpec, StageSpec, Transition, from_dict, to_dict
 
@@ -16,6 +17,7 @@ __all__ = [
     "MIXERS",
     "POSITIONALS",
     "TRANSITIONS",
+    "WIRINGS",
     "ArchError",
     "ArchSpec",
     "EmbeddingSpec",

@@ -20,7 +20,7 @@ from torch import nn
 
 import blocks.mixers  # noqa: F401  (fills MIXERS)
 from blocks import embeddings, positional, transitions  # noqa: F401  (fill their registries)
-from blocks.model import Block, Stage, VisionModel
+from blocks.model import WIRINGS, Block, Stage, VisionModel
 from blocks.registry import EMBEDDINGS, HEADS, MIXERS, POSITIONALS, TRANSITIONS
 from blocks.spec import ArchSpec, StageSpec
 
@@ -134,6 +134,8 @@ def _stage_problems(arch: ArchSpec, s: StageSpec, path: str) -> list[Problem]:
         if not ok or isinstance(value, bool):
             problems.append(Problem(f"{path}.{key}", f"expected {want}, got {value!r}"))
     name, t = s.mixer.name, s.transition
+    if s.block not in WIRINGS:
+        problems.append(Problem(f"{path}.block", f"must be one of {', '.join(WIRINGS)}, got {s.block!r}"))
     if t.kind not in TRANSITIONS:
         problems.append(Problem(f"{path}.transition", _unknown("transition", t.kind, TRANSITIONS)))
     if name not in MIXERS:
@@ -202,8 +204,9 @@ def _plan(arch: ArchSpec) -> tuple[list[Problem], list[_StagePlan]]:
         problems.append(Problem("positional", _unknown("positional encoding", arch.positional, POSITIONALS)))
     if arch.head not in HEADS:
         problems.append(Problem("head", _unknown("head", arch.head, HEADS)))
-    if arch.norm not in ("pre", "post"):
-        problems.append(Problem("norm", f"must be pre or post, got {arch.norm!r}"))
+    eps = arch.norm_eps
+    if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not 0 < eps < 1:
+        problems.append(Problem("norm_eps", f"expected a number in (0, 1), got {eps!r}"))
     problems += _input_problems(arch)
     p = emb.patch_size
     if not isinstance(p, int) or isinstance(p, bool) or p < 1:
@@ -253,12 +256,11 @@ def _build_stage(arch: ArchSpec, plan: _StagePlan, problems: list[Problem]) -> S
         if mixer is None:
             return None
         hidden = max(1, round(s.width * s.mlp_ratio))
-        post = arch.norm == "post"
         block = _attempt(
             path,
             problems,
-            lambda mixer=mixer, hidden=hidden, post=post: Block(
-                s.width, mixer, mlp_hidden=hidden, dropout=s.dropout, drop_path=s.drop_path, post_norm=post
+            lambda mixer=mixer, hidden=hidden: Block(
+                s.width, mixer, mlp_hidden=hidden, dropout=s.dropout, drop_path=s.drop_path, wiring=s.block
             ),
         )
         if block is None:
@@ -297,6 +299,9 @@ def _construct(arch: ArchSpec, plans: list[_StagePlan]) -> tuple[VisionModel | N
         input_mean=arch.input_mean,
         input_std=arch.input_std,
     )
+    for module in model.modules():  # one epsilon for the whole model, whichever part made the norm
+        if isinstance(module, nn.LayerNorm):
+            module.eps = arch.norm_eps
     return model, problems
 
 
@@ -343,7 +348,8 @@ def token_grids(arch: ArchSpec) -> list[tuple[int, int]]:
 
 
 def summary(arch: ArchSpec) -> str:
-    """One line, e.g. ``conv/2+rope > [fourier x2 @64] > pool(mean) > [attention x2 @128] > gap > fc10``."""
+    """One line, e.g. ``conv/2+rope > [fourier x2 @64 post] > pool(mean) > [attention x2 @128] > gap > fc10``
+    (a stage's block wiring is named when it is not ``pre``)."""
     emb = f"{arch.embedding.kind}/{arch.embedding.patch_size}"
     parts = [emb if arch.positional == "none" else f"{emb}+{arch.positional}"]
     for s in arch.active_stages:
@@ -353,7 +359,7 @@ def summary(arch: ArchSpec) -> str:
             parts.append(f"pool({t.mode}{extra})")
         elif t.kind != "none":
             parts.append(t.kind)
-        parts.append(f"[{s.mixer.name} x{s.depth} @{s.width}]")
+        wiring = "" if s.block == "pre" else f" {s.block}"
+        parts.append(f"[{s.mixer.name} x{s.depth} @{s.width}{wiring}]")
     parts += [arch.head, f"fc{arch.num_classes}"]
-    line = " > ".join(parts)
-    return line + " (post-norm)" if arch.norm == "post" else line
+    return " > ".join(parts)

@@ -29,8 +29,18 @@ class DropPath(nn.Module):
         return x * keep / (1 - self.p)
 
 
+# How a block wires its mixer and MLP around the residual stream.
+WIRINGS = ("pre", "post", "shared")
+
+
 class Block(nn.Module):
-    """Token mixer then MLP, each residual; pre-norm by default, post-norm (FNet) on request."""
+    """Token mixer then MLP, wired one of three ways (``WIRINGS``):
+
+    - ``pre``: two pre-norm residuals, ``x += mixer(norm1 x); x += mlp(norm2 x)`` (ViT, DeiT, Mixer);
+    - ``post``: two post-norm residuals, ``x = norm1(x + mixer x); x = norm2(x + mlp x)`` (FNet);
+    - ``shared``: one residual around both, ``x += mlp(norm2(mixer(norm1 x)))`` (GFNet: the
+      filter has no residual of its own).
+    """
 
     def __init__(
         self,
@@ -40,22 +50,30 @@ class Block(nn.Module):
         mlp_hidden: int,
         dropout: float = 0.0,
         drop_path: float = 0.0,
-        post_norm: bool = False,
+        wiring: str = "pre",
     ) -> None:
         super().__init__()
-        self.post_norm = post_norm
+        if wiring not in WIRINGS:
+            raise ValueError(f"block must be one of {', '.join(WIRINGS)}, got {wiring!r}")
+        self.wiring = wiring
         self.norm1, self.mixer = nn.LayerNorm(dim), mixer
         self.norm2, self.mlp = nn.LayerNorm(dim), MLP(dim, mlp_hidden, dropout)
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x, hw, kv=None, kv_hw=None) -> torch.Tensor:
-        # kv/kv_hw: the unpooled tokens of a funnel pool-query-only block.
-        kw = {} if kv is None else {"kv": kv if self.post_norm else self.norm1(kv), "kv_hw": kv_hw}
-        if self.post_norm:
+        # kv/kv_hw: the unpooled tokens of a funnel pool-query-only block, normalised as x is.
+        post = self.wiring == "post"
+        kw = {} if kv is None else {"kv": kv if post else self.norm1(kv), "kv_hw": kv_hw}
+        if post:
             x = self.norm1(x + self.drop_path(self.mixer(x, hw, **kw)))
             return self.norm2(x + self.drop_path(self.mlp(x)))
+        if self.wiring == "shared":
+            return x + self.drop_path(self.mlp(self.norm2(self.mixer(self.norm1(x), hw, **kw))))
         x = x + self.drop_path(self.mixer(self.norm1(x), hw, **kw))
         return x + self.drop_path(self.mlp(self.norm2(x)))
+
+    def extra_repr(self) -> str:
+        return f"wiring={self.wiring}"
 
 
 class Stage(nn.Module):

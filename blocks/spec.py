@@ -65,7 +65,11 @@ class Transition:
 
 @dataclass(frozen=True)
 class StageSpec:
-    """``depth`` blocks of one mixer at one width. A stage of depth 0 is left out."""
+    """``depth`` blocks of one mixer at one width. A stage of depth 0 is left out.
+
+    ``block`` is how each block wires its mixer and MLP to the residual stream: ``pre``
+    (pre-norm, two residuals), ``post`` (post-norm, FNet) or ``shared`` (one residual
+    around both, GFNet); see ``blocks.model.Block``."""
 
     depth: int
     width: int
@@ -74,6 +78,7 @@ class StageSpec:
     dropout: float = 0.0
     drop_path: float = 0.0
     transition: Transition = field(default_factory=Transition)
+    block: str = "pre"
 
 
 @dataclass(frozen=True)
@@ -95,9 +100,9 @@ class EmbeddingSpec:
 class ArchSpec:
     """A whole model: input, embedding, positional encoding, stages, head.
 
-    ``norm`` is ``pre`` (pre-norm residual blocks, the default) or ``post`` (the
-    original Transformer / FNet placement). ``head`` is ``cls`` (a class token) or
-    ``gap`` (global average pooling of the final tokens).
+    ``head`` is ``cls`` (a class token) or ``gap`` (global average pooling of the final
+    tokens). ``norm_eps`` is the epsilon of every LayerNorm in the model (torch's 1e-5 by
+    default; timm's ViT, DeiT, Mixer and GFNet use 1e-6).
 
     ``input_mean`` and ``input_std`` (one number per channel, both or neither) make the
     model normalise its input itself, ``(images - mean) / std``: a model trained on
@@ -111,7 +116,7 @@ class ArchSpec:
     embedding: EmbeddingSpec = field(default_factory=EmbeddingSpec)
     positional: str = "learned"
     head: str = "gap"
-    norm: str = "pre"
+    norm_eps: float = 1e-5
     input_mean: tuple[float, ...] | None = None
     input_std: tuple[float, ...] | None = None
 
@@ -138,10 +143,15 @@ def to_dict(spec: Any) -> Any:
 
 
 def from_dict(data: Mapping[str, Any]) -> ArchSpec:
-    """Inverse of ``to_dict`` for an ``ArchSpec``."""
+    """Inverse of ``to_dict`` for an ``ArchSpec``. Reads the ``arch.yaml`` of models
+    exported before the block wiring moved into the stages (a model-wide ``norm``)."""
+    data = dict(data)
+    legacy = data.pop("norm", None)
     stages = []
     for s in data["stages"]:
         s = dict(s)
+        if legacy is not None:
+            s.setdefault("block", legacy)
         s["mixer"] = MixerSpec(**s["mixer"])
         s["transition"] = Transition(**s.get("transition", {}))
         stages.append(StageSpec(**s))

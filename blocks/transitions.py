@@ -21,7 +21,8 @@ def split_grid(x: torch.Tensor, hw: tuple[int, int], prefix: int):
 
 def join_grid(head: torch.Tensor, grid: torch.Tensor):
     tokens = grid.flatten(2).transpose(1, 2)  # (B, h*w, D)
-    return torch.cat([head, tokens], dim=1), (grid.shape[-2], grid.shape[-1])
+    hw = (grid.shape[-2], grid.shape[-1])
+    return (torch.cat([head, tokens], dim=1) if head.shape[1] else tokens), hw  # no prefix: head may be narrower
 
 
 @register(TRANSITIONS, "none")
@@ -69,13 +70,15 @@ class FunnelPool(nn.Module):
 
 @register(TRANSITIONS, "merge")
 class PatchMerge(nn.Module):
-    """Patch merging (GFNet-H's DownLayer): a 2x2 stride-2 conv to the new width; grid halves."""
+    """Patch merging (GFNet-H's DownLayer): a 2x2 stride-2 conv to the new width; grid halves.
+    A class token, when there is one, is carried to the new width by a linear map."""
 
     def __init__(self, dim_in: int, dim_out: int, *, prefix: int) -> None:
         super().__init__()
         self.prefix = prefix
         self.conv = nn.Conv2d(dim_in, dim_out, 2, stride=2)
-        self.head_proj = _project(dim_in, dim_out)
+        # Only a class token uses it: without one it would be a parameter no forward pass reads.
+        self.head_proj = _project(dim_in, dim_out) if prefix else nn.Identity()
 
     def forward(self, x: torch.Tensor, hw: tuple[int, int]):
         head, grid = split_grid(x, hw, self.prefix)

@@ -25,9 +25,12 @@ def test_blocks_lists_every_registered_block():
 
 
 def test_cost_of_a_preset_and_refusal_of_an_unknown_one():
-    out = run("cost", "vix-fnet", "--markdown")
+    out = run("cost", "vix-fnet", "gfnet-ti", "vit-b16", "--markdown")
     assert out.returncode == 0, out.stderr
-    assert "| vix-fnet | 399,114 | 267,786 |" in out.stdout
+    # measured, then the source's count under its convention; "=" when they agree
+    assert "| vix-fnet | 399,114 | 267,786 | 267,786 (layer) = | 0.291 |  | ViX Table 1 |" in out.stdout
+    assert "| gfnet-ti | 7,511,784 | 6,773,480 | 7,511,784 = | 1.284 | 1.3 | GFNet (official code) |" in out.stdout
+    assert "| vit-b16 | 86,567,656 | 86,415,592 | 86,567,656 = |" in out.stdout
     bad = run("cost", "gfnet-xss")
     assert bad.returncode == 2
     assert bad.stderr.strip().startswith("error: unknown preset 'gfnet-xss' (did you mean 'gfnet-xs'?)")

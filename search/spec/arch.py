@@ -46,7 +46,7 @@ def to_arch(model: Mapping, image_size: tuple[int, int], num_classes: int, in_ch
         else:
             transition = Transition()
         mixer = MixerSpec(s["mixer"]["name"], s["mixer"]["options"])
-        keys = ("mlp_ratio", "dropout", "drop_path")
+        keys = ("mlp_ratio", "dropout", "drop_path", "block")
         stages.append(StageSpec(s["depth"], s["width"], mixer, transition=transition, **{k: s[k] for k in keys}))
     emb = model["embedding"]
     return ArchSpec(
@@ -57,7 +57,7 @@ def to_arch(model: Mapping, image_size: tuple[int, int], num_classes: int, in_ch
         embedding=EmbeddingSpec(emb["name"], model["patch_size"], emb["options"]),
         positional=model["positional"],
         head=model["head"],
-        norm=model["norm"],
+        norm_eps=model["norm_eps"],
     )
 
 

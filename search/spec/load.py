@@ -90,9 +90,11 @@ def split_credentials(uri: str) -> tuple[str, str | None, str | None]:
 # -- extends and overrides ---------------------------------------------------------------
 
 
-def _merge(base: Any, over: Any) -> Any:
-    if isinstance(base, dict) and isinstance(over, dict):
-        return {**base, **{k: _merge(base.get(k), v) for k, v in over.items()}}
+def _merge(base: Any, over: Any, path: str = "") -> Any:
+    """``over`` on ``base``: mappings merge, except an ablation's factors, which a spec
+    states whole (merged, a parent's factor would silently join the child's design)."""
+    if isinstance(base, dict) and isinstance(over, dict) and path != "ablation.factors":
+        return {**base, **{k: _merge(base.get(k), v, join(path, k)) for k, v in over.items()}}
     return over
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from blocks import EMBEDDINGS, HEADS, MIXERS, POSITIONALS, ArchSpec, EmbeddingSpec, StageSpec, Transition
+from blocks import EMBEDDINGS, HEADS, MIXERS, POSITIONALS, WIRINGS, ArchSpec, EmbeddingSpec, StageSpec, Transition
 from blocks.builder import EMBEDDING_ARGS, MIXER_ARGS, did_you_mean, option_problems
 from runs.data import DataSpec
 from runs.train import TrainConfig
@@ -316,7 +316,7 @@ MODEL_FIELDS = with_defaults(
         "patch_size": Field(integer(), searchable=True),
         "positional": Field(one_of(*POSITIONALS), searchable=True),
         "head": Field(one_of(*HEADS), searchable=True),
-        "norm": Field(one_of("pre", "post"), searchable=True),
+        "norm_eps": Field(number(0, 1), searchable=True),
     },
     ArchSpec,
     EmbeddingSpec,
@@ -334,10 +334,17 @@ STAGE_FIELDS = with_defaults(
         "pool_stride": Field(stride, [2, 2]),
         "query_only": Field(boolean, searchable=True),
         "merge": Field(boolean, False, searchable=True),
+        "block": Field(one_of(*WIRINGS), searchable=True),
     },
     StageSpec,
     Transition,
 )
+
+
+# Keys an earlier version took, and where what they said is written now.
+MOVED = {
+    "model.norm": "the block wiring is set per stage now: stages[*].block: pre, post or shared",
+}
 
 
 # -- the checker -------------------------------------------------------------------------
@@ -378,7 +385,9 @@ class Checker:
             self.fail(path, f"expected a mapping of {', '.join(fields)}; got {raw!r}")
             return {k: f.default for k, f in fields.items()}
         for key in raw:
-            if key not in fields:
+            if join(path, key) in MOVED:
+                self.fail(join(path, key), MOVED[join(path, key)], key=True)
+            elif key not in fields:
                 hint = did_you_mean(key, fields)
                 self.fail(
                     join(path, key), f"unknown key{hint}; {path or 'the spec'} takes {', '.join(fields)}", key=True

@@ -8,6 +8,7 @@ import torch
 
 import blocks
 from blocks import (
+    WIRINGS,
     ArchError,
     ArchSpec,
     EmbeddingSpec,
@@ -203,14 +204,15 @@ def test_all_problems_are_reported_at_once():
         5,
         (
             StageSpec(-1, 0, MixerSpec("global_filter")),
-            StageSpec(1, 16, MixerSpec("fourier"), transition=Transition("pool", query_only=True)),
+            StageSpec(1, 16, MixerSpec("fourier"), transition=Transition("pool", query_only=True), block="sideways"),
         ),
         head="cls",
-        norm="sideways",
+        norm_eps=0,
     )
     found = messages(arch)
     for expected in (
-        "norm: must be pre or post",
+        "norm_eps: expected a number in (0, 1), got 0",
+        "stages[1].block: must be one of pre, post, shared, got 'sideways'",
         "stages[0].depth: expected a non-negative integer, got -1",
         "stages[0].width: expected a positive integer, got 0",
         "stages[0].mixer: global_filter mixes image tokens only",
@@ -232,12 +234,72 @@ def test_resolution_change_interpolates_positions_and_filters(name):
 
 
 def test_post_norm_blocks_end_each_residual_with_layernorm():
-    arch = ArchSpec((16, 16), 5, (StageSpec(1, 16, MixerSpec("fourier", {"norm": "backward"})),), norm="post")
+    stage = StageSpec(1, 16, MixerSpec("fourier", {"norm": "backward"}), block="post")
+    arch = ArchSpec((16, 16), 5, (stage,))
     model = build(arch)
     block = model.stages[0].blocks[0]
     out = block(torch.randn(2, 16, 16) * 50, (4, 4))
     torch.testing.assert_close(out.mean(-1), torch.zeros(2, 16), atol=1e-5, rtol=0)
-    assert summary(arch).endswith("(post-norm)")
+    assert summary(arch) == "patch/4+learned > [fourier x1 @16 post] > gap > fc5"
+
+
+@pytest.mark.parametrize("wiring", WIRINGS)
+def test_each_block_wiring_computes_its_formula(wiring):
+    """Written out from the papers: ViT's two pre-norm residuals, FNet's post-norm ones,
+    GFNet's one residual around the filter and the MLP together."""
+    torch.manual_seed(0)
+    stage = StageSpec(1, 16, MixerSpec("global_filter"), block=wiring)
+    block = build(ArchSpec((16, 16), 5, (stage,))).stages[0].blocks[0]
+    x, hw = torch.randn(2, 16, 16), (4, 4)
+    n1, n2, mix, mlp = block.norm1, block.norm2, lambda t: block.mixer(t, hw), block.mlp
+    if wiring == "pre":
+        y = x + mix(n1(x))
+        expected = y + mlp(n2(y))
+    elif wiring == "post":
+        y = n1(x + mix(x))
+        expected = n2(y + mlp(y))
+    else:
+        expected = x + mlp(n2(mix(n1(x))))
+    torch.testing.assert_close(block(x, hw), expected, rtol=0, atol=0)
+    for other in WIRINGS:  # the same weights wired otherwise compute another function
+        if other != wiring:
+            rewired = build(ArchSpec((16, 16), 5, (replace(stage, block=other),))).stages[0].blocks[0]
+            rewired.load_state_dict(block.state_dict())
+            assert not torch.allclose(rewired(x, hw), expected, atol=1e-3)
+
+
+def test_norm_eps_reaches_every_layernorm_and_changes_the_function():
+    stages = (StageSpec(1, 16, MixerSpec("attention", {"heads": 2})), StageSpec(1, 32, MixerSpec("fourier")))
+    arch = ArchSpec((16, 16), 5, stages, embedding=EmbeddingSpec("overlap", 4), norm_eps=1e-6)
+    model = build(arch)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.LayerNorm)]
+    assert len(norms) == 2 * 2 + 1 + 1  # two per block, the final norm, the overlap embedding's
+    assert {m.eps for m in norms} == {1e-6}
+    torch.manual_seed(0)
+    images = torch.randn(2, 3, 16, 16) * 1e-3  # small activations, where the epsilon matters
+    default = build(replace(arch, norm_eps=1e-5))
+    default.load_state_dict(model.state_dict())
+    assert not torch.allclose(model(images), default(images), rtol=0, atol=1e-6)
+
+
+def test_merge_has_no_class_token_projection_without_a_class_token():
+    def merged(head, mixer):
+        stages = (
+            StageSpec(1, 16, MixerSpec(mixer)),
+            StageSpec(1, 32, MixerSpec(mixer), transition=Transition("merge")),
+        )
+        return build(ArchSpec((16, 16), 5, stages, head=head))
+
+    gap = dict(merged("gap", "global_filter").named_parameters())
+    cls = dict(merged("cls", "attention").named_parameters())
+    assert not any("head_proj" in name for name in gap)
+    assert {n for n in cls if "head_proj" in n} == {
+        "stages.1.transition.head_proj.weight",
+        "stages.1.transition.head_proj.bias",
+    }
+    model = merged("cls", "attention")
+    model(torch.randn(2, 3, 16, 16)).sum().backward()  # every parameter takes part in the forward pass
+    assert all(p.grad is not None for p in model.parameters())
 
 
 def test_width_change_projects_and_conv_stem_and_overlap_embed():

@@ -1,11 +1,13 @@
 """Each fast block against the slow, obvious computation it claims to equal."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from blocks import build, presets
 from blocks.mixers.fft_conv import FFTConv, fast_fft_size, fft_depthwise_conv2d
 from blocks.mixers.fourier import FourierMix
 from blocks.mixers.global_filter import GlobalFilter
@@ -205,3 +207,47 @@ def test_mlp_mixer_token_width_is_given_as_the_paper_states_it():
     assert tuple(half.net[0].weight.shape) == (98, 196)
     x = torch.randn(2, 196, 768)
     assert paper(x).shape == x.shape
+
+
+def _gfnet_reference(state: dict, images: torch.Tensor, *, depth: int, eps: float = 1e-6) -> torch.Tensor:
+    """GFNet from the paper's equations (Rao et al. 2021, section 3 and the official block),
+    written here without archsweep's modules: patch embedding and a position table, then
+    ``x = x + MLP(LN2(K * LN1(x)))`` per block, where ``K *`` is the global filter: the 2-D
+    real FFT of each channel over the token grid (orthonormal), times a learned complex
+    half-spectrum, and back. Final LayerNorm, mean over tokens, linear head."""
+    x = F.conv2d(images, state["embed.proj.weight"], state["embed.proj.bias"], stride=16)  # (B, D, h, w)
+    B, D, h, w = x.shape
+    x = x.flatten(2).transpose(1, 2) + state["positional.table"]  # (B, N, D)
+
+    def norm(t, key):
+        return F.layer_norm(t, (D,), state[f"{key}.weight"], state[f"{key}.bias"], eps)
+
+    for i in range(depth):
+        at = f"stages.0.blocks.{i}"
+        u = norm(x, f"{at}.norm1").reshape(B, h, w, D)
+        weight = torch.complex(state[f"{at}.mixer.complex_weight"][..., 0], state[f"{at}.mixer.complex_weight"][..., 1])
+        u = torch.fft.irfft2(torch.fft.rfft2(u, dim=(1, 2), norm="ortho") * weight, s=(h, w), dim=(1, 2), norm="ortho")
+        u = norm(u.reshape(B, h * w, D), f"{at}.norm2")
+        u = F.gelu(F.linear(u, state[f"{at}.mlp.0.weight"], state[f"{at}.mlp.0.bias"]))
+        x = x + F.linear(u, state[f"{at}.mlp.3.weight"], state[f"{at}.mlp.3.bias"])  # the one residual
+    x = norm(x, "norm").mean(dim=1)
+    return F.linear(x, state["head.weight"], state["head.bias"])
+
+
+def test_gfnet_ti_is_the_papers_function_with_the_same_weights():
+    torch.manual_seed(0)
+    arch = presets.gfnet("ti")
+    model = build(arch).eval()
+    with torch.no_grad():  # weights of the scale a trained model has, not the tiny initial ones
+        for p in model.parameters():
+            p.normal_(0, 1 / max(1, p.shape[-1]) ** 0.5)
+    images = torch.randn(2, 3, 224, 224)
+    state = dict(model.state_dict())
+    with torch.no_grad():
+        ours, reference = model(images), _gfnet_reference(state, images, depth=12)
+    assert 0.1 < reference.abs().max() < 100  # logits of a usual scale, not two zeros
+    torch.testing.assert_close(ours, reference, rtol=0, atol=1e-5)
+    two_residuals = build(replace(arch, stages=(replace(arch.stages[0], block="pre"),))).eval()
+    two_residuals.load_state_dict(state)
+    with torch.no_grad():  # the generic block, same weights: another function
+        assert (two_residuals(images) - reference).abs().max() > 100 * 1e-5

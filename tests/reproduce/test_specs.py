@@ -7,7 +7,7 @@ import pytest
 from mlflow import MlflowClient
 
 import main
-from blocks import build
+from blocks import build, presets
 from blocks.cost import count_layer_params, count_params, flops_per_image, gmacs_of
 from runs.data import geometry
 from search.spec import load
@@ -45,22 +45,33 @@ def arm_params(path: Path) -> dict[str, int]:
 @pytest.mark.parametrize(
     ("file", "counts"),
     [
-        ("vix_table1.yaml", [530_442, 531_978, 415_754, 530_970, 267_786]),
-        ("vix_table2.yaml", [623_178, 624_714, 508_490, 623_706, 360_522]),
+        ("vix_table1.yaml", [530_442, 531_978, 415_754, 530_970, 267_786, 8_533_002]),
+        ("vix_table2.yaml", [623_178, 624_714, 508_490, 623_706, 360_522, 8_625_738]),
     ],
 )
 def test_vix_arms_have_the_tables_parameter_counts(file, counts):
     assert list(arm_params(ROOT / "spaces" / "reproduce" / file).values()) == counts
 
 
-def test_gfnet_arms_match_the_gfnet_table():
+def test_gfnet_arms_are_the_official_models():
     spec = load(ROOT / "spaces" / "reproduce" / "gfnet.yaml", check_data=False)
     geo = geometry(spec.data)
-    published = [(7e6, 1.3), (16e6, 2.9)]  # GFNet-Ti, GFNet-XS: params, GFLOPs (MACs)
+    published = [(7_511_784, 1.3), (15_985_768, 2.9)]  # GFNet-Ti, GFNet-XS: params, GFLOPs (MACs)
     for arm, (params, gmacs) in zip(spec.ablation.arms, published, strict=True):
         arch = to_arch(arm.model, geo.image_size, geo.num_classes, geo.channels)
-        assert abs(count_params(build(arch, device="meta"))[0] / params - 1) < 0.1
-        assert abs(gmacs_of(flops_per_image(arch)) / gmacs - 1) < 0.05
+        assert count_params(build(arch, device="meta"))[0] == params
+        assert round(gmacs_of(flops_per_image(arch)), 1) == gmacs
+        assert arch == presets.gfnet("ti" if params < 1e7 else "xs")  # the block wiring and eps too
+
+
+def test_gfnet_hybrid_wires_each_stage_as_its_mixer_family():
+    spec = load(ROOT / "spaces" / "reproduce" / "gfnet_hybrid.yaml", check_data=False)
+    geo = geometry(spec.data)
+    for arm in spec.ablation.arms:
+        arch = to_arch(arm.model, geo.image_size, geo.num_classes, geo.channels)
+        wiring = {s.mixer.name: s.block for s in arch.stages}
+        assert wiring.get("global_filter", "shared") == "shared" and wiring.get("attention", "pre") == "pre", arm.name
+    assert len(spec.ablation.arms) == 4
 
 
 @pytest.mark.parametrize("path", REPRODUCE, ids=lambda p: p.stem)

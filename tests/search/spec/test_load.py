@@ -36,6 +36,29 @@ def test_extends_and_overrides(tmp_path):
     assert isinstance(spec.train["lr"], FloatRange)
 
 
+def test_a_child_spec_states_its_ablation_factors_whole(tmp_path):
+    (tmp_path / "base.yaml").write_text(
+        "model: {stages: [{depth: 1, width: 16, mixer: fourier}]}\n"
+        "ablation:\n  seeds: 2\n  factors:\n    model.stages[0].width: [16, 32]\n"
+    )
+    child = tmp_path / "child.yaml"
+    child.write_text("extends: base.yaml\nablation:\n  factors:\n    model.stages[0].depth: [1, 2]\n")
+    ablation = load(child).ablation
+    assert list(ablation.factors) == ["model.stages[0].depth"]  # the parent's factor does not join
+    assert ablation.seeds == 2 and len(ablation.arms) == 2  # the rest of the section merges
+
+
+def test_the_block_wiring_is_a_dimension_of_each_stage(tmp_path):
+    spec = tmp_path / "s.yaml"
+    spec.write_text(
+        "model:\n  norm_eps: 1.0e-6\n  stages:\n"
+        "    - {depth: 1, width: 16, mixer: global_filter, block: {choice: [pre, post, shared]}}\n"
+    )
+    loaded = load(spec)
+    assert loaded.model["stages"][0]["block"].options[2].value == "shared"
+    assert loaded.model["norm_eps"] == 1e-6
+
+
 def test_bad_override_is_located_at_the_override(tmp_path):
     spec = tmp_path / "s.yaml"
     spec.write_text("model: {stages: [{depth: 1, width: 16, mixer: fourier}]}\n")
