@@ -5,9 +5,10 @@ PY := $(VENV)/bin/python
 
 .PHONY: setup run ui test lint format browser
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-oracle.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-oracle.txt
 	touch $@
 
 setup: $(VENV)/.installed

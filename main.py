@@ -5,6 +5,7 @@ python main.py validate SPEC [--json]        check a spec, show its space and sa
 python main.py ui                            the MLflow UI on 127.0.0.1 over the default store
 python main.py show [EXPERIMENT]             the Pareto table of a finished sweep, from MLflow
 python main.py export RUN_ID --out DIR       a trial's logged model, arch.yaml and weights
+python main.py import-timm FILE --out DIR [--heads N]   a timm ViT/DeiT/Mixer checkpoint as arch.yaml and weights
 python main.py blocks                        every registered block, one line each
 python main.py cost [NAME ...] [--timing]    parameters and GMACs of the papers' models
 python main.py bench {scaling,conv,funnel,trial} [--quick]   measurements for BENCHMARKS.md
@@ -337,6 +338,50 @@ def cmd_export(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_import_timm(args: argparse.Namespace, console: Console) -> int:
+    import shutil
+    import tempfile
+
+    import yaml
+
+    from blocks import to_dict
+    from blocks.timm_import import CheckpointError, import_timm, load_checkpoint
+
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        print(f"error: {out} exists and is not an empty folder; choose another --out", file=sys.stderr)
+        return 2
+    try:
+        arch, model = import_timm(load_checkpoint(args.file), heads=args.heads, image_size=args.image_size)
+    except CheckpointError as err:
+        for problem in err.problems:
+            print(problem, file=sys.stderr)
+        print(f"{len(err.problems)} problem(s) in {args.file}; nothing was written.", file=sys.stderr)
+        return 2
+    # probe.pt as export writes it: inputs (normalised as timm's model takes them) and their logits.
+    x = torch.randn(2, arch.in_channels, *arch.image_size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        probe = {"x": x, "logits": model.eval()(x)}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-") as staging:
+        folder = Path(staging) / "model"
+        folder.mkdir()
+        (folder / "arch.yaml").write_text(yaml.safe_dump(to_dict(arch), sort_keys=False))
+        torch.save(model.state_dict(), folder / "weights.pt")
+        torch.save(probe, folder / "probe.pt")
+        if out.exists():
+            out.rmdir()
+        shutil.move(str(folder), out)  # complete or not there at all
+    done = f"imported {summary(arch)} to {out}: arch.yaml, weights.pt, probe.pt (inputs and their logits)"
+    console.print(Text(done), soft_wrap=True)  # Text: the summary's brackets are not markup
+    console.print(
+        f"  blocks.build(blocks.from_dict(yaml.safe_load(open('{out}/arch.yaml'))))"
+        f".load_state_dict(torch.load('{out}/weights.pt'))",
+        soft_wrap=True,
+    )
+    return 0
+
+
 def cmd_cluster(args: argparse.Namespace, console: Console) -> int:
     from search.sweep.ray import cluster
 
@@ -423,6 +468,13 @@ def parser() -> argparse.ArgumentParser:
     for command in (show, export):
         command.add_argument("--store", default="out", help="the store directory (tracking.dir of the spec)")
         command.add_argument("--uri", help="an MLflow tracking server instead of the store")
+    timm = sub.add_parser("import-timm", help="a timm ViT, DeiT or MLP-Mixer checkpoint as arch.yaml and weights")
+    timm.add_argument("file", help="a .pth/.pt state dict (or one under 'model' or 'state_dict'), read weights-only")
+    timm.add_argument("--out", required=True, help="a new or empty folder")
+    timm.add_argument("--heads", type=int, help="attention heads (not in a state dict; default: width / 64)")
+    timm.add_argument(
+        "--image-size", type=int, nargs=2, metavar=("H", "W"), help="for a grid that is not square (default: square)"
+    )
     listing = sub.add_parser(
         "blocks", help="list every registered mixer, embedding, positional encoding, transition, head"
     )
@@ -449,6 +501,7 @@ def main(argv: list[str] | None = None) -> int:
         "cluster": cmd_cluster,
         "show": cmd_show,
         "export": cmd_export,
+        "import-timm": cmd_import_timm,
     }
     return commands[args.command](args, Console())
 

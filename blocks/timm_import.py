@@ -61,6 +61,15 @@ _NO_EQUIVALENT = {
     r"attn_pool\..*": "an attention-pooling head",
 }
 
+# Every key a family may hold (for the unknown keys of a checkpoint whose shapes could not
+# even be read; once they are, the exact keys and shapes are compared).
+_FAMILY_KEYS = {
+    "vit": r"patch_embed\.proj\.(weight|bias)|cls_token|pos_embed|(norm|head)\.(weight|bias)"
+    r"|blocks\.\d+\.(norm1|norm2|attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)\.(weight|bias)",
+    "mixer": r"stem\.proj\.(weight|bias)|(norm|head)\.(weight|bias)"
+    r"|blocks\.\d+\.(norm1|norm2|mlp_tokens\.fc[12]|mlp_channels\.fc[12])\.(weight|bias)",
+}
+
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be an archsweep model; ``problems`` holds one line per reason."""
@@ -75,12 +84,17 @@ def load_checkpoint(path: str | Path) -> Mapping[str, torch.Tensor]:
     plain containers only: a pickle naming any other object is refused, not run)."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError([f"{path}: no such file"]) from None
+    except OSError as err:  # no such file, a folder, no permission
+        raise CheckpointError([f"{path}: cannot be read: {err.strerror or err}"]) from None
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        # torch's message is mostly advice to unpickle anyway; keep only the reason.
+        found = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\.\s|\n|$)", str(err))
+        reason = found.group(1) if found else (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise CheckpointError(
-            [f"{path}: not readable by torch.load(weights_only=True), which archsweep requires: {first}"]
+            [
+                f"{path}: refused by torch.load(weights_only=True), which reads tensors and plain containers "
+                f"only: {reason} (a file you trust can be saved again as its state dict alone)"
+            ]
         ) from None
 
 
@@ -112,10 +126,9 @@ class _Layout:
         self.shapes[key], self.notes[key] = shape, note
         self.targets[key] = [(target, slice(None))] if isinstance(target, str) else target
 
-    def linear(self, timm: str, ours: str, out: int, into: int, note: str, *, bias: bool = True) -> None:
+    def linear(self, timm: str, ours: str, out: int, into: int, note: str) -> None:
         self.add(f"{timm}.weight", (out, into), f"{ours}.weight", note)
-        if bias:
-            self.add(f"{timm}.bias", (out,), f"{ours}.bias", note)
+        self.add(f"{timm}.bias", (out,), f"{ours}.bias", note)
 
     def norm(self, timm: str, ours: str, width: int) -> None:
         for part in ("weight", "bias"):
@@ -132,7 +145,8 @@ def import_timm(
     its weights (fp32, on the CPU). ``heads``: the attention heads (default width / 64);
     ``image_size``: ``(H, W)`` for a grid that is not square. Raises ``CheckpointError``."""
     state = state_dict_of(checkpoint)
-    problems = [f"{k}: found a {type(v).__name__}, expected a tensor" for k, v in state.items() if not _tensor(v)]
+    problems = [f"{k!r}: found a {type(k).__name__} key, expected a string" for k in state if not isinstance(k, str)]
+    problems += [f"{k}: found a {type(v).__name__}, expected a tensor" for k, v in state.items() if not _tensor(v)]
     problems += [
         f"{k}: found dtype {v.dtype}, expected a floating-point tensor"
         for k, v in state.items()
@@ -140,11 +154,13 @@ def import_timm(
     ]
     if problems:
         raise CheckpointError(problems)
-    size = None if image_size is None else ((image_size, image_size) if isinstance(image_size, int) else image_size)
+    size = None if image_size is None else ((image_size,) * 2 if isinstance(image_size, int) else tuple(image_size))
     if "patch_embed.proj.weight" in state:
-        arch, layout = _vit(state, heads, size, problems)
+        family, (arch, layout) = "vit", _vit(state, heads, size, problems)
     elif "stem.proj.weight" in state:
-        arch, layout = _mixer(state, size, problems)
+        family, (arch, layout) = "mixer", _mixer(state, size, problems)
+        if heads is not None:
+            problems.append(f"heads: found {heads!r}, expected none: an MLP-Mixer has no attention heads")
     else:
         raise CheckpointError(
             [
@@ -154,6 +170,8 @@ def import_timm(
         )
     if layout is not None:
         problems += _compare(state, layout)
+    else:
+        problems += [_unknown(k, v) for k, v in state.items() if not re.fullmatch(_FAMILY_KEYS[family], k)]
     if problems or arch is None or layout is None:
         raise CheckpointError(problems)
     return arch, _load(arch, state, layout)
@@ -198,8 +216,9 @@ def _depth(state, problems: list[str]) -> int:
     return max(indices) + 1  # a gap in the indices shows as that block's missing keys
 
 
-def _grid(tokens: int, patch: int, image_size, key: str, found: Shape, want: str, problems) -> tuple[int, int] | None:
-    """The image size whose patch grid has ``tokens`` tokens: square, or ``image_size``."""
+def _grid(tokens: int, patch: int, image_size, key: str, found: Shape, want: str, problems, hint: str = ""):
+    """The image size ``(H, W)`` whose patch grid has ``tokens`` tokens: square, or
+    ``image_size``; None after a problem (``hint`` ends the one of a grid that is not square)."""
     if image_size is not None:
         H, W = image_size
         if H % patch or W % patch:
@@ -216,7 +235,7 @@ def _grid(tokens: int, patch: int, image_size, key: str, found: Shape, want: str
     if side * side != tokens:
         problems.append(
             f"{key}: found {found}, expected {want} with a square grid; {tokens} tokens are not square: "
-            "give image_size (H, W)"
+            f"give image_size (H, W){hint}"
         )
         return None
     return (side * patch, side * patch)
@@ -262,19 +281,7 @@ def _vit(state, heads, image_size, problems) -> tuple[ArchSpec | None, _Layout |
     heads = _heads(D, heads, problems)
     prefix = int("cls_token" in state)
     pos = _shape(state, "pos_embed")
-    if pos is None:  # timm's pos_embed='none': the image size only from the caller
-        size = image_size
-        if size is None:
-            problems.append(f"pos_embed: missing, expected (1, {prefix} + tokens, {D}); or give image_size (H, W)")
-        elif size[0] % p or size[1] % p:
-            problems.append(f"image_size: {size[0]}x{size[1]} is not a multiple of the patch size {p}")
-            size = None
-    elif len(pos) != 3 or pos[1] <= prefix:
-        problems.append(f"pos_embed: found {pos}, expected (1, {prefix} + tokens, {D})")
-        size = None
-    else:
-        want = f"(1, {prefix} + h*w, {D})" + (" (one position for the class token too)" if prefix else "")
-        size = _grid(pos[1] - prefix, p, image_size, "pos_embed", pos, want, problems)
+    size = _vit_size(pos, prefix, D, p, image_size, problems)
     if fc1 is None or classes is None or heads is None or size is None:
         return None, None
     hidden = fc1[0]
@@ -315,6 +322,29 @@ def _vit(state, heads, image_size, problems) -> tuple[ArchSpec | None, _Layout |
         layout.linear(f"{t}.mlp.fc2", f"{ours}.mlp.3", D, hidden, mlp)
     _head_layout(layout, D, classes)
     return arch, layout
+
+
+def _vit_size(pos: Shape | None, prefix: int, D: int, p: int, image_size, problems) -> tuple[int, int] | None:
+    """The image size of a ViT: from its position table ``(1, prefix + h*w, D)``, or given."""
+    if pos is None:  # timm's pos_embed='none': the image size only from the caller
+        if image_size is None:
+            problems.append(f"pos_embed: missing, expected (1, {prefix} + tokens, {D}); or give image_size (H, W)")
+        elif image_size[0] % p or image_size[1] % p:
+            problems.append(f"image_size: {image_size[0]}x{image_size[1]} is not a multiple of the patch size {p}")
+        else:
+            return image_size
+        return None
+    if len(pos) != 3 or pos[1] <= prefix:
+        problems.append(f"pos_embed: found {pos}, expected (1, {prefix} + tokens, {D})")
+        return None
+    want = f"(1, {prefix} + h*w, {D})" + (" (one position for the class token too)" if prefix else "")
+    side, hint = math.isqrt(pos[1]), ""
+    if prefix and side * side == pos[1]:
+        hint = (
+            f"; or, if its {pos[1]} rows are a {side}x{side} grid with no position for the class token "
+            "(timm's no_embed_class), archsweep has no equivalent of that"
+        )
+    return _grid(pos[1] - prefix, p, image_size, "pos_embed", pos, want, problems, hint)
 
 
 def _mixer(state, image_size, problems) -> tuple[ArchSpec | None, _Layout | None]:
@@ -377,12 +407,7 @@ def _head_layout(layout: _Layout, D: int, classes: int) -> None:
 
 def _compare(state: Mapping[str, torch.Tensor], layout: _Layout) -> list[str]:
     """One line per unknown key, missing key and shape that is not the expected one."""
-    problems = []
-    for key, tensor in state.items():
-        if key not in layout.shapes:
-            what = next((why for pattern, why in _NO_EQUIVALENT.items() if re.fullmatch(pattern, key)), None)
-            hint = f": {what}, which archsweep has no equivalent of" if what else ""
-            problems.append(f"{key}: found {tuple(tensor.shape)}, expected no such key{hint}")
+    problems = [_unknown(key, tensor) for key, tensor in state.items() if key not in layout.shapes]
     for key, shape in layout.shapes.items():
         found = _shape(state, key)
         if found is None:
@@ -390,6 +415,12 @@ def _compare(state: Mapping[str, torch.Tensor], layout: _Layout) -> list[str]:
         elif found != shape:
             problems.append(f"{key}: found {found}, expected {shape} ({layout.notes[key]})")
     return problems
+
+
+def _unknown(key: str, tensor: torch.Tensor) -> str:
+    what = next((why for pattern, why in _NO_EQUIVALENT.items() if re.fullmatch(pattern, key)), None)
+    hint = f": {what}, which archsweep has no equivalent of" if what else ""
+    return f"{key}: found {tuple(tensor.shape)}, expected no such key{hint}"
 
 
 def _load(arch: ArchSpec, state: Mapping[str, torch.Tensor], layout: _Layout) -> VisionModel:

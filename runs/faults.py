@@ -11,7 +11,7 @@ each attempt runs, so a retry resumed from a checkpoint meets it too), at most `
 times over all attempts of the trial (default: every attempt). Firings are counted in files next to the plan, so the
 count survives the trial's process. Kinds: ``raise`` (a RuntimeError), ``exit`` (the
 process ends at once with code 1, like a segfault), ``hang`` (never reports or returns
-again).
+again), ``sleep`` (a straggler: ``seconds`` of waiting, then the trial goes on).
 """
 
 from __future__ import annotations
@@ -50,4 +50,7 @@ def fire(path: str | None, trial: int, epoch: int, first: int) -> None:
         if fault["kind"] == "hang":
             while True:
                 time.sleep(1)
+        if fault["kind"] == "sleep":
+            time.sleep(fault["seconds"])
+            continue
         raise InjectedFault(f"injected fault in trial {trial}, epoch {epoch + 1}")

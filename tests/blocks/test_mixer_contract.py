@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from blocks import MIXERS, Transition, build, check
+from blocks import MIXERS, WIRINGS, Transition, build, check
 from tests.blocks.helpers import heads_for, small_arch, small_options, two_stage
 
 ALL = sorted(MIXERS)
@@ -40,9 +40,11 @@ def test_mixer_output_depends_on_other_tokens(name):
     assert not torch.allclose(mixer(x, (4, 4))[0, 0], mixer(y, (4, 4))[0, 0], atol=1e-6)
 
 
+@pytest.mark.parametrize("wiring", WIRINGS)
 @pytest.mark.parametrize(("name", "head"), CASES)
-def test_model_with_every_head_trains(name, head):
-    model = build(small_arch(name, head=head))
+def test_model_with_every_head_and_block_wiring_trains(name, head, wiring):
+    """Every parameter takes part: none is built that no forward pass reads."""
+    model = build(small_arch(name, head=head, block=wiring))
     images = torch.randn(4, 3, 16, 16)
     logits = model(images)
     assert logits.shape == (4, 5) and torch.isfinite(logits).all()

@@ -6,6 +6,7 @@ stopping it leaves alone another Ray runtime of the user's beside it."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -19,6 +20,7 @@ import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
+from runs import faults
 from runs.metrics import Objective
 from runs.tracking import free_port, private_server
 from search.results import pareto
@@ -119,20 +121,22 @@ def _study(folder: Path, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=optuna.storages.JournalStorage(backend))
 
 
-def _driver(spec: Path, *extra: str) -> subprocess.Popen:
+def _driver(spec: Path, *extra: str, env: dict | None = None) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, str(ROOT / "main.py"), "run", str(spec), *extra],
         cwd=spec.parent,
         stdout=subprocess.DEVNULL,
         stderr=(spec.parent / "driver.log").open("wb"),  # a file: a full pipe would stall the driver
         start_new_session=True,
+        env=None if env is None else {**os.environ, **env},
     )
 
 
-def _wait_for(condition, timeout: float, what: str) -> None:
+def _wait_for(condition, timeout: float, what: str, driver: subprocess.Popen | None = None) -> None:
     deadline = time.time() + timeout
     while not condition():
         assert time.time() < deadline, f"timed out waiting for {what}"
+        assert driver is None or driver.poll() is None, f"the driver exited (code {driver.returncode}) before {what}"
         time.sleep(0.5)
 
 
@@ -168,7 +172,7 @@ def test_a_killed_driver_is_resumed_to_exactly_the_requested_trials(tmp_path, cl
 
     driver = _driver(spec)
     try:
-        _wait_for(finished, 240, "two finished trials and one with a checkpoint")
+        _wait_for(finished, 240, "two finished trials and one with a checkpoint", driver)
     finally:
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()
@@ -238,9 +242,13 @@ def test_a_worker_node_killed_mid_sweep_loses_and_duplicates_no_trial(tmp_path, 
         on_worker = [r for r in runs if r.info.status == "RUNNING" and r.data.tags.get("archsweep.node") == "127.0.0.3"]
         return any(len(client.get_metric_history(r.info.run_id, "val_accuracy")) >= 2 for r in on_worker)
 
-    driver = _driver(spec)
+    # Each trial waits 4 s after its second epoch, once: on a busy machine a trial of 6
+    # digits epochs can otherwise end between two looks at the tracking server.
+    plan = tmp_path / "faults.json"
+    plan.write_text(json.dumps([{"trial": n, "epoch": 1, "kind": "sleep", "seconds": 4, "times": 1} for n in range(8)]))
+    driver = _driver(spec, env={faults.ENV: str(plan)})
     try:
-        _wait_for(running_on_worker, 300, "a trial in its third epoch on the worker node")
+        _wait_for(running_on_worker, 300, "a trial in its third epoch on the worker node", driver)
         _kill_node("127.0.0.3")
         code = driver.wait(timeout=600)
     finally:
