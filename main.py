@@ -346,6 +346,7 @@ def cmd_import_timm(args: argparse.Namespace, console: Console) -> int:
 
     from blocks import to_dict
     from blocks.timm_import import CheckpointError, import_timm, load_checkpoint
+    from search.spec.arch import from_arch
 
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -367,12 +368,15 @@ def cmd_import_timm(args: argparse.Namespace, console: Console) -> int:
         folder = Path(staging) / "model"
         folder.mkdir()
         (folder / "arch.yaml").write_text(yaml.safe_dump(to_dict(arch), sort_keys=False))
+        # The same model as a spec's model section: `extends: model.yaml` starts a sweep or an ablation from it.
+        header = f"# {summary(arch)}, imported from {Path(args.file).name}; add data: and search: or ablation:\n"
+        (folder / "model.yaml").write_text(header + yaml.safe_dump({"model": from_arch(arch)}, sort_keys=False))
         torch.save(model.state_dict(), folder / "weights.pt")
         torch.save(probe, folder / "probe.pt")
         if out.exists():
             out.rmdir()
         shutil.move(str(folder), out)  # complete or not there at all
-    done = f"imported {summary(arch)} to {out}: arch.yaml, weights.pt, probe.pt (inputs and their logits)"
+    done = f"imported {summary(arch)} to {out}: arch.yaml, model.yaml (for extends:), weights.pt, probe.pt"
     console.print(Text(done), soft_wrap=True)  # Text: the summary's brackets are not markup
     console.print(
         f"  blocks.build(blocks.from_dict(yaml.safe_load(open('{out}/arch.yaml'))))"

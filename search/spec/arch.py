@@ -1,5 +1,6 @@
 """A sampled model section as a ``blocks.ArchSpec``: ``to_arch`` maps a concrete model
-section to the architecture it describes, ``spec_path`` maps a path in that architecture
+section to the architecture it describes (``from_arch`` writes it back as a spec's
+``model`` section), ``spec_path`` maps a path in that architecture
 (where ``blocks.check`` locates a problem) back to the spec's key path, and
 ``check_buildable`` refuses a model space in which no drawn architecture builds."""
 
@@ -59,6 +60,35 @@ def to_arch(model: Mapping, image_size: tuple[int, int], num_classes: int, in_ch
         head=model["head"],
         norm_eps=model["norm_eps"],
     )
+
+
+def _named(name: str, options: Mapping) -> str | dict:
+    return {name: dict(options)} if options else name
+
+
+def from_arch(arch: ArchSpec) -> dict:
+    """The spec's ``model`` section for ``arch`` (the inverse of ``to_arch``): an imported
+    or exported model becomes the base of a search or an ablation (``extends``). The
+    image size, classes and channels are the data section's."""
+    stages = []
+    for s in arch.stages:
+        t = s.transition
+        stage = {"depth": s.depth, "width": s.width, "mixer": _named(s.mixer.name, s.mixer.options)}
+        stage |= {"mlp_ratio": s.mlp_ratio, "dropout": s.dropout, "drop_path": s.drop_path, "block": s.block}
+        if t.kind == "merge":
+            stage["merge"] = True
+        elif t.kind == "pool":
+            stage |= {"pool": t.mode, "pool_stride": list(t.stride), "query_only": t.query_only}
+        stages.append(stage)
+    emb = arch.embedding
+    return {
+        "embedding": _named(emb.kind, emb.options),
+        "patch_size": emb.patch_size,
+        "positional": arch.positional,
+        "head": arch.head,
+        "norm_eps": arch.norm_eps,
+        "stages": stages,
+    }
 
 
 # Builder paths that are spelled differently in the spec.

@@ -3,6 +3,7 @@ pretrained=False, nothing downloaded; timm comes from requirements-oracle.txt an
 imported by the ``timm`` fixture in conftest.py)."""
 
 import pickle
+import random
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,9 @@ from blocks import build, from_dict
 from blocks.cost import count_params
 from blocks.presets import PRESETS, PUBLISHED
 from blocks.timm_import import CheckpointError, import_timm, load_checkpoint
+from search.spec import load
+from search.spec.arch import RandomTrial, to_arch
+from search.spec.space import sample
 
 # timm's model name: the archsweep preset a user would write for it.
 PAPER_MODELS = {
@@ -198,6 +202,12 @@ def test_the_cli_writes_a_model_that_builds_and_loads(timm, tmp_path, capsys):
     probe = torch.load(out / "probe.pt")
     with torch.no_grad():
         assert torch.equal(model.eval()(probe["x"]), probe["logits"])
+    # model.yaml starts a sweep from it: a spec extending it builds the same architecture
+    data = f"{{dataset: synthetic, image_size: {arch.image_size[0]}, num_classes: 5}}"
+    (tmp_path / "from_deit.yaml").write_text(f"extends: imported/model.yaml\ndata: {data}\n")
+    spec = load(tmp_path / "from_deit.yaml")
+    concrete = sample(spec.model, RandomTrial(random.Random(0)), "model")
+    assert to_arch(concrete, arch.image_size, 5, arch.in_channels) == arch
 
 
 def test_the_cli_refuses_with_the_problems_and_writes_nothing(timm, tmp_path, capsys):

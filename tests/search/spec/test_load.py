@@ -262,3 +262,25 @@ def test_a_finished_store_whose_files_are_read_only_is_refused_for_run(tmp_path,
     monkeypatch.setattr(os, "access", lambda p, mode: Path(p).name != "mlflow.db" and real_access(p, mode))
     (line,) = issues(spec)
     assert "tracking.dir: the default store 'out' (tracking.dir) is read-only (out/mlflow.db)" in line
+
+
+@pytest.mark.parametrize("name", ["gfnet-ti", "funnel-b6-6", "vix-hybrid-vin", "mixer-b16", "vix-vil"])
+def test_a_model_written_back_as_a_spec_loads_as_the_same_model(name, tmp_path):
+    """``from_arch`` is the inverse of ``to_arch``: an imported model becomes a spec's base."""
+    import random
+
+    import yaml
+
+    from blocks import presets
+    from runs.data import geometry
+    from search.spec.arch import RandomTrial, from_arch, to_arch
+    from search.spec.space import sample
+
+    arch = presets.PRESETS[name]()
+    data = {"dataset": "synthetic", "image_size": arch.image_size[0], "num_classes": arch.num_classes}
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"data": data, "model": from_arch(arch)}))
+    spec = load(path)
+    geo = geometry(spec.data)
+    concrete = sample(spec.model, RandomTrial(random.Random(0)), "model")
+    assert to_arch(concrete, geo.image_size, geo.num_classes, geo.channels) == arch
