@@ -10,6 +10,7 @@ python main.py blocks                        every registered block, one line ea
 python main.py cost [NAME ...] [--timing]    parameters and GMACs of the papers' models
 python main.py bench {scaling,conv,funnel,trial} [--quick]   measurements for BENCHMARKS.md
 python main.py cluster {up,down,status}      a Ray cluster on this machine (loopback, token auth)
+python main.py record SPEC --out TABLE        train every architecture of a finite space into a table
 
 Exit codes: 0 done, 1 the sweep ran but no trial completed, 2 bad input, 3 partial (some
 trials failed, the others completed), 4 the tracking store failed or the sweep's Ray runtime
@@ -386,6 +387,33 @@ def cmd_import_timm(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_record(args: argparse.Namespace, console: Console) -> int:
+    from search.tables.record import record
+    from search.tables.table import TableError
+
+    spec = _load(args)
+    if spec is None:
+        return 2
+
+    def progress(done: int, total: int, line: str) -> None:
+        console.print(Text(f"[{done}/{total}] {line}"), soft_wrap=True)
+
+    try:
+        table = record(
+            spec,
+            Path(args.out),
+            seeds=tuple(args.seeds),
+            repeat_every=args.repeat_every,
+            workers=args.workers,
+            on_row=progress,
+        )
+    except TableError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    console.print(f"recorded {len(table.rows)} rows in {table.meta['wall_s']:.0f} s to {args.out}")
+    return 0
+
+
 def cmd_cluster(args: argparse.Namespace, console: Console) -> int:
     from search.sweep.ray import cluster
 
@@ -479,6 +507,14 @@ def parser() -> argparse.ArgumentParser:
     timm.add_argument(
         "--image-size", type=int, nargs=2, metavar=("H", "W"), help="for a grid that is not square (default: square)"
     )
+    rec = sub.add_parser("record", help="train every architecture of a finite space into a table (replay, bench)")
+    rec.add_argument("spec", help="a spec whose model and train sections hold no float ranges")
+    rec.add_argument("--out", required=True, help="the table file (.jsonl.gz); OUT.partial keeps an interrupted run")
+    rec.add_argument("-o", "--override", action="append", metavar="KEY=VALUE")
+    rec.add_argument("--workers", type=int, default=1, help="architectures trained at once, each in a process")
+    rec.add_argument("--seeds", type=int, nargs="+", default=[0], help="the first trains all; the others a subset")
+    rec.add_argument("--repeat-every", type=int, default=0, metavar="N", help="every N-th architecture again per seed")
+    rec.set_defaults(smoke=False)
     listing = sub.add_parser(
         "blocks", help="list every registered mixer, embedding, positional encoding, transition, head"
     )
@@ -506,6 +542,7 @@ def main(argv: list[str] | None = None) -> int:
         "show": cmd_show,
         "export": cmd_export,
         "import-timm": cmd_import_timm,
+        "record": cmd_record,
     }
     return commands[args.command](args, Console())
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -15,15 +16,30 @@ def _as_min(rows: Sequence[Mapping[str, float]], objectives) -> np.ndarray:
     return np.array([[row[o.metric] for o in objectives] for row in rows], dtype=float).reshape(-1, len(sign)) * sign
 
 
+@dataclass(frozen=True)
+class _Min:  # an objective already in "smaller is better" form, keyed by position
+    metric: int
+    direction: str = "min"
+
+
+_MIN = [_Min(i) for i in range(16)]
+
+
 def nondominated(rows: Sequence[Mapping[str, float]], objectives) -> list[int]:
-    """Indices of the rows no other row dominates (at least as good everywhere, better once)."""
+    """Indices of the rows no other row dominates (at least as good everywhere, better once).
+
+    Rows are visited in lexicographic order, where a dominating row always comes before
+    the rows it dominates; a row is kept unless one already kept dominates it (a dominated
+    dominator implies a kept one). O(n x front) rather than O(n^2): a 15,625-row table in
+    well under a second."""
     values = _as_min(rows, objectives)
-    keep = []
-    for i, v in enumerate(values):
-        dominated = np.any(np.all(values <= v, axis=1) & np.any(values < v, axis=1))
-        if not dominated:
-            keep.append(i)
-    return keep
+    kept: list[int] = []
+    for i in np.lexsort(values.T[::-1]):
+        v = values[i]
+        front = values[kept]
+        if not np.any(np.all(front <= v, axis=1) & np.any(front < v, axis=1)):
+            kept.append(int(i))
+    return sorted(kept)
 
 
 def hypervolume(rows: Sequence[Mapping[str, float]], objectives) -> tuple[float, list[float]]:
@@ -42,6 +58,22 @@ def hypervolume(rows: Sequence[Mapping[str, float]], objectives) -> tuple[float,
     from optuna._hypervolume import compute_hypervolume
 
     return float(compute_hypervolume(front, ref)), ref.tolist()
+
+
+def hypervolume_at(rows: Sequence[Mapping[str, float]], objectives, reference: Sequence[float]) -> float:
+    """The hypervolume the rows dominate up to a fixed ``reference`` (one value per
+    objective, in the metrics' own units and directions): rows that do not dominate it
+    add nothing. A fixed reference makes values of different sweeps comparable."""
+    values = _as_min(rows, objectives)
+    sign = np.array([-1.0 if o.direction == "max" else 1.0 for o in objectives])
+    ref = np.asarray(reference, dtype=float) * sign
+    inside = values[np.all(values < ref, axis=1)] if len(values) else values
+    if len(inside) == 0:
+        return 0.0
+    from optuna._hypervolume import compute_hypervolume  # see hypervolume()
+
+    keep = nondominated([dict(zip(range(len(ref)), v, strict=True)) for v in inside], _MIN[: len(ref)])
+    return float(compute_hypervolume(inside[keep], ref))
 
 
 def to_csv(rows: Sequence[Mapping[str, object]], columns: Sequence[str]) -> str:

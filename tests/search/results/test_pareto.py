@@ -38,3 +38,16 @@ def test_single_objective_front_is_the_best():
     r = [{"val_accuracy": a} for a in (0.3, 0.9, 0.5)]
     assert nondominated(r, OBJ[:1]) == [1]
     assert list(itertools.chain(nondominated([], OBJ))) == []
+
+
+def test_nondominated_matches_brute_force_in_three_objectives_with_ties():
+    objectives = (*OBJ, Objective("params", "min"))
+    rng = random.Random(1)
+    for _ in range(200):
+        pts = [(rng.randint(0, 5), rng.randint(0, 5), rng.randint(0, 3)) for _ in range(rng.randint(1, 40))]
+
+        def dominated(p, pts=pts):
+            return any(q[0] >= p[0] and q[1] <= p[1] and q[2] <= p[2] and q != p for q in pts)
+
+        table = [{"val_accuracy": a, "gmacs": g, "params": n} for a, g, n in pts]
+        assert nondominated(table, objectives) == [i for i, p in enumerate(pts) if not dominated(p)]

@@ -1,0 +1,153 @@
+"""Replay: a sweep whose trials read their results from a recorded table instead of
+training. The same spec grammar, sampler, duplicate answers, constraints, outcomes and
+study as a real sweep (``search.sweep.pipeline``), with per-epoch accuracy from the
+table, optional multi-objective successive halving (``search.sweep.moasha``) and a
+simulated clock (each trial costs its recorded training time, per epoch run). Nothing
+is logged to MLflow: a 1,000-trial sweep runs in seconds, for tests and ``bench search``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import optuna
+
+from blocks import check as check_arch
+from runs.trial import Infeasible
+from search.spec import Spec
+from search.spec.arch import to_arch
+from search.sweep import moasha, pipeline, study
+from search.sweep.pipeline import Outcome
+from search.tables.table import Row, Table, TableError
+
+
+@dataclass(frozen=True)
+class Halving:
+    """MO-ASHA settings: rung decisions after ``min_epochs`` x ``reduction_factor``^k epochs."""
+
+    min_epochs: int = 1
+    reduction_factor: int = 3
+
+
+@dataclass
+class Replayed:
+    """One replayed trial: what it cost (epochs trained, simulated seconds) and how it ended."""
+
+    number: int
+    state: str  # complete, infeasible, duplicate, pruned
+    epochs: int  # epochs trained (0: answered or refused without training)
+    seconds: float
+    metrics: dict[str, float] = field(default_factory=dict)
+    reason: str = ""
+
+
+@dataclass
+class Replay:
+    spec: Spec
+    table: Table
+    study: optuna.Study
+    trials: list[Replayed] = field(default_factory=list)
+
+    def completed(self) -> list[dict[str, float]]:
+        """The metrics of every trial that trained to the end (the front's candidates)."""
+        return [t.metrics for t in self.trials if t.state == "complete"]
+
+
+def _row_for(rows: dict[str, Row], drawn: pipeline.Draw) -> Row:
+    key = pipeline.draw_key(drawn.model, drawn.train)
+    if key not in rows:
+        raise TableError(
+            f"trial {drawn.number} drew an architecture the table does not hold ({drawn.arch or 'draw ' + key[:12]}): "
+            "a replay needs the table's own space and training settings"
+        )
+    return rows[key]
+
+
+class _Rungs:
+    """The vectors recorded at each rung, in arrival order (as on a live sweep, kept on the
+    trials: here, one process replays, so in memory)."""
+
+    def __init__(self, spec: Spec, halving: Halving, epochs: int) -> None:
+        self.spec, self.halving = spec, halving
+        self.epochs = moasha.rung_epochs(halving.min_epochs, halving.reduction_factor, epochs)
+        self.records: list[dict[str, list[float]]] = [{} for _ in self.epochs]
+        self.directions = [o.direction for o in spec.objectives]
+
+    def run(self, number: int, row: Row) -> tuple[int, moasha.RungDecision | None]:
+        """Epochs trained until the trial is pruned (with the decision) or completes."""
+        for rung, epoch in enumerate(self.epochs):
+            vector = [row.metrics(epoch)[o.metric] for o in self.spec.objectives]
+            eta, earlier = self.halving.reduction_factor, self.records[rung]
+            decision = moasha.decide(str(number), rung, vector, earlier, self.directions, eta, epoch=epoch)
+            self.records[rung][str(number)] = vector
+            if not decision.proceed:
+                return epoch, decision
+        return len(row.curve), None
+
+
+def replay(
+    spec: Spec,
+    table: Table,
+    *,
+    trials: int | None = None,
+    sampler: optuna.samplers.BaseSampler | None = None,
+    halving: Halving | None = None,
+    seed: int = 0,
+    on_trial: Callable[[Replayed], None] = lambda t: None,
+) -> Replay:
+    """Replay ``trials`` (default: the spec's) trials of ``spec`` on ``table`` (rows of
+    ``seed``), with the spec's sampler unless another is given, pruned by MO-ASHA with
+    ``halving``. The study is in memory."""
+    rows = table.by_key(seed)
+    sweep = study.create(spec, optuna.storages.InMemoryStorage(), sampler=sampler or study.make_sampler(spec))
+    epochs = max(len(r.curve) for r in rows.values())
+    rungs = _Rungs(spec, halving, epochs) if halving else None
+    result = Replay(spec, table, sweep)
+    for _ in range(trials or spec.search.trials):
+        trial = sweep.ask()
+        drawn = pipeline.draw(spec, sweep, trial)
+        replayed = _one(spec, sweep, trial, drawn, rows, rungs)
+        result.trials.append(replayed)
+        on_trial(replayed)
+    return result
+
+
+def _one(spec: Spec, sweep: optuna.Study, trial, drawn: pipeline.Draw, rows, rungs: _Rungs | None) -> Replayed:
+    if drawn.repeat is not None:  # answered from the earlier trial: no training
+        pipeline.tell(sweep, trial, spec, drawn.repeat)
+        return Replayed(trial.number, "duplicate", 0, 0.0, drawn.repeat.metrics, drawn.repeat.reason)
+    arch = to_arch(drawn.model, *_geometry(spec))
+    problems = check_arch(arch)
+    if problems:  # refused by the builder, as a real sweep refuses it: nothing trained
+        outcome = pipeline.refused(spec, Infeasible("refused by the builder: " + "; ".join(map(str, problems)), {}, []))
+        pipeline.tell(sweep, trial, spec, outcome)
+        return Replayed(trial.number, outcome.state, 0, 0.0, {}, outcome.reason)
+    row = _row_for(rows, drawn)
+    trial.set_user_attr("arch", row.arch)
+    costs = dict(row.costs)
+    violations = [c.violation(costs[c.metric]) if c.metric in costs else 0.0 for c in spec.constraints]
+    broken = [str(c) for c, v in zip(spec.constraints, violations, strict=True) if v > 0]
+    if broken:  # a cost constraint refuses it before training, with its costs measured
+        outcome = pipeline.refused(spec, Infeasible("breaks " + ", ".join(broken), costs, violations))
+        pipeline.tell(sweep, trial, spec, outcome)
+        return Replayed(trial.number, outcome.state, 0, 0.0, costs, outcome.reason)
+    epochs, decision = rungs.run(trial.number, row) if rungs else (len(row.curve), None)
+    seconds = row.train_s * epochs / len(row.curve)
+    if decision is not None:
+        trial.set_user_attr("rung", decision.rung)
+        metrics = {**row.metrics(epochs), "epochs": float(epochs)}
+        outcome = Outcome("pruned", decision.reason, metrics, None, (*([0.0] * len(spec.constraints)), 0.0))
+        pipeline.tell(sweep, trial, spec, outcome)
+        return Replayed(trial.number, "pruned", epochs, seconds, metrics, decision.reason)
+    metrics = {**row.metrics(), "epochs": float(epochs), "train_time_s": row.train_s}
+    outcome = pipeline.completed(spec, metrics)
+    pipeline.tell(sweep, trial, spec, outcome)
+    return Replayed(trial.number, outcome.state, epochs, seconds, metrics, outcome.reason)
+
+
+def _geometry(spec: Spec) -> tuple[tuple[int, int], int, int]:
+    from runs.data import geometry
+
+    geo = geometry(spec.data)
+    return geo.image_size, geo.num_classes, geo.channels

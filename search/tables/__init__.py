@@ -1,0 +1,1 @@
+"""Recorded tables of trained architectures: their format, the recorder, NAS-Bench-201."""

@@ -1,0 +1,195 @@
+"""Record a table: every distinct architecture of a finite spec space, trained by the real
+engine (``runs.trial.run_trial``), its validation accuracy after every epoch, its costs and
+its training time. Seeded (each row names its seed), resumable (rows already recorded are
+kept in ``OUT.partial`` and skipped) and parallel (``workers`` processes)."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+from search.spec import Spec
+from search.spec.space import FloatRange, sample
+from search.sweep import pipeline
+from search.tables.table import Row, Table, TableError, save
+
+COSTS = ("params", "gmacs", "latency_ms", "peak_mem_mb")  # measured before training
+
+
+class _Walk:
+    """A trial that takes the choices it is given, then the first option of each further
+    dimension, and notes how many options each had: one path through the space's tree
+    (define-by-run, so an option's own dimensions appear only under it)."""
+
+    def __init__(self, prefix: list[int]) -> None:
+        self.prefix, self.picks, self.sizes = prefix, [], []
+
+    def _pick(self, name: str, options: list) -> Any:
+        i = len(self.picks)
+        pick = self.prefix[i] if i < len(self.prefix) else 0
+        self.picks.append(pick)
+        self.sizes.append(len(options))
+        return options[pick]
+
+    def suggest_categorical(self, name, choices):
+        return self._pick(name, list(choices))
+
+    def suggest_int(self, name, low, high, *, step=1, log=False):
+        return self._pick(name, list(range(low, high + 1, step)))
+
+    def suggest_float(self, name, low, high, *, step=None, log=False):
+        raise TableError(f"{name}: a recorded table needs a finite space, and this is a float range")
+
+
+def enumerate_draws(spec: Spec) -> Iterator[tuple[str, dict, dict]]:
+    """(draw key, model section, train section) of every distinct draw of ``spec``'s space,
+    in a fixed order; draws that train the same (a left-out stage's values) once."""
+    seen: set[str] = set()
+    prefix: list[int] = []
+    while True:
+        walk = _Walk(prefix)
+        model, train = sample(spec.model, walk, "model"), sample(spec.train, walk, "train")
+        key = pipeline.draw_key(model, train)
+        if key not in seen:
+            seen.add(key)
+            yield key, model, train
+        # the next path: advance the last choice that has options left (an odometer)
+        i = len(walk.picks) - 1
+        while i >= 0 and walk.picks[i] + 1 >= walk.sizes[i]:
+            i -= 1
+        if i < 0:
+            return
+        prefix = [*walk.picks[:i], walk.picks[i] + 1]
+
+
+def _check_finite(spec: Spec) -> None:
+    def walk(value: Any, path: str) -> None:
+        if isinstance(value, FloatRange):
+            raise TableError(f"{path}: a recorded table needs a finite space, and this is a float range")
+        items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+        for k, v in items:
+            walk(v, f"{path}.{k}")
+
+    walk(spec.model, "model")
+    walk(spec.train, "train")
+
+
+def _train_one(spec: Spec, key: str, model: dict, train: dict, seed: int, threads: int) -> dict | str:
+    """One row's data, trained in a worker process; a string when it cannot be trained."""
+    import torch
+
+    from runs import data as datasets
+    from runs.trial import Infeasible, run_trial
+
+    torch.set_num_threads(threads)
+    data = _DATA.get(seed) or _DATA.setdefault(seed, datasets.load(spec.data, seed=spec.search.seed))
+    drawn = pipeline.Draw(0, model, train, seed)
+    arch, cfg, line = pipeline.materialise(spec, drawn, data)
+    curve: list[float] = []
+    started = time.perf_counter()
+    try:
+        metrics = run_trial(arch, cfg, data, seed=seed, report=lambda e, m, s: curve.append(m["val_accuracy"]))
+    except Infeasible as err:
+        return f"{line}: {err}"
+    costs = {c: float(metrics[c]) for c in COSTS if c in metrics}
+    train_s = float(metrics.get("train_time_s", time.perf_counter() - started))
+    return Row(key, line, costs, tuple(curve), train_s, seed).as_dict()
+
+
+_DATA: dict[int, Any] = {}  # the dataset, loaded once per worker process
+
+
+def record(
+    spec: Spec,
+    out: Path,
+    *,
+    seeds: tuple[int, ...] = (0,),
+    repeat_every: int = 0,
+    workers: int = 1,
+    on_row: Callable[[int, int, str], None] = lambda done, total, line: None,
+) -> Table:
+    """Train every distinct draw of ``spec`` with seed ``seeds[0]``, and every
+    ``repeat_every``-th one (0: none) again with each further seed; write the table to
+    ``out``. Rows already in ``out.partial`` (an interrupted recording) are kept."""
+    _check_finite(spec)
+    started, out = time.time(), Path(out)
+    partial = out.with_name(out.name + ".partial")
+    done = {(r["key"], r["seed"]): r for r in _read_partial(partial)}
+    draws = list(enumerate_draws(spec))
+    jobs = [(k, m, t, seeds[0]) for k, m, t in draws]
+    if repeat_every:
+        jobs += [(k, m, t, s) for k, m, t in draws[::repeat_every] for s in seeds[1:]]
+    todo = [j for j in jobs if (j[0], j[3]) not in done]
+    threads = max(1, (os.cpu_count() or 1) // max(1, workers))
+    skipped: list[str] = []
+    context = multiprocessing.get_context("spawn")  # no torch state forked into workers
+    with open(partial, "a") as log:
+        try:
+            with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+                futures = [pool.submit(_train_one, spec, k, m, t, s, threads) for k, m, t, s in todo]
+                for future in as_completed(futures):
+                    result = future.result()
+                    if isinstance(result, str):
+                        skipped.append(result)
+                        continue
+                    log.write(json.dumps(result) + "\n")
+                    log.flush()  # a row survives whatever happens to the recording after it
+                    done[(result["key"], result["seed"])] = result
+                    on_row(len(done), len(jobs), result["arch"])
+        finally:  # each session's wall time, so that a resumed recording states the sum
+            log.write(json.dumps({"session_wall_s": round(time.time() - started, 1)}) + "\n")
+    rows = sorted((Row(**r) for r in done.values()), key=lambda r: (r.seed, r.key))
+    sessions = [r["session_wall_s"] for r in _read_partial(partial, "session_wall_s")]
+    meta = {
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "recorded": time.strftime("%Y-%m-%d"),
+        "wall_s": round(sum(sessions), 1),
+        "sessions": len(sessions),
+        "workers": workers,
+        "threads_per_worker": threads,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        "versions": _versions(),
+        "spec": spec.name,
+        "spec_sha": spec.sha,
+        "epochs": spec.train.get("epochs"),
+        "objectives": [f"{o.metric}:{o.direction}" for o in spec.objectives],
+        "not_trained": skipped,
+    }
+    table = Table(spec.name, tuple(rows), meta)
+    save(table, out)
+    partial.unlink(missing_ok=True)
+    return table
+
+
+def _read_partial(path: Path, kind: str = "key") -> list[dict]:
+    """The lines of an interrupted recording that hold ``kind`` (rows, or session times)."""
+    if not path.exists():
+        return []
+    lines = []
+    for line in path.read_text().splitlines():
+        try:
+            lines.append(json.loads(line))
+        except ValueError:  # the last line of a recording killed mid-write
+            continue
+    return [entry for entry in lines if isinstance(entry, dict) and kind in entry]
+
+
+def _versions() -> dict[str, str]:
+    import mlflow
+    import optuna
+    import torch
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "optuna": optuna.__version__,
+        "mlflow": mlflow.__version__,
+    }

@@ -1,0 +1,110 @@
+"""Replay on a table: the spec's sampler, outcomes and front, without training.
+
+The table here is made in the test from the digits table's own space (every distinct
+draw, with accuracy curves that depend on the draw's costs), so that the search logic is
+checked in a second; the recorded table (spaces/tables) is the subject of bench search."""
+
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from optuna.trial import TrialState
+
+from search.results import pareto
+from search.spec import load
+from search.sweep.replay import Halving, replay
+from search.tables.record import enumerate_draws
+from search.tables.table import Row, Table, TableError, exact_front
+
+ROOT = Path(__file__).resolve().parents[3]
+EPOCHS = 15
+
+
+def _made_up_costs(model: dict) -> tuple[float, float]:
+    """(params, gmacs) growing with width, depth and tokens: test data, not a measurement."""
+    tokens = (8 // model["patch_size"]) ** 2
+    stages = [s for s in model["stages"] if s["depth"]]
+    params = sum(s["depth"] * 12 * s["width"] ** 2 for s in stages)
+    return float(params), params * tokens / 1e9
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """The digits table's spec and a table over its 640 draws, with made-up costs and
+    accuracy curves (saturating in the epochs, higher for larger models, with a per-draw
+    wobble), so that every draw is in it and the front is not trivial."""
+    spec = load(ROOT / "spaces" / "tables" / "digits.yaml")
+    rows = []
+    for i, (key, model, _train) in enumerate(enumerate_draws(spec)):
+        params, gmacs = _made_up_costs(model)
+        top = 0.80 + 0.15 * (1 - math.exp(-gmacs * 400)) + 0.02 * math.sin(i * 1.7)
+        curve = tuple(top * (1 - math.exp(-(e + 1) / 4)) for e in range(EPOCHS))
+        rows.append(Row(key, f"draw {i}", {"params": params, "gmacs": gmacs}, curve, 1.0 + 1e3 * gmacs))
+    return spec, Table("made-up", tuple(rows))
+
+
+def test_a_replayed_sweep_reports_what_the_table_holds(digits):
+    spec, table = digits
+    result = replay(replace(spec, constraints=()), table, trials=60)
+    rows = table.by_key()
+    assert len(result.trials) == 60
+    for frozen, replayed in zip(result.study.trials, result.trials, strict=True):
+        assert frozen.number == replayed.number
+        if replayed.state == "complete":
+            row = rows[frozen.user_attrs["draw"]]
+            assert frozen.values == [row.curve[-1], row.costs["gmacs"]]
+            assert replayed.epochs == EPOCHS and replayed.seconds == pytest.approx(row.train_s)
+        elif replayed.state == "duplicate":  # answered from the earlier trial, no training
+            assert (
+                replayed.epochs == 0 and frozen.values == result.study.trials[frozen.user_attrs["duplicate_of"]].values
+            )
+
+
+def test_the_replayed_front_is_the_front_of_the_table_rows_it_visited(digits):
+    spec, table = digits
+    result = replay(spec, table, trials=200)
+    rows = table.by_key()
+    visited = {t.user_attrs["draw"] for t in result.study.trials if t.user_attrs.get("state") == "complete"}
+    expected = exact_front(Table("visited", tuple(rows[k] for k in visited)), spec.objectives)
+    front = [result.completed()[i] for i in pareto.nondominated(result.completed(), spec.objectives)]
+    assert sorted((m["val_accuracy"], m["gmacs"]) for m in front) == sorted(
+        (r.curve[-1], r.costs["gmacs"]) for r in expected
+    )
+    assert {t.user_attrs["draw"] for t in result.study.best_trials} <= visited  # Optuna's own front agrees
+
+
+def test_a_cost_constraint_refuses_before_training(digits):
+    spec, table = digits
+    limit = sorted(r.costs["params"] for r in table.rows)[len(table.rows) // 2]
+    constrained = load(ROOT / "spaces" / "tables" / "digits.yaml", [f'constraints=["params <= {limit}"]'])
+    result = replay(constrained, table, trials=40)
+    refused = [t for t in result.trials if t.state == "infeasible"]
+    assert refused and all(t.epochs == 0 and t.metrics["params"] > limit for t in refused)
+    assert all(t.metrics["params"] <= limit for t in result.trials if t.state == "complete")
+
+
+def test_mo_asha_trains_less_and_says_at_which_rung_it_pruned(digits):
+    spec, table = digits
+    full = replay(spec, table, trials=120)
+    halved = replay(spec, table, trials=120, halving=Halving(min_epochs=1, reduction_factor=3))
+    trained = sum(t.epochs for t in full.trials)
+    assert sum(t.epochs for t in halved.trials) < 0.6 * trained
+    pruned = [t for t, f in zip(halved.study.trials, halved.trials, strict=True) if f.state == "pruned"]
+    assert pruned and all(t.state == TrialState.PRUNED and "rung" in t.user_attrs for t in pruned)
+    for t in halved.trials:
+        if t.state == "pruned":
+            assert t.epochs in (1, 3, 9) and t.reason.startswith("pruned at rung")
+
+
+def test_a_draw_outside_the_table_is_a_clear_error(digits):
+    spec, table = digits
+    wider = load(ROOT / "spaces" / "tables" / "digits.yaml", ["train.lr=0.001"])
+    with pytest.raises(TableError, match="drew an architecture the table does not hold"):
+        replay(wider, table, trials=3)
+
+
+def test_the_same_seed_replays_the_same_sweep(digits):
+    spec, table = digits
+    first, second = (replay(spec, table, trials=50) for _ in range(2))
+    assert [t.params for t in first.study.trials] == [t.params for t in second.study.trials]
