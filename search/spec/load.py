@@ -310,8 +310,10 @@ def _ablation(c: F.Checker, raw: Any, data: dict, model: Mapping, train: Mapping
     for path, levels in factors.items():
         where = join("ablation.factors", path)
         if ab.is_joint(str(path), levels):
-            bad = [k for lv in levels.values() for k in (lv or {}) if str(k).split(".", 1)[0] not in ("model", "train")]
-            if len(levels) < 2 or not all(isinstance(lv, Mapping) for lv in levels.values()) or bad:
+            mappings = all(isinstance(lv, Mapping) for lv in levels.values())
+            keys = [k for lv in levels.values() for k in lv] if mappings else []
+            bad = [k for k in keys if str(k).split(".", 1)[0] not in ("model", "train")]
+            if len(levels) < 2 or not mappings or bad:
                 c.fail(where, "a named factor maps each level's name to {model.or.train.path: value, ...}")
                 continue
             for label, level in levels.items():
