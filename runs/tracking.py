@@ -74,6 +74,7 @@ RETRY_REASON_TAG = "archsweep.retry_reason"
 RESUMED_TAG = "archsweep.resumed_from_epoch"
 TIMEOUT_TAG = "archsweep.timed_out"  # set by a Ray trial's watchdog (its worker may not survive it)
 NODE_TAG = "archsweep.node"  # the Ray node a trial ran on
+RUNG_TAG = "archsweep.rung"  # the MO-ASHA rung (epochs trained) a pruned trial stopped at
 # Metrics that are flags (1.0 or 0.0) are tags too, "true" or "false", for filtering runs.
 FLAG_TAGS = {"latency_unreliable": "archsweep.latency_unreliable"}
 BLOCKS = Path(__file__).resolve().parents[1] / "blocks"  # travels with a logged model: it unpickles from it

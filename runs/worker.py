@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -95,10 +95,12 @@ class Resumed:
 
 @dataclass(frozen=True)
 class Epoch:
-    """``epoch`` (0-based) has ended with ``metrics``; the sweep answers go on or stop."""
+    """``epoch`` (0-based) has ended with ``metrics``; the sweep answers go on or stop.
+    ``cost``: the costs measured before training (a multi-objective pruner ranks on them)."""
 
     epoch: int
     metrics: dict
+    cost: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -181,7 +183,7 @@ def _child(conn, job: Job, data: Dataset) -> None:
 
 
 def _train(conn, job: Job, data: Dataset) -> Done:
-    resume, first = None, 0
+    resume, first, cost = None, 0, {}
     if job.checkpoint and os.path.exists(job.checkpoint):
         resume = torch.load(job.checkpoint, map_location=job.device, weights_only=True)
         first = resume["epoch"] + 1
@@ -191,7 +193,7 @@ def _train(conn, job: Job, data: Dataset) -> Done:
         if job.checkpoint:
             torch.save(snapshot(), f"{job.checkpoint}.tmp")
             os.replace(f"{job.checkpoint}.tmp", job.checkpoint)  # a crash mid-write keeps the last one
-        conn.send(Epoch(epoch, metrics))
+        conn.send(Epoch(epoch, metrics, cost))
         if not conn.recv():
             raise _Pruned
         faults.fire(job.faults, job.trial, epoch, first)
@@ -208,6 +210,7 @@ def _train(conn, job: Job, data: Dataset) -> Done:
         constraints=job.constraints,
         report=report,
         resume=resume,
+        on_cost=cost.update,
         on_trained=keep,
     )
     return Done(metrics)
@@ -262,7 +265,7 @@ def _exit_reason(code: int | None) -> str:
 def run(
     job: Job,
     data: Dataset,
-    on_epoch: Callable[[int, dict], bool],
+    on_epoch: Callable[[int, dict, dict], bool],
     on_resumed: Callable[[int, dict], None],
     *,
     timeout: float | None,
@@ -294,7 +297,7 @@ def run(
                 proc.join()
                 return Failed("crashed", _exit_reason(proc.exitcode))
             if isinstance(message, Epoch):
-                ours.send(on_epoch(message.epoch, message.metrics))
+                ours.send(on_epoch(message.epoch, message.metrics, message.cost))
             elif isinstance(message, Resumed):
                 on_resumed(message.epoch, message.metrics)
             else:

@@ -226,8 +226,12 @@ def _constraints(c: F.Checker, raw: Any) -> tuple[Constraint, ...]:
 
 def _search(c: F.Checker, raw: dict, objectives, *, ray: bool) -> SearchSpec:
     s = SearchSpec(**c.section(raw, "search", F.SEARCH_FIELDS))
-    if s.pruner != "none" and len(objectives) > 1 and not ray:  # Tune's schedulers stop on the first
-        c.fail("search.pruner", "Optuna's pruners take a single objective; use pruner: none or one objective")
+    single = s.pruner in ("median", "asha", "hyperband")
+    if single and len(objectives) > 1 and not ray:  # Tune's schedulers stop on the first
+        c.fail(
+            "search.pruner",
+            "Optuna's pruners take a single objective; use pruner: mo_asha (every objective), none, or one objective",
+        )
     if s.sampler == "grid" and c.has_free_floats:
         c.fail("search.sampler", "grid needs finite dimensions; give every float range a step")
     return s

@@ -189,6 +189,8 @@ class SearchSpec:
     pruner: str = "none"
     seed: int = 0
     timeout: float | None = None
+    min_epochs: int = 1  # asha, mo_asha: the first rung is judged after this many epochs
+    reduction_factor: int = 3  # asha, mo_asha: 1 in this many trials goes on past each rung
 
 
 @dataclass(frozen=True)
@@ -264,11 +266,13 @@ TRAIN_FIELDS = with_defaults(
 )
 SEARCH_FIELDS = with_defaults(
     {
-        "sampler": Field(one_of("tpe", "nsga2", "random", "grid")),
+        "sampler": Field(one_of("tpe", "nsga2", "gp", "random", "grid")),
         "trials": Field(integer()),
-        "pruner": Field(one_of("none", "median", "asha", "hyperband")),
+        "pruner": Field(one_of("none", "median", "asha", "hyperband", "mo_asha")),
         "seed": Field(integer(0)),
         "timeout": Field(optional(number())),
+        "min_epochs": Field(integer()),
+        "reduction_factor": Field(integer(2)),
     },
     SearchSpec,
 )

@@ -23,7 +23,7 @@ from optuna.trial import TrialState
 
 from runs import data as datasets
 from runs import faults, worker
-from runs.tracking import ATTEMPTS_TAG, RESUMED_TAG, RETRY_REASON_TAG, tracking_failed
+from runs.tracking import ATTEMPTS_TAG, RESUMED_TAG, RETRY_REASON_TAG, RUNG_TAG, tracking_failed
 from runs.worker import Done, Failed, Final, Job, Pruned, Refused
 from search.spec import Spec
 from search.sweep import pipeline, study
@@ -66,6 +66,7 @@ class LocalSweep(Sweep):
             self.study.tell(stale.number, state=TrialState.FAIL)
         if spec.ablation is not None:
             self._enqueue_arms()
+        self.rungs = study.rungs(spec, self.study)  # MO-ASHA's, with a resumed sweep's records
         self.open_tracking()
         # On the CPU, shared with the trials' processes (each moves it to the device).
         self.data = datasets.load(spec.data, seed=spec.search.seed)
@@ -170,12 +171,17 @@ class LocalSweep(Sweep):
         single = len(self.spec.objectives) == 1
         logged = -1
 
-        def on_epoch(epoch: int, metrics: dict) -> bool:
+        cost: dict = {}  # measured before training; a retry that resumes does not send it again
+
+        def on_epoch(epoch: int, metrics: dict, measured: dict) -> bool:
             nonlocal logged
             self.tracker.log_metrics(run, metrics, step=epoch)
             logged = epoch
+            cost.update(measured)
             accuracy = metrics["val_accuracy"]
             self._show(trial.number, f"{line} epoch {epoch + 1}/{job.cfg.epochs}, val_accuracy {accuracy:.3f}")
+            if self.rungs is not None:
+                return self._rung(trial, run, epoch + 1, {**cost, **metrics})
             if not single:
                 return True
             trial.report(metrics.get(self.spec.objectives[0].metric, math.nan), epoch)
@@ -184,7 +190,7 @@ class LocalSweep(Sweep):
         def on_resumed(epoch: int, metrics: dict) -> None:
             self.tracker.set_tags(run, {RESUMED_TAG: str(epoch + 1)})
             if epoch > logged:  # checkpointed, but the crash came before it was logged
-                on_epoch(epoch, metrics)
+                on_epoch(epoch, metrics, {})
 
         retries = self.spec.backend.max_failures
         for attempt in range(retries + 1):
@@ -198,6 +204,22 @@ class LocalSweep(Sweep):
         self.tracker.set_tags(run, {ATTEMPTS_TAG: str(attempt + 1)})
         return final
 
+    def _rung(self, trial: optuna.Trial, run: str, epochs: int, metrics: dict) -> bool:
+        """MO-ASHA: whether the trial goes on after ``epochs`` epochs. At a rung the
+        objective vector is recorded on the trial (a resumed sweep reads the rungs back)
+        and a pruned trial's run is tagged with the rung and why."""
+        if any(o.metric not in metrics for o in self.spec.objectives):
+            return True  # a retry's replayed epoch, its costs not measured yet: judged before
+        vector = [metrics[o.metric] for o in self.spec.objectives]
+        decision = self.rungs.judge(str(trial.number), epochs, vector)
+        if decision is None:
+            return True
+        study.record_rung(trial, epochs, vector)
+        if not decision.proceed:
+            trial.set_user_attr("reason", decision.reason)
+            self.tracker.set_tags(run, {RUNG_TAG: str(epochs)})
+        return decision.proceed
+
     def _outcome(self, trial: optuna.Trial, run: str, final: Final) -> tuple[float, ...]:
         if isinstance(final, Done):
             return self._record(trial, run, pipeline.completed(self.spec, final.metrics))
@@ -205,9 +227,10 @@ class LocalSweep(Sweep):
             return self._record(trial, run, pipeline.refused(self.spec, final.error()))
         arch = trial.user_attrs.get("arch", "")
         if isinstance(final, Pruned):
-            self.tracker.end_trial(run, "pruned")
-            self.ended(trial.number, "pruned", arch)
-            raise optuna.TrialPruned("pruned by the pruner")
+            reason = trial.user_attrs.get("reason", "")
+            self.tracker.end_trial(run, "pruned", reason)
+            self.ended(trial.number, "pruned", arch, reason=reason)
+            raise optuna.TrialPruned(reason or "pruned by the pruner")
         if final.kind == "interrupted":  # not counted: the next run of the sweep runs it again
             self.tracker.end_trial(run, "interrupted", final.reason)
             raise Interrupted(final.reason)

@@ -31,6 +31,7 @@ of two equal vectors only the earlier can take the last place above the cut.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -185,3 +186,35 @@ def decide(
     ranked, front = _rank(points, directions)
     position, cut = ranked.index(candidate), _cut(len(points), reduction_factor)
     return RungDecision(position < cut, position, cut, int(front[candidate]), rung, len(points), epoch)
+
+
+class Rungs:
+    """The vectors recorded at each rung of one sweep, in arrival order, and the decisions
+    taken on them: the one piece of state MO-ASHA keeps. Both backends and replay judge
+    through it, so one worker and one seed decide identically everywhere. Thread-safe
+    (the local backend's trials report from several threads)."""
+
+    def __init__(self, epochs: Sequence[int], directions: Sequence[str], reduction_factor: int) -> None:
+        self.epochs = list(epochs)  # rung k is judged after epochs[k] epochs
+        self.directions, self.reduction_factor = list(directions), reduction_factor
+        self.records: list[dict[str, list[float]]] = [{} for _ in self.epochs]
+        self._lock = threading.Lock()
+
+    def judge(self, key: str, epochs_done: int, vector: Sequence[float]) -> RungDecision | None:
+        """The decision for trial ``key`` after ``epochs_done`` epochs, or None when that is
+        not a rung; the vector joins the rung's records either way."""
+        if epochs_done not in self.epochs:
+            return None
+        rung = self.epochs.index(epochs_done)
+        with self._lock:
+            decision = decide(
+                key, rung, vector, self.records[rung], self.directions, self.reduction_factor, epoch=epochs_done
+            )
+            self.records[rung][key] = [float(v) for v in vector]
+        return decision
+
+    def restore(self, key: str, epochs_done: int, vector: Sequence[float]) -> None:
+        """A record of an earlier session (a resumed sweep), in its arrival order."""
+        if epochs_done in self.epochs:
+            with self._lock:
+                self.records[self.epochs.index(epochs_done)].setdefault(key, [float(v) for v in vector])

@@ -9,7 +9,7 @@ is logged to MLflow: a 1,000-trial sweep runs in seconds, for tests and ``bench 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import optuna
 
@@ -64,26 +64,14 @@ def _row_for(rows: dict[str, Row], drawn: pipeline.Draw) -> Row:
     return rows[key]
 
 
-class _Rungs:
-    """The vectors recorded at each rung, in arrival order (as on a live sweep, kept on the
-    trials: here, one process replays, so in memory)."""
-
-    def __init__(self, spec: Spec, halving: Halving, epochs: int) -> None:
-        self.spec, self.halving = spec, halving
-        self.epochs = moasha.rung_epochs(halving.min_epochs, halving.reduction_factor, epochs)
-        self.records: list[dict[str, list[float]]] = [{} for _ in self.epochs]
-        self.directions = [o.direction for o in spec.objectives]
-
-    def run(self, number: int, row: Row) -> tuple[int, moasha.RungDecision | None]:
-        """Epochs trained until the trial is pruned (with the decision) or completes."""
-        for rung, epoch in enumerate(self.epochs):
-            vector = [row.metrics(epoch)[o.metric] for o in self.spec.objectives]
-            eta, earlier = self.halving.reduction_factor, self.records[rung]
-            decision = moasha.decide(str(number), rung, vector, earlier, self.directions, eta, epoch=epoch)
-            self.records[rung][str(number)] = vector
-            if not decision.proceed:
-                return epoch, decision
-        return len(row.curve), None
+def _run(rungs: moasha.Rungs, spec: Spec, number: int, row: Row) -> tuple[int, moasha.RungDecision | None]:
+    """Epochs trained until the trial is pruned at a rung (with the decision) or completes."""
+    for epochs in rungs.epochs:
+        vector = [row.metrics(epochs)[o.metric] for o in spec.objectives]
+        decision = rungs.judge(str(number), epochs, vector)
+        if decision is not None and not decision.proceed:
+            return epochs, decision
+    return len(row.curve), None
 
 
 def replay(
@@ -98,11 +86,13 @@ def replay(
 ) -> Replay:
     """Replay ``trials`` (default: the spec's) trials of ``spec`` on ``table`` (rows of
     ``seed``), with the spec's sampler unless another is given, pruned by MO-ASHA with
-    ``halving``. The study is in memory."""
+    ``halving`` (default: the spec's own ``search.pruner``). The study is in memory."""
     rows = table.by_key(seed)
     sweep = study.create(spec, optuna.storages.InMemoryStorage(), sampler=sampler or study.make_sampler(spec))
-    epochs = max(len(r.curve) for r in rows.values())
-    rungs = _Rungs(spec, halving, epochs) if halving else None
+    if halving is not None:
+        search = replace(spec.search, pruner="mo_asha", min_epochs=halving.min_epochs)
+        spec = replace(spec, search=replace(search, reduction_factor=halving.reduction_factor))
+    rungs = study.rungs(spec)  # the spec's own pruner: mo_asha, or none
     result = Replay(spec, table, sweep)
     for _ in range(trials or spec.search.trials):
         trial = sweep.ask()
@@ -113,7 +103,7 @@ def replay(
     return result
 
 
-def _one(spec: Spec, sweep: optuna.Study, trial, drawn: pipeline.Draw, rows, rungs: _Rungs | None) -> Replayed:
+def _one(spec: Spec, sweep: optuna.Study, trial, drawn: pipeline.Draw, rows, rungs: moasha.Rungs | None) -> Replayed:
     if drawn.repeat is not None:  # answered from the earlier trial: no training
         pipeline.tell(sweep, trial, spec, drawn.repeat)
         return Replayed(trial.number, "duplicate", 0, 0.0, drawn.repeat.metrics, drawn.repeat.reason)
@@ -132,10 +122,10 @@ def _one(spec: Spec, sweep: optuna.Study, trial, drawn: pipeline.Draw, rows, run
         outcome = pipeline.refused(spec, Infeasible("breaks " + ", ".join(broken), costs, violations))
         pipeline.tell(sweep, trial, spec, outcome)
         return Replayed(trial.number, outcome.state, 0, 0.0, costs, outcome.reason)
-    epochs, decision = rungs.run(trial.number, row) if rungs else (len(row.curve), None)
+    epochs, decision = _run(rungs, spec, trial.number, row) if rungs else (len(row.curve), None)
     seconds = row.train_s * epochs / len(row.curve)
     if decision is not None:
-        trial.set_user_attr("rung", decision.rung)
+        study.record_rung(trial, epochs, [row.metrics(epochs)[o.metric] for o in spec.objectives])
         metrics = {**row.metrics(epochs), "epochs": float(epochs)}
         outcome = Outcome("pruned", decision.reason, metrics, None, (*([0.0] * len(spec.constraints)), 0.0))
         pipeline.tell(sweep, trial, spec, outcome)

@@ -11,6 +11,7 @@ Optuna's plots and ``best_trials`` leave them out while TPE still learns from th
 
 from __future__ import annotations
 
+import time
 import warnings
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search.spec import Spec
 from search.spec.space import Choice, FloatRange, IntRange, dimensions, param
+from search.sweep import moasha
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are recorded and shown by the view
 
@@ -105,6 +107,8 @@ def make_sampler(spec: Spec, drawn: int = 0) -> optuna.samplers.BaseSampler:
         return optuna.samplers.NSGAIISampler(population_size=population, seed=seed)
     if s.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
+    if s.sampler == "gp":  # Gaussian process, log expected hypervolume improvement
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=min(10, s.trials // 2 or 1))
     if s.sampler == "grid":
         return optuna.samplers.GridSampler(_grid_space(spec), seed=seed)
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, s.trials // 2 or 1))
@@ -115,10 +119,56 @@ def make_pruner(spec: Spec) -> optuna.pruners.BasePruner:
     if spec.search.pruner == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
     if spec.search.pruner == "asha":  # asynchronous successive halving, as on the ray backend
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1)
+        s = spec.search
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=s.min_epochs, reduction_factor=s.reduction_factor)
     if spec.search.pruner == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1)
-    return optuna.pruners.NopPruner()
+    return optuna.pruners.NopPruner()  # mo_asha is archsweep's own: rungs()
+
+
+RUNGS_ATTR = "rungs"  # a trial's MO-ASHA records: [[epochs, arrival, vector], ...]
+
+
+def rung_entry(epochs: int, vector) -> list:
+    """One rung record: the epochs, when the trial reached them (its arrival among all
+    rungs, for a resumed sweep's order) and its objective vector there."""
+    return [epochs, time.time_ns(), [float(v) for v in vector]]
+
+
+def record_rung(trial, epochs: int, vector) -> None:
+    """The vector a trial reached a rung with, kept on the trial (a resumed sweep reads it)."""
+    trial.set_user_attr(RUNGS_ATTR, [*trial.user_attrs.get(RUNGS_ATTR, []), rung_entry(epochs, vector)])
+
+
+def rung_records(study: optuna.Study) -> list[tuple[int, str, list[float]]]:
+    """Every recorded (epochs, trial key, vector), in the order the trials reached them."""
+    found = [
+        (arrival, epochs, str(t.number), vector)
+        for t in study.get_trials(deepcopy=False)
+        for epochs, arrival, vector in t.user_attrs.get(RUNGS_ATTR, [])
+    ]
+    return [(epochs, key, vector) for _, epochs, key, vector in sorted(found)]
+
+
+def max_epochs(spec: Spec) -> int:
+    """The most epochs a trial of ``spec`` trains (a range's top)."""
+    epochs = spec.train.get("epochs", 10)
+    return int(max(epochs.values()) if hasattr(epochs, "values") else epochs)
+
+
+def rungs(spec: Spec, earlier: optuna.Study | None = None) -> moasha.Rungs | None:
+    """MO-ASHA's rung book for ``spec`` (``pruner: mo_asha``), else None: rung epochs
+    min_epochs x reduction_factor^k below the trials' epochs, judged on every objective.
+    With ``earlier`` (a resumed sweep's study), the rungs its trials reached, in order."""
+    s = spec.search
+    if s.pruner != "mo_asha":
+        return None
+    directions = [o.direction for o in spec.objectives]
+    epochs = moasha.rung_epochs(s.min_epochs, s.reduction_factor, max_epochs(spec))
+    book = moasha.Rungs(epochs, directions, s.reduction_factor)
+    for done, key, vector in rung_records(earlier) if earlier is not None else ():
+        book.restore(key, done, vector)
+    return book
 
 
 # -- what a trial's state means ----------------------------------------------------------

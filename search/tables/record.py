@@ -21,7 +21,7 @@ from search.spec.space import FloatRange, sample
 from search.sweep import pipeline
 from search.tables.table import Row, Table, TableError, save
 
-COSTS = ("params", "gmacs", "latency_ms", "peak_mem_mb")  # measured before training
+COSTS = ("params", "gmacs", "latency_ms", "latency_unreliable", "peak_mem_mb")  # measured before training
 
 
 class _Walk:

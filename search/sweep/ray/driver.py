@@ -5,6 +5,7 @@ it, the driver ends its runs and exits (RUNTIME_LOST)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -18,10 +19,11 @@ import ray
 import torch
 from optuna.trial import TrialState
 from ray import tune
+from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 
 from runs import faults
-from runs.tracking import ATTEMPT_TAG, private_server
+from runs.tracking import ATTEMPT_TAG, RUNG_TAG, private_server
 from search.spec import BackendSpec, Spec
 from search.sweep import study
 from search.sweep.base import COUNTERS, Sweep
@@ -53,7 +55,16 @@ class _Bookkeeper(_Portable, tune.Callback):
     one whose worker died after its last retry; and keeps the live view current."""
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        if _ACTIVE and result.get("state") == "running":
+        if not _ACTIVE:
+            return
+        # The rung records so far and, once pruned, why: into the result itself (Tune lets
+        # callbacks amend it), so that the searcher's study keeps them like the local one's.
+        number = result.get("number")
+        if number in _ACTIVE[0].rung_log:
+            result[study.RUNGS_ATTR] = json.dumps(_ACTIVE[0].rung_log[number])
+        if number in _ACTIVE[0].rung_pruned:
+            result["rung"], result["pruned_reason"] = _ACTIVE[0].rung_pruned[number]
+        if result.get("state") == "running":
             progress = _ACTIVE[0].progress
             doing = f"{result['arch']} epoch {result['epoch']}, val_accuracy {result['val_accuracy']:.3f}"
             progress.running[result["number"]] = doing
@@ -66,7 +77,10 @@ class _Bookkeeper(_Portable, tune.Callback):
         sweep.progress.running.pop(last.get("number"), None)
         state, reason = last.get("state"), last.get("reason", "")
         if state == "running":  # the scheduler stopped it
-            state, reason = "pruned", f"stopped early after epoch {last['epoch']}"
+            state = "pruned"
+            reason = last.get("pruned_reason") or f"stopped early after epoch {last['epoch']}"
+            if "rung" in last:
+                sweep.tracker.set_tags(last["run_id"], {RUNG_TAG: str(last["rung"])})
             sweep.tracker.end_trial(last["run_id"], state, reason)
         if state in COUNTERS:  # counted, and a line of its own without a terminal
             outcome = Outcome.from_text(last["outcome"]) if "outcome" in last else None
@@ -84,6 +98,17 @@ class _Bookkeeper(_Portable, tune.Callback):
                 sweep.tracker.end_trial(run.info.run_id, "failed", _reason(trial.get_pickled_error()))
         sweep.progress.failed += 1
         sweep.on_change(sweep.progress)
+
+
+class _RungScheduler(_Portable, FIFOScheduler):
+    """MO-ASHA on Ray: after each epoch Tune asks whether a trial goes on, and the sweep's
+    rung book answers (``moasha.Rungs``, as on the local backend: one worker and one seed
+    decide identically). It holds nothing: Tune pickles its scheduler into saved state."""
+
+    def on_trial_result(self, tune_controller, trial, result) -> str:
+        if _ACTIVE and result.get("state") == "running" and not _ACTIVE[0].judge(result):
+            return self.STOP
+        return self.CONTINUE
 
 
 # -- in the driver: the sweep --------------------------------------------------------------
@@ -225,12 +250,17 @@ class RaySweep(Sweep):
         return tune.with_resources(fn, resources)
 
     def _scheduler(self):
-        spec, first = self.spec, self.spec.objectives[0]
-        if spec.search.pruner == "asha":
-            epochs = spec.train.get("epochs", 10)
-            top = max(epochs.values()) if hasattr(epochs, "values") else epochs
+        spec, first, s = self.spec, self.spec.objectives[0], self.spec.search
+        if s.pruner == "mo_asha":
+            return _RungScheduler()
+        if s.pruner == "asha":
             return tune.schedulers.ASHAScheduler(
-                metric=first.metric, mode=first.direction, max_t=int(top), grace_period=1, time_attr="epoch"
+                metric=first.metric,
+                mode=first.direction,
+                max_t=study.max_epochs(spec),
+                grace_period=s.min_epochs,
+                reduction_factor=s.reduction_factor,
+                time_attr="epoch",
             )
         if spec.search.pruner == "median":
             return tune.schedulers.MedianStoppingRule(
@@ -268,7 +298,25 @@ class RaySweep(Sweep):
             ),
         )
 
+    def judge(self, result: dict) -> bool:
+        """MO-ASHA's decision on a running trial's epoch result: whether it goes on. Its
+        rung records and, when pruned, the rung and reason are kept for the bookkeeper."""
+        number, epochs = result["number"], result["epoch"]
+        vector = [result[o.metric] for o in self.spec.objectives]
+        decision = self.rungs.judge(str(number), epochs, vector)
+        if decision is None:
+            return True
+        self.rung_log.setdefault(number, []).append(study.rung_entry(epochs, vector))
+        if not decision.proceed:
+            self.rung_pruned[number] = (epochs, decision.reason)
+        return decision.proceed
+
     def run(self) -> None:
+        # MO-ASHA's book, with the rungs that a resumed sweep's finished trials reached
+        mo_asha = self.spec.search.pruner == "mo_asha"
+        self.rungs = study.rungs(self.spec, self._saved_study()) if mo_asha else None
+        self.rung_log: dict[int, list] = {}
+        self.rung_pruned: dict[int, tuple[int, str]] = {}
         # Tune keeps one trial pending at a time for a searcher; worker start-up would then
         # serialise the sweep. As many pending as can run at once.
         slots = self.spec.backend.max_concurrent or max(1, int(ray.cluster_resources().get("CPU", 1)))

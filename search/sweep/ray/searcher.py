@@ -4,6 +4,7 @@ and trial pipeline as the local backend; Tune's saved state of it opens without 
 
 from __future__ import annotations
 
+import json
 import pickle
 
 import optuna
@@ -110,6 +111,8 @@ class ArchSearch(_Portable, OptunaSearch):
         trial, result = self._trial(trial_id), result or {}
         if trial is None:
             return
+        if study.RUNGS_ATTR in result:  # MO-ASHA's records of it (the driver's _Bookkeeper)
+            trial.set_user_attr(study.RUNGS_ATTR, json.loads(result[study.RUNGS_ATTR]))
         if "run_id" in result:
             trial.set_user_attr("mlflow_run_id", result["run_id"])
             trial.set_user_attr("arch", result["arch"])
@@ -121,5 +124,7 @@ class ArchSearch(_Portable, OptunaSearch):
             self.study.tell(trial, state=TrialState.FAIL)
         else:  # stopped by the scheduler
             trial.set_user_attr("state", "pruned")
+            if result.get("pruned_reason"):
+                trial.set_user_attr("reason", result["pruned_reason"])
             self.study.tell(trial, state=TrialState.PRUNED)
         self._told(trial_id)

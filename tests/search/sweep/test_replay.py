@@ -91,7 +91,7 @@ def test_mo_asha_trains_less_and_says_at_which_rung_it_pruned(digits):
     trained = sum(t.epochs for t in full.trials)
     assert sum(t.epochs for t in halved.trials) < 0.6 * trained
     pruned = [t for t, f in zip(halved.study.trials, halved.trials, strict=True) if f.state == "pruned"]
-    assert pruned and all(t.state == TrialState.PRUNED and "rung" in t.user_attrs for t in pruned)
+    assert pruned and all(t.state == TrialState.PRUNED and t.user_attrs["rungs"] for t in pruned)
     for t in halved.trials:
         if t.state == "pruned":
             assert t.epochs in (1, 3, 9) and t.reason.startswith("pruned at rung")
