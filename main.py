@@ -8,7 +8,7 @@ python main.py export RUN_ID --out DIR       a trial's logged model, arch.yaml a
 python main.py import-timm FILE --out DIR [--heads N]   a timm ViT/DeiT/Mixer checkpoint as arch.yaml and weights
 python main.py blocks                        every registered block, one line each
 python main.py cost [NAME ...] [--timing]    parameters and GMACs of the papers' models
-python main.py bench {scaling,conv,funnel,trial} [--quick]   measurements for BENCHMARKS.md
+python main.py bench {scaling,conv,funnel,trial,search} [--quick]   measurements for BENCHMARKS.md
 python main.py cluster {up,down,status}      a Ray cluster on this machine (loopback, token auth)
 python main.py record SPEC --out TABLE        train every architecture of a finite space into a table
 
@@ -477,7 +477,7 @@ def parser() -> argparse.ArgumentParser:
     val.add_argument("--json", action="store_true", help="machine-readable output")
     val.add_argument("--smoke", action="store_true", help="apply the spec's smoke overrides")
     bench = sub.add_parser("bench", help="measure scaling, conv, funnel or trial overhead (BENCHMARKS.md)")
-    bench.add_argument("name", choices=["scaling", "conv", "funnel", "trial"])
+    bench.add_argument("name", choices=["scaling", "conv", "funnel", "trial", "search"])
     bench.add_argument("--quick", action="store_true", help="tiny sizes: checks that the bench runs, measures nothing")
     bench.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     bench.add_argument("--repeats", type=int, default=5, help="timed repeats per configuration (median reported)")

@@ -48,20 +48,50 @@ def run_trial(
     """Train ``arch`` and return every per-trial metric; raises ``Infeasible`` before
     any training when the builder refuses it or a cost constraint is broken.
     ``on_trained`` gets the trained model's ``trained_record`` (to keep for logging)."""
-    problems = check(arch)
-    if problems:
-        raise Infeasible("refused by the builder: " + "; ".join(map(str, problems)), {}, [1.0] * len(constraints))
+    _refuse_unbuildable(arch, constraints)
     torch.manual_seed(seed)
     model = build(arch, device=data.train_x.device)
     cost = measure_cost(arch, model, data, cfg.batch_size)
-    violations = [c.violation(cost[c.metric]) if c.metric in cost else 0.0 for c in constraints]
-    broken = [str(c) for c, v in zip(constraints, violations, strict=True) if v > 0]
-    if broken:
-        raise Infeasible("breaks " + ", ".join(broken), cost, violations)
+    _refuse_over_budget(cost, constraints)
     on_cost(cost)
     metrics = train(model, data, cfg, seed=seed, report=report, resume=resume)
     on_trained(trained_record(arch, model, data))
     return {**cost, **metrics}
+
+
+def replay_trial(
+    arch: ArchSpec,
+    row: Mapping,
+    *,
+    constraints: Sequence = (),
+    report: Callable[..., None] = lambda epoch, metrics, snapshot: None,
+    on_cost: Callable[[dict[str, float]], None] = lambda cost: None,
+) -> dict[str, float]:
+    """``run_trial`` with the results read from a recorded table's row (``costs``,
+    ``curve``, ``train_s``: see ``search.tables``) instead of training: the same refusals,
+    cost constraints and per-epoch reports, so that a sweep's pruner, outcomes and
+    tracking run as they would. Nothing is trained, so no model is left to log."""
+    _refuse_unbuildable(arch, constraints)
+    cost = {k: float(v) for k, v in row["costs"].items()}
+    _refuse_over_budget(cost, constraints)
+    on_cost(cost)
+    for epoch, accuracy in enumerate(row["curve"]):
+        report(epoch, {"val_accuracy": float(accuracy)}, lambda epoch=epoch: {"epoch": epoch})
+    curve = row["curve"]
+    return {**cost, "val_accuracy": float(curve[-1]), "epochs": float(len(curve)), "train_time_s": row["train_s"]}
+
+
+def _refuse_unbuildable(arch: ArchSpec, constraints: Sequence) -> None:
+    problems = check(arch)
+    if problems:
+        raise Infeasible("refused by the builder: " + "; ".join(map(str, problems)), {}, [1.0] * len(constraints))
+
+
+def _refuse_over_budget(cost: dict[str, float], constraints: Sequence) -> None:
+    violations = [c.violation(cost[c.metric]) if c.metric in cost else 0.0 for c in constraints]
+    broken = [str(c) for c, v in zip(constraints, violations, strict=True) if v > 0]
+    if broken:
+        raise Infeasible("breaks " + ", ".join(broken), cost, violations)
 
 
 PROBE_IMAGES = 8

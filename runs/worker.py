@@ -35,7 +35,7 @@ from blocks import ArchSpec
 from runs import faults
 from runs.data import Dataset
 from runs.train import TrainConfig, TrialFailed
-from runs.trial import Infeasible, run_trial
+from runs.trial import Infeasible, replay_trial, run_trial
 
 # Failures worth another attempt: an exception nobody expected, a process that died. Not a
 # timeout, an out-of-memory or a non-finite loss: the same trial would do it again.
@@ -156,6 +156,7 @@ class Job:
     weights: str  # runs.trial.trained_record of the trained model, for logging it as an MLflow model
     memory_gib: float | None
     faults: str | None
+    replay: dict | None = None  # a recorded table's row: its results are read, nothing trains
 
 
 class _Pruned(Exception):
@@ -202,6 +203,8 @@ def _train(conn, job: Job, data: Dataset) -> Done:
         torch.save(record, f"{job.weights}.tmp")
         os.replace(f"{job.weights}.tmp", job.weights)
 
+    if job.replay is not None:
+        return Done(replay_trial(job.arch, job.replay, constraints=job.constraints, report=report, on_cost=cost.update))
     metrics = run_trial(
         job.arch,
         job.cfg,

@@ -13,7 +13,7 @@ import random
 import re
 import urllib.parse
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -224,8 +224,18 @@ def _constraints(c: F.Checker, raw: Any) -> tuple[Constraint, ...]:
     return tuple(out)
 
 
-def _search(c: F.Checker, raw: dict, objectives, *, ray: bool) -> SearchSpec:
+def _search(c: F.Checker, raw: dict, objectives, *, ray: bool, folder: Path) -> SearchSpec:
     s = SearchSpec(**c.section(raw, "search", F.SEARCH_FIELDS))
+    if s.replay is not None:  # read now: a table that cannot be trusted is refused before anything runs
+        from search.tables.table import TableError
+        from search.tables.table import load as load_table
+
+        table = (folder / s.replay).resolve()
+        try:
+            load_table(table)
+            s = replace(s, replay=str(table))
+        except TableError as err:
+            c.fail("search.replay", str(err))
     single = s.pruner in ("median", "asha", "hyperband")
     if single and len(objectives) > 1 and not ray:  # Tune's schedulers stop on the first
         c.fail(
@@ -414,7 +424,7 @@ def build_spec(
     objectives = _objectives(c, data.get("objectives"))
     constraints = _constraints(c, data.get("constraints"))
     on_ray = isinstance(data.get("backend"), Mapping) and data["backend"].get("kind") == "ray"
-    search = _search(c, data.get("search") or {}, objectives, ray=on_ray)
+    search = _search(c, data.get("search") or {}, objectives, ray=on_ray, folder=Path(file).parent)
     ablation = None
     if "ablation" in data:
         if "search" in data:

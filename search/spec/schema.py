@@ -191,6 +191,7 @@ class SearchSpec:
     timeout: float | None = None
     min_epochs: int = 1  # asha, mo_asha: the first rung is judged after this many epochs
     reduction_factor: int = 3  # asha, mo_asha: 1 in this many trials goes on past each rung
+    replay: str | None = None  # a recorded table: trials read their results from it, nothing trains
 
 
 @dataclass(frozen=True)
@@ -273,6 +274,7 @@ SEARCH_FIELDS = with_defaults(
         "timeout": Field(optional(number())),
         "min_epochs": Field(integer()),
         "reduction_factor": Field(integer(2)),
+        "replay": Field(optional(path_text)),
     },
     SearchSpec,
 )

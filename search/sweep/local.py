@@ -26,11 +26,12 @@ from runs import faults, worker
 from runs.tracking import ATTEMPTS_TAG, RESUMED_TAG, RETRY_REASON_TAG, RUNG_TAG, tracking_failed
 from runs.worker import Done, Failed, Final, Job, Pruned, Refused
 from search.spec import Spec
-from search.sweep import pipeline, study
+from search.sweep import pipeline, replay, study
 from search.sweep.base import Sweep, SweepBusy, TrackingFailed
 from search.sweep.pipeline import Outcome
 from search.sweep.preflight import StoreError, own, remove_own
 from search.sweep.study import counted
+from search.tables.table import load as load_table
 
 
 class Interrupted(Exception):
@@ -67,6 +68,7 @@ class LocalSweep(Sweep):
         if spec.ablation is not None:
             self._enqueue_arms()
         self.rungs = study.rungs(spec, self.study)  # MO-ASHA's, with a resumed sweep's records
+        self.replay = load_table(spec.search.replay).by_key() if spec.search.replay else None
         self.open_tracking()
         # On the CPU, shared with the trials' processes (each moves it to the device).
         self.data = datasets.load(spec.data, seed=spec.search.seed)
@@ -142,7 +144,8 @@ class LocalSweep(Sweep):
         trial.set_user_attr("arch", line)
         if drawn.repeat is not None:  # the same training again: answered from the earlier result
             return self._record(trial, run, drawn.repeat)
-        checkpoint = self.checkpoints / f"t{trial.number}.pt" if b.max_failures else None
+        row = replay.row_for(self.replay, drawn).as_dict() if self.replay is not None else None
+        checkpoint = self.checkpoints / f"t{trial.number}.pt" if b.max_failures and row is None else None
         job = Job(
             trial.number,
             arch,
@@ -155,6 +158,7 @@ class LocalSweep(Sweep):
             str(self.weights / f"t{trial.number}.pt"),
             b.memory_per_trial,
             self.faults,
+            row,
         )
         self._show(trial.number, line)
         try:

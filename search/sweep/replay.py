@@ -8,12 +8,14 @@ is logged to MLflow: a 1,000-trial sweep runs in seconds, for tests and ``bench 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import optuna
+from optuna.trial import TrialState
 
 from blocks import check as check_arch
+from runs.metrics import Objective
 from runs.trial import Infeasible
 from search.spec import Spec
 from search.spec.arch import to_arch
@@ -44,7 +46,7 @@ class Replayed:
 
 @dataclass
 class Replay:
-    spec: Spec
+    spec: Spec | None  # None for a table's own space (replay_cells)
     table: Table
     study: optuna.Study
     trials: list[Replayed] = field(default_factory=list)
@@ -54,7 +56,8 @@ class Replay:
         return [t.metrics for t in self.trials if t.state == "complete"]
 
 
-def _row_for(rows: dict[str, Row], drawn: pipeline.Draw) -> Row:
+def row_for(rows: Mapping[str, Row], drawn: pipeline.Draw) -> Row:
+    """The table's row of a draw; a clear ``TableError`` when the table does not hold it."""
     key = pipeline.draw_key(drawn.model, drawn.train)
     if key not in rows:
         raise TableError(
@@ -64,10 +67,12 @@ def _row_for(rows: dict[str, Row], drawn: pipeline.Draw) -> Row:
     return rows[key]
 
 
-def _run(rungs: moasha.Rungs, spec: Spec, number: int, row: Row) -> tuple[int, moasha.RungDecision | None]:
+def _run(rungs: moasha.Rungs, objectives, number: int, row: Row) -> tuple[int, moasha.RungDecision | None]:
     """Epochs trained until the trial is pruned at a rung (with the decision) or completes."""
     for epochs in rungs.epochs:
-        vector = [row.metrics(epochs)[o.metric] for o in spec.objectives]
+        if epochs >= len(row.curve):
+            break
+        vector = [row.metrics(epochs)[o.metric] for o in objectives]
         decision = rungs.judge(str(number), epochs, vector)
         if decision is not None and not decision.proceed:
             return epochs, decision
@@ -113,7 +118,7 @@ def _one(spec: Spec, sweep: optuna.Study, trial, drawn: pipeline.Draw, rows, run
         outcome = pipeline.refused(spec, Infeasible("refused by the builder: " + "; ".join(map(str, problems)), {}, []))
         pipeline.tell(sweep, trial, spec, outcome)
         return Replayed(trial.number, outcome.state, 0, 0.0, {}, outcome.reason)
-    row = _row_for(rows, drawn)
+    row = row_for(rows, drawn)
     trial.set_user_attr("arch", row.arch)
     costs = dict(row.costs)
     violations = [c.violation(costs[c.metric]) if c.metric in costs else 0.0 for c in spec.constraints]
@@ -122,7 +127,7 @@ def _one(spec: Spec, sweep: optuna.Study, trial, drawn: pipeline.Draw, rows, run
         outcome = pipeline.refused(spec, Infeasible("breaks " + ", ".join(broken), costs, violations))
         pipeline.tell(sweep, trial, spec, outcome)
         return Replayed(trial.number, outcome.state, 0, 0.0, costs, outcome.reason)
-    epochs, decision = _run(rungs, spec, trial.number, row) if rungs else (len(row.curve), None)
+    epochs, decision = _run(rungs, spec.objectives, trial.number, row) if rungs else (len(row.curve), None)
     seconds = row.train_s * epochs / len(row.curve)
     if decision is not None:
         study.record_rung(trial, epochs, [row.metrics(epochs)[o.metric] for o in spec.objectives])
@@ -134,6 +139,48 @@ def _one(spec: Spec, sweep: optuna.Study, trial, drawn: pipeline.Draw, rows, run
     outcome = pipeline.completed(spec, metrics)
     pipeline.tell(sweep, trial, spec, outcome)
     return Replayed(trial.number, outcome.state, epochs, seconds, metrics, outcome.reason)
+
+
+def replay_cells(
+    table: Table,
+    dimensions: Mapping[str, Sequence[str]],
+    key: Callable[[list[str]], str],
+    objectives: Sequence[Objective],
+    *,
+    sampler: optuna.samplers.BaseSampler,
+    trials: int,
+    rungs: moasha.Rungs | None = None,
+) -> Replay:
+    """Replay on a table whose space is not an archsweep model (NAS-Bench-201's cells):
+    each trial picks one option per dimension and ``key`` names the row. The same
+    samplers and rung book as a sweep; a pick that completed before is answered with its
+    values without training, as a sweep answers a repeat."""
+    rows = table.by_key()
+    directions = ["maximize" if o.direction == "max" else "minimize" for o in objectives]
+    sweep = optuna.create_study(directions=directions, sampler=sampler)
+    result, done = Replay(None, table, sweep), {}
+    for _ in range(trials):
+        trial = sweep.ask()
+        picked = key([trial.suggest_categorical(name, list(options)) for name, options in dimensions.items()])
+        if picked in done:
+            values, metrics = done[picked]
+            sweep.tell(trial, values)
+            result.trials.append(Replayed(trial.number, "duplicate", 0, 0.0, metrics))
+            continue
+        row = rows[picked]
+        epochs, decision = _run(rungs, objectives, trial.number, row) if rungs else (len(row.curve), None)
+        seconds = row.train_s * epochs / len(row.curve)
+        if decision is not None:
+            sweep.tell(trial, state=TrialState.PRUNED)
+            result.trials.append(
+                Replayed(trial.number, "pruned", epochs, seconds, row.metrics(epochs), decision.reason)
+            )
+            continue
+        metrics = {**row.metrics(), "epochs": float(epochs)}
+        done[picked] = ([metrics[o.metric] for o in objectives], metrics)
+        sweep.tell(trial, done[picked][0])
+        result.trials.append(Replayed(trial.number, "complete", epochs, seconds, metrics))
+    return result
 
 
 def _geometry(spec: Spec) -> tuple[tuple[int, int], int, int]:

@@ -99,19 +99,24 @@ def make_sampler(spec: Spec, drawn: int = 0) -> optuna.samplers.BaseSampler:
     """The spec's sampler for a study that has ``drawn`` trials already. A sampler seeded
     anew draws what it drew the first time: a resumed sweep would draw its first trials
     again (and answer them as duplicates), so the seed takes in how far the sweep got."""
-    # Feasibility reaches the samplers through trial.set_constraint (pipeline.tell).
     s = spec.search
     seed = s.seed if not drawn else int(np.random.SeedSequence([s.seed, drawn]).generate_state(1)[0])
-    if s.sampler == "nsga2":
-        population = max(4, min(50, s.trials // 3))
-        return optuna.samplers.NSGAIISampler(population_size=population, seed=seed)
-    if s.sampler == "random":
+    return sampler(s.sampler, seed, s.trials, grid=_grid_space(spec) if s.sampler == "grid" else None)
+
+
+def sampler(name: str, seed: int, trials: int, *, grid: dict | None = None) -> optuna.samplers.BaseSampler:
+    """Sampler ``name`` (``search.sampler``) for a sweep of ``trials`` trials: what sweeps,
+    replays and ``bench search`` all use. Feasibility reaches it through
+    ``trial.set_constraint`` (pipeline.tell)."""
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(population_size=max(4, min(50, trials // 3)), seed=seed)
+    if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    if s.sampler == "gp":  # Gaussian process, log expected hypervolume improvement
-        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=min(10, s.trials // 2 or 1))
-    if s.sampler == "grid":
-        return optuna.samplers.GridSampler(_grid_space(spec), seed=seed)
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, s.trials // 2 or 1))
+    if name == "gp":  # Gaussian process, log expected hypervolume improvement
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=min(10, trials // 2 or 1))
+    if name == "grid":
+        return optuna.samplers.GridSampler(grid, seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, trials // 2 or 1))
 
 
 def make_pruner(spec: Spec) -> optuna.pruners.BasePruner:

@@ -19,10 +19,11 @@ from ray import tune
 from runs import data as datasets
 from runs import faults, worker
 from runs.tracking import NODE_TAG, RESUMED_TAG, TIMEOUT_TAG, Tracker
-from runs.trial import Infeasible, run_trial
+from runs.trial import Infeasible, replay_trial, run_trial
 from search.spec import Spec
-from search.sweep import pipeline
+from search.sweep import pipeline, replay
 from search.sweep.pipeline import Draw
+from search.tables.table import load as load_table
 
 TRAINED = "trained.pt"  # in a trial's last checkpoint: its runs.trial.trained_record
 
@@ -35,6 +36,17 @@ def _dataset(spec: Spec, device: torch.device) -> datasets.Dataset:
         _DATA.clear()
         _DATA[key] = datasets.load(spec.data, seed=spec.search.seed).to(device)
     return _DATA[key]
+
+
+def _table(path: str) -> dict:
+    """A replayed sweep's table rows by key, read once per worker process."""
+    if path not in _TABLES:
+        _TABLES.clear()
+        _TABLES[path] = load_table(path).by_key()
+    return _TABLES[path]
+
+
+_TABLES: dict = {}
 
 
 def trainable(config: dict, *, spec: Spec, parent: str, uri: str, credentials: tuple = (None, None)) -> None:
@@ -64,17 +76,24 @@ def trainable(config: dict, *, spec: Spec, parent: str, uri: str, credentials: t
     trained: dict = {}
     try:
         with _watchdog(b.trial_timeout, tracker, run), worker.memory_cap(b.memory_per_trial):
-            metrics = run_trial(
-                arch,
-                cfg,
-                data,
-                seed=drawn.seed,
-                constraints=spec.constraints,
-                report=epochs.report,
-                resume=resume,
-                on_cost=epochs.cost.update,
-                on_trained=trained.update,
-            )
+            if spec.search.replay:  # read from a recorded table, nothing trains
+                row = replay.row_for(_table(spec.search.replay), drawn).as_dict()
+                report = epochs.report
+                metrics = replay_trial(
+                    arch, row, constraints=spec.constraints, report=report, on_cost=epochs.cost.update
+                )
+            else:
+                metrics = run_trial(
+                    arch,
+                    cfg,
+                    data,
+                    seed=drawn.seed,
+                    constraints=spec.constraints,
+                    report=epochs.report,
+                    resume=resume,
+                    on_cost=epochs.cost.update,
+                    on_trained=trained.update,
+                )
         outcome = pipeline.completed(spec, metrics)
     except Infeasible as err:
         outcome = pipeline.refused(spec, err)

@@ -4,7 +4,6 @@ The table here is made in the test from the digits table's own space (every dist
 draw, with accuracy curves that depend on the draw's costs), so that the search logic is
 checked in a second; the recorded table (spaces/tables) is the subject of bench search."""
 
-import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,34 +13,15 @@ from optuna.trial import TrialState
 from search.results import pareto
 from search.spec import load
 from search.sweep.replay import Halving, replay
-from search.tables.record import enumerate_draws
-from search.tables.table import Row, Table, TableError, exact_front
+from search.tables.table import Table, TableError, exact_front
+from tests.made_up import EPOCHS, digits_table
 
 ROOT = Path(__file__).resolve().parents[3]
-EPOCHS = 15
-
-
-def _made_up_costs(model: dict) -> tuple[float, float]:
-    """(params, gmacs) growing with width, depth and tokens: test data, not a measurement."""
-    tokens = (8 // model["patch_size"]) ** 2
-    stages = [s for s in model["stages"] if s["depth"]]
-    params = sum(s["depth"] * 12 * s["width"] ** 2 for s in stages)
-    return float(params), params * tokens / 1e9
 
 
 @pytest.fixture(scope="module")
 def digits():
-    """The digits table's spec and a table over its 640 draws, with made-up costs and
-    accuracy curves (saturating in the epochs, higher for larger models, with a per-draw
-    wobble), so that every draw is in it and the front is not trivial."""
-    spec = load(ROOT / "spaces" / "tables" / "digits.yaml")
-    rows = []
-    for i, (key, model, _train) in enumerate(enumerate_draws(spec)):
-        params, gmacs = _made_up_costs(model)
-        top = 0.80 + 0.15 * (1 - math.exp(-gmacs * 400)) + 0.02 * math.sin(i * 1.7)
-        curve = tuple(top * (1 - math.exp(-(e + 1) / 4)) for e in range(EPOCHS))
-        rows.append(Row(key, f"draw {i}", {"params": params, "gmacs": gmacs}, curve, 1.0 + 1e3 * gmacs))
-    return spec, Table("made-up", tuple(rows))
+    return digits_table()
 
 
 def test_a_replayed_sweep_reports_what_the_table_holds(digits):

@@ -1,0 +1,289 @@
+"""bench search: how much of a table's exact Pareto front each search strategy finds, for
+how many evaluations and how much training (``search.md`` gives the conventions).
+
+Every run is a replay (``search.sweep.replay``): the sweep's own samplers, rung book and
+outcomes, with results read from a recorded table instead of training. Per table, per
+strategy (a sampler, with or without MO-ASHA), per seed, the hypervolume the completed
+trials dominate is taken at a fixed reference point and compared with the table's exact
+front's: regret = exact - found, as a function of trials, of evaluations (trials that
+trained: a repeated draw is answered free) and of cumulative training epochs.
+
+Tables:
+- ``digits``: archsweep's own recorded table (``spaces/tables/digits.jsonl.gz``, its space
+  ``spaces/tables/digits.yaml``), val_accuracy up and GMACs down, reference point the
+  exact front's nadir moved out by 1% of its range (``table.nadir``).
+- ``nb201``: NAS-Bench-201's 15,625 cells (analog-nasbench), CIFAR-10 accuracy up and conv
+  cost down, reference (0.80, 55) as ``search.md`` states. One accuracy per cell and no
+  curve, so MO-ASHA has nothing to prune there and only the samplers are compared; the
+  random baseline is also drawn past the budget (plain uniform draws, which is what
+  RandomSampler does) to find where it reaches each threshold.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from bench.common import pyplot, save_figure, write_csv
+
+ROOT = Path(__file__).resolve().parents[1]
+DIGITS_SPEC = ROOT / "spaces" / "tables" / "digits.yaml"
+DIGITS_TABLE = ROOT / "spaces" / "tables" / "digits.jsonl.gz"
+NB201_REFERENCE = (0.80, 55.0)
+THRESHOLDS = (0.90, 0.99, 0.999)
+SAMPLERS = ("random", "tpe", "nsga2", "gp")
+# Trials per run. GP's ask grows with the trials told (a GP fit per ask): it gets fewer.
+BUDGET = {"digits": 400, "nb201": 2000}
+GP_BUDGET = {"digits": 60, "nb201": 60}
+RANDOM_FAR = 40_000  # plain random draws on nb201, for its thresholds past the budget
+SEEDS = 10
+HALVING = (1, 3)  # MO-ASHA's min_epochs and reduction_factor in the bench
+
+
+def _tables(quick: bool) -> dict:
+    """name -> (table, objectives, reference point, exact hypervolume, exact front keys)."""
+    from runs.metrics import Objective
+    from search.results.pareto import hypervolume_at
+    from search.spec import load as load_spec
+    from search.tables.nb201 import load_nb201
+    from search.tables.table import exact_front, nadir
+    from search.tables.table import load as load_table
+
+    out = {}
+    spec = load_spec(DIGITS_SPEC)
+    digits = load_table(DIGITS_TABLE) if DIGITS_TABLE.exists() else None
+    if digits is not None:
+        front = exact_front(digits, spec.objectives)
+        ref = nadir(front, spec.objectives)
+        exact = hypervolume_at([r.metrics() for r in front], spec.objectives, ref)
+        out["digits"] = (digits, spec.objectives, ref, exact, {r.key for r in front}, spec)
+    nb201 = load_nb201()
+    objectives = (Objective("val_accuracy", "max"), Objective("cost", "min"))
+    front = exact_front(_best_per_cost(nb201), objectives)
+    exact = hypervolume_at([r.metrics() for r in front], objectives, NB201_REFERENCE)
+    out["nb201"] = (nb201, objectives, NB201_REFERENCE, exact, {r.key for r in front}, None)
+    return out
+
+
+def _best_per_cost(table):
+    """Only rows that are the most accurate at their cost: the same front, found fast."""
+    from search.tables.table import Table
+
+    best: dict[float, float] = {}
+    for r in table.rows:
+        best[r.costs["cost"]] = max(best.get(r.costs["cost"], -1.0), r.curve[-1])
+    return Table(table.name, tuple(r for r in table.rows if r.curve[-1] == best[r.costs["cost"]]))
+
+
+def _replay(name: str, tables: dict, sampler_name: str, pruned: bool, seed: int, trials: int):
+    """One replayed sweep: its trials (state, epochs trained, metrics, row key)."""
+    from search.sweep import moasha, study
+    from search.sweep.replay import Halving, replay, replay_cells
+    from search.tables.nb201 import EDGES, OPS, cell_key
+
+    table, objectives, *_, spec = tables[name]
+    if spec is not None:
+        search = replace(spec.search, sampler=sampler_name, seed=seed, trials=trials)
+        result = replay(replace(spec, search=search), table, halving=Halving(*HALVING) if pruned else None)
+        keys = [t.user_attrs.get("draw") for t in result.study.trials]
+    else:
+        epochs = max(len(r.curve) for r in table.rows)
+        rungs = moasha.Rungs(moasha.rung_epochs(*HALVING, epochs), [o.direction for o in objectives], HALVING[1])
+        result = replay_cells(
+            table,
+            {edge: OPS for edge in EDGES},
+            cell_key,
+            objectives,
+            sampler=study.sampler(sampler_name, seed, trials),
+            trials=trials,
+            rungs=rungs if pruned else None,
+        )
+        keys = [cell_key([t.params[e] for e in EDGES]) for t in result.study.trials]
+    return [(t.state, t.epochs, t.metrics, k) for t, k in zip(result.trials, keys, strict=True)]
+
+
+def _points(trials: int) -> list[int]:
+    """Where a curve is read: about 40 trial counts, log-spaced, the last one included."""
+    return sorted({*np.unique(np.geomspace(1, trials, 40).astype(int)).tolist(), trials})
+
+
+def _curve(records, objectives, ref, exact: float, front_keys: set) -> list[dict]:
+    """Hypervolume ratio at each read point, with evaluations and epochs spent so far."""
+    from search.results.pareto import hypervolume_at
+
+    rows, completed, evaluations, epochs, pruned_front = [], [], 0, 0, set()
+    points = set(_points(len(records)))
+    for i, (state, trained, metrics, key) in enumerate(records, start=1):
+        evaluations += trained > 0
+        epochs += trained
+        if state == "complete":
+            completed.append((metrics, key))
+        elif state == "pruned" and key in front_keys:
+            pruned_front.add(key)
+        if i in points:
+            hv = hypervolume_at([m for m, _ in completed], objectives, ref) if completed else 0.0
+            found = {k for _, k in completed} & front_keys
+            rows.append(
+                {
+                    "trials": i,
+                    "evaluations": evaluations,
+                    "epochs": epochs,
+                    "hv_ratio": hv / exact,
+                    "regret": exact - hv,
+                    "front_found": len(found),
+                    "front_pruned": len(pruned_front - found),
+                }
+            )
+    return rows
+
+
+def _job(args) -> list[dict]:
+    name, sampler_name, pruned, seed, trials, quick = args
+    tables = _TABLES.get(quick) or _TABLES.setdefault(quick, _tables(quick))
+    _, objectives, ref, exact, front_keys, _ = tables[name]
+    started = time.perf_counter()
+    records = _replay(name, tables, sampler_name, pruned, seed, trials)
+    wall = time.perf_counter() - started
+    strategy = sampler_name + ("+mo_asha" if pruned else "")
+    return [
+        {"table": name, "strategy": strategy, "seed": seed, **row, "wall_s": wall}
+        for row in _curve(records, objectives, ref, exact, front_keys)
+    ]
+
+
+_TABLES: dict = {}  # per worker process
+
+
+def _random_far(table, objectives, ref, exact: float, seed: int, draws: int) -> list[dict]:
+    """Plain uniform draws over the table (RandomSampler's distribution, without Optuna's
+    per-trial cost), far past the bench budget: where random search reaches a threshold."""
+    from search.results.pareto import hypervolume_at
+
+    drawn = np.random.default_rng(seed).integers(0, len(table.rows), size=draws)
+    rows, seen, kept, before = [], set(), [], 0
+    for i in _points(draws):
+        for j in drawn[before:i]:
+            if j not in seen:
+                seen.add(j)
+                kept.append(table.rows[j].metrics())
+        before = i
+        hv = hypervolume_at(kept, objectives, ref)
+        rows.append({"trials": i, "evaluations": len(seen), "epochs": len(seen), "hv_ratio": hv / exact})
+    return rows
+
+
+def _reached(curve: list[dict], threshold: float, axis: str) -> float:
+    """The first ``axis`` value at which the curve reaches ``threshold`` of the exact HV."""
+    for row in curve:
+        if row["hv_ratio"] >= threshold - 1e-12:
+            return float(row[axis])
+    return math.inf
+
+
+def _quartiles(values) -> tuple[float, float, float]:
+    finite = np.asarray(values, dtype=float)
+    return tuple(float(np.percentile(finite, q)) if len(finite) else math.nan for q in (25, 50, 75))
+
+
+def _summary(curves: dict, far: dict) -> list[dict]:
+    """Per table and strategy: medians [IQR] over seeds of what each threshold cost."""
+    rows = []
+    for (name, strategy), by_seed in sorted(curves.items()):
+        last = [c[-1] for c in by_seed.values()]
+        row = {"table": name, "strategy": strategy, "seeds": len(by_seed), "trials": last[0]["trials"]}
+        for t in THRESHOLDS:
+            for axis in ("evaluations", "epochs"):
+                reached = [_reached(c, t, axis) for c in by_seed.values()]
+                q1, med, q3 = _quartiles(reached)
+                row[f"{axis}_to_{t:g}"] = med
+                row[f"{axis}_to_{t:g}_iqr"] = f"{q1:g}-{q3:g}"
+        for key in ("hv_ratio", "evaluations", "epochs", "front_found", "front_pruned"):
+            row[f"final_{key}"] = _quartiles([r[key] for r in last])[1]
+        row["max_front_pruned"] = max(r["front_pruned"] for r in last)
+        row["wall_s_per_run"] = _quartiles([c[-1]["wall_s"] for c in by_seed.values()])[1]
+        rows.append(row)
+    for name, by_seed in far.items():
+        row = {"table": name, "strategy": "random (uniform draws, past the budget)", "seeds": len(by_seed)}
+        row["trials"] = RANDOM_FAR
+        for t in THRESHOLDS:
+            q1, med, q3 = _quartiles([_reached(c, t, "evaluations") for c in by_seed])
+            row[f"evaluations_to_{t:g}"], row[f"evaluations_to_{t:g}_iqr"] = med, f"{q1:g}-{q3:g}"
+        rows.append(row)
+    return rows
+
+
+def _plot(curves: dict, tables: dict, out: Path) -> None:
+    plt = pyplot()
+    names = sorted({name for name, _ in curves})
+    fig, axes = plt.subplots(len(names), 2, figsize=(12, 4.5 * len(names)), squeeze=False)
+    for row, name in enumerate(names):
+        ref = tables[name][2]
+        for col, axis in enumerate(("evaluations", "epochs")):
+            ax = axes[row][col]
+            for (table, strategy), by_seed in sorted(curves.items()):
+                if table != name or (axis == "epochs" and name == "nb201"):
+                    continue
+                grid = np.unique(np.concatenate([[r[axis] for r in c] for c in by_seed.values()]))
+                grid = grid[grid > 0]
+                regrets = np.array([_step(c, axis, grid) for c in by_seed.values()])
+                q1, med, q3 = np.percentile(regrets, [25, 50, 75], axis=0)
+                style = "--" if "mo_asha" in strategy else "-"
+                (line,) = ax.plot(grid, np.maximum(med, 1e-6), style, label=strategy)
+                ax.fill_between(grid, np.maximum(q1, 1e-6), np.maximum(q3, 1e-6), color=line.get_color(), alpha=0.15)
+            ax.set(xscale="log", yscale="log", xlabel=axis, ylabel="1 - HV / exact HV")
+            ax.set_title(f"{name}: reference {tuple(round(v, 6) for v in ref)}", fontsize=9)
+            ax.legend(fontsize=7)
+    save_figure(fig, out)
+
+
+def _step(curve: list[dict], axis: str, grid) -> np.ndarray:
+    """The curve's regret ratio (1 - HV/exact) at each grid value, held from its last read."""
+    xs = np.array([r[axis] for r in curve], dtype=float)
+    ys = np.array([1 - r["hv_ratio"] for r in curve])
+    at = np.searchsorted(xs, grid, side="right") - 1
+    return np.where(at >= 0, ys[np.clip(at, 0, None)], 1.0)
+
+
+def run(out: Path, *, quick: bool = False, console=None, workers: int = 2, seeds: int = SEEDS, **_) -> list[dict]:
+    """The matrix: tables x samplers x (unpruned, MO-ASHA) x seeds; CSV, PNG, summary rows."""
+    say = console.print if console is not None else print
+    tables = _tables(quick)
+    seeds = 2 if quick else seeds
+    jobs = []
+    for name in tables:
+        for sampler_name in SAMPLERS:
+            trials = (GP_BUDGET if sampler_name == "gp" else BUDGET)[name]
+            trials = min(trials, 30) if quick else trials
+            for pruned in (False, True) if name == "digits" else (False,):
+                jobs += [(name, sampler_name, pruned, seed, trials, quick) for seed in range(seeds)]
+    started = time.perf_counter()
+    curves: dict = {}
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        for rows in pool.map(_job, sorted(jobs, key=lambda j: j[1] != "gp")):  # the slow ones first
+            first = rows[0]
+            curves.setdefault((first["table"], first["strategy"]), {})[first["seed"]] = rows
+            say(f"  {first['table']} {first['strategy']} seed {first['seed']}: {rows[-1]['hv_ratio']:.4f} of the HV")
+    far = {}
+    if "nb201" in tables:
+        table, objectives, ref, exact, *_ = tables["nb201"]
+        draws = 3000 if quick else RANDOM_FAR
+        far["nb201"] = [_random_far(table, objectives, ref, exact, seed, draws) for seed in range(seeds)]
+    curve_rows = [row for by_seed in curves.values() for rows in by_seed.values() for row in rows]
+    from bench.common import Env
+
+    env = Env.current("cpu", 1)
+    write_csv(out / "search_curves.csv", curve_rows, env)
+    summary = _summary(curves, far)
+    write_csv(out / "search.csv", summary, env)
+    _plot(curves, tables, out / "search.png")
+    say(f"bench search: {len(jobs)} replayed sweeps in {time.perf_counter() - started:.0f} s on {workers} processes")
+    for name, (_, _, ref, exact, front_keys, _) in tables.items():
+        say(f"  {name}: reference point {ref}, exact hypervolume {exact:.6g}, {len(front_keys)} front members")
+    return [
+        {k: v for k, v in r.items() if not k.endswith("_iqr") and not k.startswith("epochs_to_0.9")} for r in summary
+    ]

@@ -1,0 +1,112 @@
+"""Multi-objective successive halving (``pruner: mo_asha``) in real sweeps, on both backends:
+trials pruned at rungs with MLflow saying where and why, the front intact, and the same
+decisions on local and on Ray for one worker and one seed (replayed from a table, so that
+both backends see the very same accuracies)."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+import main
+from runs.metrics import Objective
+from search.results import pareto
+from search.sweep.moasha import Rungs, rung_epochs
+from search.tables.table import save
+from tests.e2e.conftest import ROOT, runs_of
+from tests.made_up import DIGITS_SPEC, digits_table
+
+pytest.importorskip("search.sweep.ray.driver")
+BACKENDS = ("local", "ray")
+
+
+def _journal(folder, store: str, name: str) -> optuna.Study:
+    backend = optuna.storages.journal.JournalFileBackend(str(folder / store / "optuna" / f"{name}.journal"))
+    return optuna.load_study(study_name=name, storage=optuna.storages.JournalStorage(backend))
+
+
+def _run(kind: str, spec, overrides: list[str]) -> None:
+    args = ["run", str(spec), "-o", f"tracking.dir=store_{kind}", "-o", f"backend.kind={kind}"]
+    args += ["-o", "backend.max_concurrent=1"] if kind == "ray" else []
+    for o in overrides:
+        args += ["-o", o]
+    assert main.main(args) == 0
+
+
+def _check_runs(folder, kind: str, experiment: str, trials: int) -> dict:
+    """Every trial's MLflow run ended, pruned ones tagged with their rung and reason; the
+    trials by number."""
+    _, parents, children = runs_of(folder, experiment, f"store_{kind}")
+    assert len(parents) == 1 and len(children) == trials
+    assert {r.info.status for r in [*parents, *children]} == {"FINISHED"}
+    by_number = {int(r.data.tags["archsweep.trial"]): r for r in children}
+    assert len(by_number) == trials  # none duplicated
+    for run in children:
+        tags = run.data.tags
+        if tags["archsweep.state"] == "pruned":
+            assert tags["archsweep.reason"].startswith("pruned at rung") and int(tags["archsweep.rung"]) >= 1
+        else:
+            assert "archsweep.rung" not in tags
+    return by_number
+
+
+def test_a_replayed_sweep_prunes_identically_on_local_and_on_ray(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    spec, table = digits_table()
+    save(table, tmp_path / "made-up.jsonl.gz")
+    overrides = [f"search.replay={tmp_path / 'made-up.jsonl.gz'}", "search.pruner=mo_asha", "search.trials=24"]
+    seen = {}
+    for kind in BACKENDS:
+        _run(kind, DIGITS_SPEC, overrides)
+        runs = _check_runs(tmp_path, kind, "digits-table", 24)
+        journal = _journal(tmp_path, f"store_{kind}", "digits-table")
+        seen[kind] = {
+            t.number: (
+                t.params,
+                t.state.name,
+                [entry[0] for entry in t.user_attrs.get("rungs", [])],
+                t.user_attrs.get("reason", ""),
+                runs[t.number].data.tags.get("archsweep.rung"),
+            )
+            for t in journal.trials
+        }
+    assert seen["local"] == seen["ray"]
+    decisions = list(seen["local"].values())
+    assert sum(state == "PRUNED" for _, state, *_ in decisions) >= 6  # it prunes, at more than one rung
+    assert len({tuple(rungs) for _, state, rungs, *_ in decisions if state == "PRUNED"}) >= 2
+    # The decisions are the rule's: fed the table's rows in trial order, a fresh rung book agrees.
+    rows, book = table.by_key(), Rungs(rung_epochs(1, 3, 15), ["max", "min"], 3)
+    journal = _journal(tmp_path, "store_local", "digits-table")
+    for t in journal.trials:
+        row = rows.get(t.user_attrs.get("draw"))
+        if row is None or t.user_attrs.get("state") == "duplicate":
+            continue
+        for epochs in book.epochs:
+            proceed = book.judge(str(t.number), epochs, [row.curve[epochs - 1], row.costs["gmacs"]]).proceed
+            if not proceed:
+                assert t.state == optuna.trial.TrialState.PRUNED and t.user_attrs["rungs"][-1][0] == epochs
+                break
+        else:
+            assert t.state == optuna.trial.TrialState.COMPLETE
+
+
+def test_a_trained_sweep_prunes_at_rungs_and_keeps_its_front(tmp_path, monkeypatch):
+    """Real training on both backends: trials pruned at rungs, the front made of complete
+    trials only and equal to the front of the runs' own metrics."""
+    monkeypatch.chdir(tmp_path)
+    overrides = ["search.pruner=mo_asha", "search.trials=8", "train.epochs=4", "name=moasha"]
+    objectives = [Objective("val_accuracy", "max"), Objective("gmacs", "min")]
+    for kind in BACKENDS:
+        _run(kind, ROOT / "spaces" / "quickstart.yaml", overrides)
+        runs = _check_runs(tmp_path, kind, "quickstart", 8)
+        states = [r.data.tags["archsweep.state"] for r in runs.values()]
+        assert "pruned" in states and "complete" in states
+        complete = [r for r in runs.values() if r.data.tags["archsweep.state"] == "complete"]
+        metrics = [r.data.metrics for r in complete]
+        front = {complete[i].data.tags["archsweep.trial"] for i in pareto.nondominated(metrics, objectives)}
+        marked = {
+            r.data.tags["archsweep.trial"] for r in runs.values() if r.data.tags.get("archsweep.pareto") == "true"
+        }
+        assert marked == front
+        study = _journal(tmp_path, f"store_{kind}", "moasha")
+        assert {str(t.number) for t in study.best_trials} == front  # Optuna's own front agrees
