@@ -18,6 +18,10 @@ EXPECTED = {
         "conv_crossover.csv": ["map", "crossover_kernel"],
     },
     "funnel": {"funnel.csv": ["layout", "step_ms", "peak_mb", "activation_mb", "step_saving_%", "activation_saving_%"]},
+    "search": {
+        "search.csv": ["table", "strategy", "seeds", "evaluations_to_0.99", "epochs_to_0.99", "final_hv_ratio"],
+        "search_curves.csv": ["table", "strategy", "seed", "trials", "evaluations", "epochs", "hv_ratio", "regret"],
+    },
     "trial": {
         "trial_loop.csv": ["loop", "images_per_s", "relative_throughput"],
         "trial_overhead.csv": ["backend", "trials", "sum_train_time_s", "overhead_per_trial_s"],
@@ -66,3 +70,27 @@ def test_sizes_cover_the_papers_settings():
     from bench.scaling import SIZES
 
     assert (32, 4) in SIZES and (224, 4) in SIZES and (1072, 16) in SIZES
+
+
+def test_search_curves_count_evaluations_epochs_and_the_front_found():
+    from bench.search import _curve, _reached
+    from runs.metrics import Objective
+
+    objectives = [Objective("val_accuracy", "max"), Objective("gmacs", "min")]
+    ref = (0.0, 10.0)
+    a, b = {"val_accuracy": 0.5, "gmacs": 2.0}, {"val_accuracy": 0.9, "gmacs": 6.0}
+    exact = 0.5 * 8 + 0.4 * 4  # the front {a, b}: a staircase up to the reference
+    records = [
+        ("complete", 15, a, "a"),
+        ("duplicate", 0, a, "a"),  # answered: no evaluation, no epochs
+        ("pruned", 1, {**b, "val_accuracy": 0.2}, "b"),  # a front member pruned
+        ("complete", 15, b, "b"),  # found later after all
+    ]
+    rows = {r["trials"]: r for r in _curve(records, objectives, ref, exact, {"a", "b"})}
+    assert [rows[i]["evaluations"] for i in (1, 2, 3, 4)] == [1, 1, 2, 3]
+    assert [rows[i]["epochs"] for i in (1, 2, 3, 4)] == [15, 15, 16, 31]
+    assert rows[1]["hv_ratio"] == pytest.approx(4.0 / exact) and rows[4]["hv_ratio"] == pytest.approx(1.0)
+    assert rows[3]["front_pruned"] == 1 and rows[4]["front_pruned"] == 0 and rows[4]["front_found"] == 2
+    curve = list(rows.values())
+    assert _reached(curve, 0.99, "epochs") == 31 and _reached(curve, 0.5, "evaluations") == 1
+    assert _reached(curve[:3], 0.99, "evaluations") == float("inf")

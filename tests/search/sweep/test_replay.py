@@ -88,3 +88,26 @@ def test_the_same_seed_replays_the_same_sweep(digits):
     spec, table = digits
     first, second = (replay(spec, table, trials=50) for _ in range(2))
     assert [t.params for t in first.study.trials] == [t.params for t in second.study.trials]
+
+
+def test_a_table_of_cells_replays_through_the_same_samplers():
+    from runs.metrics import Objective
+    from search.sweep import study
+    from search.sweep.replay import replay_cells
+    from search.tables.nb201 import EDGES, OPS, cell_key, load_nb201
+
+    table = load_nb201()
+    objectives = (Objective("val_accuracy", "max"), Objective("cost", "min"))
+    result = replay_cells(
+        table, {e: OPS for e in EDGES}, cell_key, objectives, sampler=study.sampler("nsga2", 0, 300), trials=300
+    )
+    rows, first = table.by_key(), {}
+    for frozen, replayed in zip(result.study.trials, result.trials, strict=True):
+        key = cell_key([frozen.params[e] for e in EDGES])
+        assert frozen.values == [rows[key].curve[-1], rows[key].costs["cost"]]
+        if replayed.state == "duplicate":  # answered from the first trial of that cell
+            assert replayed.epochs == 0 and key in first
+        else:
+            assert replayed.state == "complete" and replayed.epochs == 1 and key not in first
+            first[key] = frozen.number
+    assert 200 < len(first) < 300  # NSGA-II's offspring repeat cells, answered free
