@@ -42,7 +42,9 @@ BUDGET = {"digits": 400, "nb201": 2000}
 GP_BUDGET = {"digits": 60, "nb201": 60}
 RANDOM_FAR = 40_000  # plain random draws on nb201, for its thresholds past the budget
 SEEDS = 10
-HALVING = (1, 3)  # MO-ASHA's min_epochs and reduction_factor in the bench
+# MO-ASHA's (min_epochs, reduction_factor): the schema's defaults in the main matrix, and
+# these settings beside them, with random search, to show what the defaults rest on.
+HALVINGS = ((1, 3), (2, 2), (2, 3), (3, 3))
 
 
 def _tables(quick: bool) -> dict:
@@ -80,7 +82,13 @@ def _best_per_cost(table):
     return Table(table.name, tuple(r for r in table.rows if r.curve[-1] == best[r.costs["cost"]]))
 
 
-def _replay(name: str, tables: dict, sampler_name: str, pruned: bool, seed: int, trials: int):
+def _default_halving() -> tuple[int, int]:
+    from search.spec.schema import HALVING_DEFAULTS
+
+    return HALVING_DEFAULTS["mo_asha"]
+
+
+def _replay(name: str, tables: dict, sampler_name: str, halving: tuple | None, seed: int, trials: int):
     """One replayed sweep: its trials (state, epochs trained, metrics, row key)."""
     from search.sweep import moasha, study
     from search.sweep.replay import Halving, replay, replay_cells
@@ -89,11 +97,13 @@ def _replay(name: str, tables: dict, sampler_name: str, pruned: bool, seed: int,
     table, objectives, *_, spec = tables[name]
     if spec is not None:
         search = replace(spec.search, sampler=sampler_name, seed=seed, trials=trials)
-        result = replay(replace(spec, search=search), table, halving=Halving(*HALVING) if pruned else None)
+        result = replay(replace(spec, search=search), table, halving=Halving(*halving) if halving else None)
         keys = [t.user_attrs.get("draw") for t in result.study.trials]
     else:
-        epochs = max(len(r.curve) for r in table.rows)
-        rungs = moasha.Rungs(moasha.rung_epochs(*HALVING, epochs), [o.direction for o in objectives], HALVING[1])
+        rungs = None
+        if halving:  # (NB201 has one point per curve: no rung below its last epoch)
+            epochs = max(len(r.curve) for r in table.rows)
+            rungs = moasha.Rungs(moasha.rung_epochs(*halving, epochs), [o.direction for o in objectives], halving[1])
         result = replay_cells(
             table,
             {edge: OPS for edge in EDGES},
@@ -101,7 +111,7 @@ def _replay(name: str, tables: dict, sampler_name: str, pruned: bool, seed: int,
             objectives,
             sampler=study.sampler(sampler_name, seed, trials),
             trials=trials,
-            rungs=rungs if pruned else None,
+            rungs=rungs,
         )
         keys = [cell_key([t.params[e] for e in EDGES]) for t in result.study.trials]
     return [(t.state, t.epochs, t.metrics, k) for t, k in zip(result.trials, keys, strict=True)]
@@ -143,13 +153,15 @@ def _curve(records, objectives, ref, exact: float, front_keys: set) -> list[dict
 
 
 def _job(args) -> list[dict]:
-    name, sampler_name, pruned, seed, trials, quick = args
+    name, sampler_name, halving, seed, trials, quick = args
     tables = _TABLES.get(quick) or _TABLES.setdefault(quick, _tables(quick))
     _, objectives, ref, exact, front_keys, _ = tables[name]
     started = time.perf_counter()
-    records = _replay(name, tables, sampler_name, pruned, seed, trials)
+    records = _replay(name, tables, sampler_name, halving, seed, trials)
     wall = time.perf_counter() - started
-    strategy = sampler_name + ("+mo_asha" if pruned else "")
+    strategy = sampler_name
+    if halving:
+        strategy += "+mo_asha" + ("" if halving == _default_halving() else f"({halving[0]},{halving[1]})")
     return [
         {"table": name, "strategy": strategy, "seed": seed, **row, "wall_s": wall}
         for row in _curve(records, objectives, ref, exact, front_keys)
@@ -266,8 +278,11 @@ def run(out: Path, *, quick: bool = False, console=None, workers: int = 2, seeds
         for sampler_name in SAMPLERS:
             trials = (GP_BUDGET if sampler_name == "gp" else BUDGET)[name]
             trials = min(trials, 12 if sampler_name == "gp" else 30) if quick else trials
-            for pruned in (False, True) if name == "digits" else (False,):
-                jobs += [(name, sampler_name, pruned, seed, trials, quick) for seed in range(seeds)]
+            for halving in (None, _default_halving()) if name == "digits" else (None,):
+                jobs += [(name, sampler_name, halving, seed, trials, quick) for seed in range(seeds)]
+    if "digits" in tables and not quick:
+        for halving in set(HALVINGS) - {_default_halving()}:
+            jobs += [("digits", "random", halving, seed, BUDGET["digits"], quick) for seed in range(seeds)]
     started = time.perf_counter()
     curves: dict = {}
     with ProcessPoolExecutor(max_workers=workers) as pool:

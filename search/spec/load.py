@@ -235,7 +235,7 @@ def _search(c: F.Checker, raw: dict, objectives, *, ray: bool, folder: Path) -> 
             load_table(table)
             s = replace(s, replay=str(table))
         except TableError as err:
-            c.fail("search.replay", str(err))
+            c.fail("search.replay", f"not a table archsweep can replay: {err}")
     single = s.pruner in ("median", "asha", "hyperband")
     if single and len(objectives) > 1 and not ray:  # Tune's schedulers stop on the first
         c.fail(

@@ -182,6 +182,11 @@ def with_defaults(fields: dict[str, Field], *sources: type) -> dict[str, Field]:
     return {key: dataclasses.replace(f, default=found[key]) if key in found else f for key, f in fields.items()}
 
 
+# asha: Optuna's and Tune's own defaults (as before these settings existed); mo_asha: chosen
+# by `bench search` on the recorded digits table (BENCHMARKS.md, "Search efficiency").
+HALVING_DEFAULTS = {"asha": (1, 4), "mo_asha": (2, 2)}
+
+
 @dataclass(frozen=True)
 class SearchSpec:
     sampler: str = "tpe"
@@ -189,8 +194,17 @@ class SearchSpec:
     pruner: str = "none"
     seed: int = 0
     timeout: float | None = None
-    min_epochs: int = 1  # asha, mo_asha: the first rung is judged after this many epochs
-    reduction_factor: int = 3  # asha, mo_asha: 1 in this many trials goes on past each rung
+    # asha, mo_asha: the first rung is judged after min_epochs epochs, then every
+    # reduction_factor times as many, and 1 in reduction_factor trials goes on past each.
+    # None: the pruner's own default (HALVING_DEFAULTS).
+    min_epochs: int | None = None
+    reduction_factor: int | None = None
+
+    def halving(self) -> tuple[int, int]:
+        """(min_epochs, reduction_factor) of this search's pruner."""
+        first, eta = HALVING_DEFAULTS.get(self.pruner, (1, 3))
+        return self.min_epochs or first, self.reduction_factor or eta
+
     replay: str | None = None  # a recorded table: trials read their results from it, nothing trains
 
 
@@ -272,8 +286,8 @@ SEARCH_FIELDS = with_defaults(
         "pruner": Field(one_of("none", "median", "asha", "hyperband", "mo_asha")),
         "seed": Field(integer(0)),
         "timeout": Field(optional(number())),
-        "min_epochs": Field(integer()),
-        "reduction_factor": Field(integer(2)),
+        "min_epochs": Field(optional(integer())),
+        "reduction_factor": Field(optional(integer(2))),
         "replay": Field(optional(path_text)),
     },
     SearchSpec,

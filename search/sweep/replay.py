@@ -26,10 +26,11 @@ from search.tables.table import Row, Table, TableError
 
 @dataclass(frozen=True)
 class Halving:
-    """MO-ASHA settings: rung decisions after ``min_epochs`` x ``reduction_factor``^k epochs."""
+    """MO-ASHA settings: rung decisions after ``min_epochs`` x ``reduction_factor``^k epochs
+    (None: the schema's defaults for mo_asha)."""
 
-    min_epochs: int = 1
-    reduction_factor: int = 3
+    min_epochs: int | None = None
+    reduction_factor: int | None = None
 
 
 @dataclass

@@ -125,7 +125,8 @@ def make_pruner(spec: Spec) -> optuna.pruners.BasePruner:
         return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
     if spec.search.pruner == "asha":  # asynchronous successive halving, as on the ray backend
         s = spec.search
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=s.min_epochs, reduction_factor=s.reduction_factor)
+        first, eta = s.halving()
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=first, reduction_factor=eta)
     if spec.search.pruner == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1)
     return optuna.pruners.NopPruner()  # mo_asha is archsweep's own: rungs()
@@ -169,8 +170,8 @@ def rungs(spec: Spec, earlier: optuna.Study | None = None) -> moasha.Rungs | Non
     if s.pruner != "mo_asha":
         return None
     directions = [o.direction for o in spec.objectives]
-    epochs = moasha.rung_epochs(s.min_epochs, s.reduction_factor, max_epochs(spec))
-    book = moasha.Rungs(epochs, directions, s.reduction_factor)
+    first, eta = s.halving()
+    book = moasha.Rungs(moasha.rung_epochs(first, eta, max_epochs(spec)), directions, eta)
     for done, key, vector in rung_records(earlier) if earlier is not None else ():
         book.restore(key, done, vector)
     return book

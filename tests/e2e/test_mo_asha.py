@@ -55,6 +55,7 @@ def test_a_replayed_sweep_prunes_identically_on_local_and_on_ray(tmp_path, monke
     spec, table = digits_table()
     save(table, tmp_path / "made-up.jsonl.gz")
     overrides = [f"search.replay={tmp_path / 'made-up.jsonl.gz'}", "search.pruner=mo_asha", "search.trials=24"]
+    overrides += ["search.min_epochs=1", "search.reduction_factor=3"]
     seen = {}
     for kind in BACKENDS:
         _run(kind, DIGITS_SPEC, overrides)
@@ -94,7 +95,8 @@ def test_a_trained_sweep_prunes_at_rungs_and_keeps_its_front(tmp_path, monkeypat
     """Real training on both backends: trials pruned at rungs, the front made of complete
     trials only and equal to the front of the runs' own metrics."""
     monkeypatch.chdir(tmp_path)
-    overrides = ["search.pruner=mo_asha", "search.trials=8", "train.epochs=4", "name=moasha"]
+    overrides = ["search.pruner=mo_asha", "search.min_epochs=1", "search.reduction_factor=3", "search.trials=8"]
+    overrides += ["train.epochs=4", "name=moasha"]
     objectives = [Objective("val_accuracy", "max"), Objective("gmacs", "min")]
     for kind in BACKENDS:
         _run(kind, ROOT / "spaces" / "quickstart.yaml", overrides)

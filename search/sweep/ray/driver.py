@@ -258,8 +258,8 @@ class RaySweep(Sweep):
                 metric=first.metric,
                 mode=first.direction,
                 max_t=study.max_epochs(spec),
-                grace_period=s.min_epochs,
-                reduction_factor=s.reduction_factor,
+                grace_period=s.halving()[0],
+                reduction_factor=s.halving()[1],
                 time_attr="epoch",
             )
         if spec.search.pruner == "median":
