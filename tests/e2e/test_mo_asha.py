@@ -75,9 +75,26 @@ def test_a_replayed_sweep_prunes_identically_on_local_and_on_ray(tmp_path, monke
     decisions = list(seen["local"].values())
     assert sum(state == "PRUNED" for _, state, *_ in decisions) >= 6  # it prunes, at more than one rung
     assert len({tuple(rungs) for _, state, rungs, *_ in decisions if state == "PRUNED"}) >= 2
-    # The decisions are the rule's: fed the table's rows in trial order, a fresh rung book agrees.
+    _assert_the_rules_decisions(_journal(tmp_path, "store_local", "digits-table"), table)
+
+
+def test_a_resumed_sweep_judges_against_the_rungs_of_its_first_run(tmp_path, monkeypatch):
+    """A sweep run to 10 trials, then resumed to 24: the second run's decisions are those
+    of one rung book fed every trial in order, the first run's included."""
+    monkeypatch.chdir(tmp_path)
+    _, table = digits_table()
+    save(table, tmp_path / "made-up.jsonl.gz")
+    overrides = [f"search.replay={tmp_path / 'made-up.jsonl.gz'}", "search.pruner=mo_asha"]
+    overrides += ["search.min_epochs=1", "search.reduction_factor=3"]
+    for trials in (10, 24):
+        _run("local", DIGITS_SPEC, [*overrides, f"search.trials={trials}"])
+    _check_runs(tmp_path, "local", "digits-table", 24)
+    _assert_the_rules_decisions(_journal(tmp_path, "store_local", "digits-table"), table)
+
+
+def _assert_the_rules_decisions(journal: optuna.Study, table) -> None:
+    """Fed the table's rows in trial order, a fresh rung book takes the study's decisions."""
     rows, book = table.by_key(), Rungs(rung_epochs(1, 3, 15), ["max", "min"], 3)
-    journal = _journal(tmp_path, "store_local", "digits-table")
     for t in journal.trials:
         row = rows.get(t.user_attrs.get("draw"))
         if row is None or t.user_attrs.get("state") == "duplicate":
