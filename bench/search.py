@@ -304,8 +304,11 @@ def run(out: Path, *, quick: bool = False, console=None, workers: int = 2, seeds
     write_csv(out / "search.csv", summary, env)
     _plot(curves, tables, out / "search.png")
     say(f"bench search: {len(jobs)} replayed sweeps in {time.perf_counter() - started:.0f} s on {workers} processes")
-    for name, (_, _, ref, exact, front_keys, _) in tables.items():
+    from search.tables.table import seed_noise
+
+    for name, (table, _, ref, exact, front_keys, _) in tables.items():
         say(f"  {name}: reference point {ref}, exact hypervolume {exact:.6g}, {len(front_keys)} front members")
+        say(f"  {name}: {len(table.by_key())} architectures; final accuracy seed to seed: {seed_noise(table)}")
     return [
         {k: v for k, v in r.items() if not k.endswith("_iqr") and not k.startswith("epochs_to_0.9")} for r in summary
     ]

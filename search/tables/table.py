@@ -156,3 +156,19 @@ def nadir(front: Sequence[Row], objectives, margin: float = 0.01) -> list[float]
         spread = (max(column) - min(column)) or abs(column[0]) or 1.0
         point.append(min(column) - margin * spread if o.direction == "max" else max(column) + margin * spread)
     return point
+
+
+def seed_noise(table: Table) -> dict[str, float]:
+    """How much the seed alone moves a row: over the architectures recorded with more than
+    one seed, the absolute differences of their final accuracy from seed 0's (median, 90th
+    percentile, largest), in accuracy points (fractions)."""
+    first = table.by_key(0)
+    gaps = sorted(abs(r.curve[-1] - first[r.key].curve[-1]) for r in table.rows if r.seed != 0 and r.key in first)
+    if not gaps:
+        return {"architectures": 0}
+    return {
+        "architectures": len(gaps),
+        "median": gaps[len(gaps) // 2],
+        "p90": gaps[min(len(gaps) - 1, int(0.9 * len(gaps)))],
+        "max": gaps[-1],
+    }

@@ -85,3 +85,11 @@ def test_the_exact_front_and_its_reference_point():
     # a dominated row adds nothing
     with_c = [r.metrics() for r in table.by_key().values()]
     assert pareto.hypervolume_at(with_c, OBJECTIVES, reference) == pytest.approx(every)
+
+
+def test_seed_noise_compares_each_repeat_with_its_seed_0_row():
+    from search.tables.table import seed_noise
+
+    noise = seed_noise(_table())
+    assert noise["architectures"] == 1 and noise["median"] == pytest.approx(0.02) == noise["max"]
+    assert seed_noise(Table("one seed", _table().rows[:4])) == {"architectures": 0}
