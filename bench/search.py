@@ -22,6 +22,7 @@ Tables:
 from __future__ import annotations
 
 import math
+import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
@@ -285,7 +286,8 @@ def run(out: Path, *, quick: bool = False, console=None, workers: int = 2, seeds
             jobs += [("digits", "random", halving, seed, BUDGET["digits"], quick) for seed in range(seeds)]
     started = time.perf_counter()
     curves: dict = {}
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    # spawn, not fork: a process forked from one with torch's threads running can hang
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         for rows in pool.map(_job, sorted(jobs, key=lambda j: j[1] != "gp")):  # the slow ones first
             first = rows[0]
             curves.setdefault((first["table"], first["strategy"]), {})[first["seed"]] = rows
