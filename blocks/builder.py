@@ -27,6 +27,9 @@ from blocks.spec import ArchSpec, StageSpec
 # Keywords the builder passes itself; a spec may not set them.
 MIXER_ARGS = ("dim", "tokens_hw", "prefix", "rope")
 EMBEDDING_ARGS = ("in_channels", "dim", "patch_size")
+TRANSITION_ARGS = ("dim_in", "dim_out", "prefix")
+# Transitions the stage's own keys spell (pool, pool_stride, query_only, merge): no options.
+_SPELLED_TRANSITIONS = ("none", "pool", "merge")
 _POOL_MODES = ("mean", "max")
 
 
@@ -119,7 +122,14 @@ def _next_grid(t, hw: tuple[int, int], path: str, problems: list[Problem]) -> tu
         if hw[0] % 2 or hw[1] % 2:
             problems.append(Problem(path, f"merge halves the grid and needs even sides, got {hw[0]}x{hw[1]}"))
         return (max(1, hw[0] // 2), max(1, hw[1] // 2))
-    return hw
+    out_grid = getattr(TRANSITIONS.get(t.kind), "out_grid", None)
+    if out_grid is None or option_problems(path, TRANSITIONS[t.kind], t.options, TRANSITION_ARGS):
+        return hw  # unchanged, or refused elsewhere
+    new = out_grid(hw, **t.options)
+    if min(new) < 1:
+        problems.append(Problem(path, f"leaves no tokens of a {hw[0]}x{hw[1]} grid"))
+        return hw
+    return new
 
 
 def _stage_problems(arch: ArchSpec, s: StageSpec, path: str) -> list[Problem]:
@@ -138,6 +148,11 @@ def _stage_problems(arch: ArchSpec, s: StageSpec, path: str) -> list[Problem]:
         problems.append(Problem(f"{path}.block", f"must be one of {', '.join(WIRINGS)}, got {s.block!r}"))
     if t.kind not in TRANSITIONS:
         problems.append(Problem(f"{path}.transition", _unknown("transition", t.kind, TRANSITIONS)))
+    elif t.kind in _SPELLED_TRANSITIONS:
+        if t.options:
+            problems.append(Problem(f"{path}.transition", f"{t.kind} takes no options here; got {dict(t.options)}"))
+    else:
+        problems += option_problems(f"{path}.transition", TRANSITIONS[t.kind], t.options, TRANSITION_ARGS)
     if name not in MIXERS:
         problems.append(Problem(f"{path}.mixer", _unknown("mixer", name, MIXERS)))
         return problems
@@ -266,8 +281,12 @@ def _build_stage(arch: ArchSpec, plan: _StagePlan, problems: list[Problem]) -> S
         if block is None:
             return None
         blocks.append(block)
-    extra = {"mode": t.mode, "stride": t.stride} if t.kind == "pool" else {}
-    transition = TRANSITIONS[t.kind](plan.dim_in, s.width, prefix=prefix, **extra)
+    extra = {"mode": t.mode, "stride": t.stride} if t.kind == "pool" else dict(t.options)
+    transition = _attempt(
+        f"{path}.transition", problems, lambda: TRANSITIONS[t.kind](plan.dim_in, s.width, prefix=prefix, **extra)
+    )
+    if transition is None:
+        return None
     return Stage(transition, blocks, query_only=t.query_only)
 
 
@@ -279,6 +298,16 @@ def _construct(arch: ArchSpec, plans: list[_StagePlan]) -> tuple[VisionModel | N
         problems,
         lambda: EMBEDDINGS[emb.kind](arch.in_channels, width, patch_size=emb.patch_size, **emb.options),
     )
+    grid_of = getattr(embed, "grid_of", None)  # embeddings whose grid is not simply the image over the patch
+    if grid_of is not None and (made := grid_of(arch.image_size)) != plans[0].hw_in:
+        H, W = arch.image_size
+        problems.append(
+            Problem(
+                "embedding",
+                f"makes a {made[0]}x{made[1]} grid of the {H}x{W} image, not the {plans[0].hw_in[0]}x"
+                f"{plans[0].hw_in[1]} of patch size {emb.patch_size}; change its kernels, strides or paddings",
+            )
+        )
     pos = _attempt(
         "positional",
         problems,
@@ -294,7 +323,8 @@ def _construct(arch: ArchSpec, plans: list[_StagePlan]) -> tuple[VisionModel | N
         width_in=width,
         width_out=plans[-1].spec.width,
         num_classes=arch.num_classes,
-        cls_token=bool(prefix),
+        head=arch.head,
+        final_norm=arch.final_norm,
         summary=summary(arch),
         input_mean=arch.input_mean,
         input_std=arch.input_std,
@@ -358,7 +388,7 @@ def summary(arch: ArchSpec) -> str:
             extra = ("" if t.stride == (2, 2) else f",{t.stride[0]}x{t.stride[1]}") + (",q" if t.query_only else "")
             parts.append(f"pool({t.mode}{extra})")
         elif t.kind != "none":
-            parts.append(t.kind)
+            parts.append(t.kind + (f"({','.join(f'{k}={v}' for k, v in t.options.items())})" if t.options else ""))
         wiring = "" if s.block == "pre" else f" {s.block}"
         parts.append(f"[{s.mixer.name} x{s.depth} @{s.width}{wiring}]")
     parts += [arch.head, f"fc{arch.num_classes}"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -80,3 +82,81 @@ class OverlapEmbed(nn.Module):
     def forward(self, images: torch.Tensor):
         tokens, hw = _tokens(self.proj(images))
         return self.norm(tokens), hw
+
+
+def _per_conv(name: str, value, count: int) -> tuple[int, ...]:
+    """One integer for every conv, or a list with one each."""
+    values = (value,) * count if isinstance(value, int) and not isinstance(value, bool) else tuple(value)
+    if len(values) != count or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
+        raise ValueError(f"{name} must be a positive integer or a list of {count}, one per convolution; got {value!r}")
+    return values
+
+
+def _out_side(side: int, kernel: int, stride: int, padding: int) -> int:
+    return (side + 2 * padding - kernel) // stride + 1
+
+
+# Activations a conv tokenizer may put after each conv.
+ACTIVATIONS = {"relu": nn.ReLU, "hardswish": nn.Hardswish, "gelu": nn.GELU, "none": nn.Identity}
+
+
+@register(EMBEDDINGS, "conv_tokenizer")
+class ConvTokenizer(nn.Module):
+    """A stack of convolutions, each followed by an activation and a max pool (CCT's tokenizer, LeViT's stem).
+
+    ``channels`` are the widths of the convolutions before the last (which goes to the
+    model width); every conv has the same kernel and padding and its own stride
+    (``stride``: one number or one per conv), no bias unless ``bias``, then
+    ``activation`` and a max pool (``pool_kernel`` 0: none). CCT's tokenizer is the
+    default (ReLU, 3x3 pools at stride 2); lucidrains' LeViT stem is ``stride: 2``,
+    ``bias: true``, ``activation: none``, ``pool_kernel: 0`` (the Vision X-formers' LeViT:
+    the same at stride 1). ``patch_size`` is the total stride of the convs and pools, so
+    the token grid is the image over it.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        dim: int,
+        *,
+        patch_size: int,
+        channels: tuple[int, ...] | list[int] = (64,),
+        kernel_size: int = 3,
+        stride: int | tuple[int, ...] | list[int] | None = None,  # None: 1 for every conv
+        padding: int = 1,
+        bias: bool = False,
+        activation: str = "relu",
+        pool_kernel: int = 3,
+        pool_stride: int = 2,
+        pool_padding: int = 1,
+    ) -> None:
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}; got {activation!r}")
+        widths = [in_channels, *_per_conv("channels", list(channels), len(channels)), dim]
+        strides = _per_conv("stride", 1 if stride is None else stride, len(widths) - 1)
+        if pool_kernel and 2 * pool_padding > pool_kernel:
+            raise ValueError(f"pool_padding must be at most half the pool kernel {pool_kernel}, got {pool_padding}")
+        total = math.prod(strides) * (pool_stride ** len(strides) if pool_kernel else 1)
+        if total != patch_size:
+            raise ValueError(f"its convolutions and pools stride {total} in all; set patch_size: {total}")
+        self.geometry: list[tuple[int, int, int]] = []  # (kernel, stride, padding) of each conv and pool
+        layers: list[nn.Module] = []
+        for c_in, c_out, s in zip(widths, widths[1:], strides, strict=False):
+            layers.append(nn.Conv2d(c_in, c_out, kernel_size, stride=s, padding=padding, bias=bias))
+            self.geometry.append((kernel_size, s, padding))
+            if activation != "none":
+                layers.append(ACTIVATIONS[activation]())
+            if pool_kernel:
+                layers.append(nn.MaxPool2d(pool_kernel, pool_stride, pool_padding))
+                self.geometry.append((pool_kernel, pool_stride, pool_padding))
+        self.convs = nn.Sequential(*layers)
+
+    def grid_of(self, hw: tuple[int, int]) -> tuple[int, int]:
+        """The token grid this tokenizer makes of an ``hw`` image (floors of every layer)."""
+        for kernel, stride, padding in self.geometry:
+            hw = (_out_side(hw[0], kernel, stride, padding), _out_side(hw[1], kernel, stride, padding))
+        return hw
+
+    def forward(self, images: torch.Tensor):
+        return _tokens(self.convs(images))

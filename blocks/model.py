@@ -30,16 +30,21 @@ class DropPath(nn.Module):
 
 
 # How a block wires its mixer and MLP around the residual stream.
-WIRINGS = ("pre", "post", "shared")
+WIRINGS = ("pre", "post", "shared", "mid", "bare")
 
 
 class Block(nn.Module):
-    """Token mixer then MLP, wired one of three ways (``WIRINGS``):
+    """Token mixer then MLP, wired one of five ways (``WIRINGS``):
 
     - ``pre``: two pre-norm residuals, ``x += mixer(norm1 x); x += mlp(norm2 x)`` (ViT, DeiT, Mixer);
     - ``post``: two post-norm residuals, ``x = norm1(x + mixer x); x = norm2(x + mlp x)`` (FNet);
     - ``shared``: one residual around both, ``x += mlp(norm2(mixer(norm1 x)))`` (GFNet: the
-      filter has no residual of its own).
+      filter has no residual of its own);
+    - ``mid``: a pre-norm mixer residual, then the stream itself normalised, then an MLP
+      residual without a norm, ``x += mixer(norm1 x); x = norm2 x; x += mlp x`` (CCT's
+      ``TransformerEncoderLayer``);
+    - ``bare``: two residuals and no norm, ``x += mixer x; x += mlp x`` (LeViT, whose
+      norms are the BatchNorms inside its attention).
     """
 
     def __init__(
@@ -56,8 +61,9 @@ class Block(nn.Module):
         if wiring not in WIRINGS:
             raise ValueError(f"block must be one of {', '.join(WIRINGS)}, got {wiring!r}")
         self.wiring = wiring
-        self.norm1, self.mixer = nn.LayerNorm(dim), mixer
-        self.norm2, self.mlp = nn.LayerNorm(dim), MLP(dim, mlp_hidden, dropout)
+        bare = wiring == "bare"  # no norm is built that no forward pass reads
+        self.norm1, self.mixer = nn.Identity() if bare else nn.LayerNorm(dim), mixer
+        self.norm2, self.mlp = nn.Identity() if bare else nn.LayerNorm(dim), MLP(dim, mlp_hidden, dropout)
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x, hw, kv=None, kv_hw=None) -> torch.Tensor:
@@ -70,6 +76,9 @@ class Block(nn.Module):
         if self.wiring == "shared":
             return x + self.drop_path(self.mlp(self.norm2(self.mixer(self.norm1(x), hw, **kw))))
         x = x + self.drop_path(self.mixer(self.norm1(x), hw, **kw))
+        if self.wiring == "mid":
+            x = self.norm2(x)
+            return x + self.drop_path(self.mlp(x))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
     def extra_repr(self) -> str:
@@ -97,7 +106,8 @@ class Stage(nn.Module):
 
 
 class VisionModel(nn.Module):
-    """images (B, C, H, W) -> logits (B, classes). ``summary`` is its one-line layout.
+    """images (B, C, H, W) -> logits (B, classes). ``summary`` is its one-line layout;
+    ``head`` is one of ``blocks.registry.HEADS``.
 
     With ``input_mean``/``input_std`` (per channel) the model normalises its input first:
     they are buffers, so they travel with the weights and the pickled module, and a
@@ -113,8 +123,9 @@ class VisionModel(nn.Module):
         width_in: int,
         width_out: int,
         num_classes: int,
-        cls_token: bool,
+        head: str,
         summary: str = "",
+        final_norm: bool = True,
         input_mean: tuple[float, ...] | None = None,
         input_std: tuple[float, ...] | None = None,
     ) -> None:
@@ -123,10 +134,12 @@ class VisionModel(nn.Module):
         for name, values in (("input_mean", input_mean), ("input_std", input_std)):
             self.register_buffer(name, None if values is None else torch.tensor(values).view(1, -1, 1, 1))
         self.embed, self.positional, self.stages = embed, positional, nn.ModuleList(stages)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, width_in)) if cls_token else None
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, width_in)) if head == "cls" else None
         if self.cls_token is not None:
             nn.init.trunc_normal_(self.cls_token, std=0.02)
-        self.norm = nn.LayerNorm(width_out)
+        self.norm = nn.LayerNorm(width_out) if final_norm else nn.Identity()  # LeViT and CvT have none
+        # CCT's sequence pooling: a learned score per token, the tokens averaged by its softmax.
+        self.attention_pool = nn.Linear(width_out, 1) if head == "seq_pool" else None
         self.head = nn.Linear(width_out, num_classes)
         self.summary = summary
 
@@ -142,7 +155,12 @@ class VisionModel(nn.Module):
         for stage in self.stages:
             x, hw = stage(x, hw)
         x = self.norm(x)
-        return x[:, 0] if self.cls_token is not None else x.mean(dim=1)  # (B, D)
+        if self.cls_token is not None:
+            return x[:, 0]  # (B, D)
+        if self.attention_pool is not None:
+            weights = torch.softmax(self.attention_pool(x), dim=1)  # (B, N, 1)
+            return (weights * x).sum(dim=1)  # (B, D)
+        return x.mean(dim=1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.forward_features(images))  # (B, classes)

@@ -32,6 +32,7 @@ TRANSITIONS: dict[str, type] = {}
 HEADS: dict[str, str] = {
     "cls": "a learned class token prepended to the sequence; its final state is classified",
     "gap": "global average pooling of the final tokens (no class token)",
+    "seq_pool": "sequence pooling (CCT): the final tokens averaged by a learned softmax score each",
 }
 
 

@@ -46,9 +46,10 @@ class MixerSpec:
 
 @dataclass(frozen=True)
 class Transition:
-    """How tokens enter a stage: unchanged, funnel-pooled, or merged by a strided conv.
+    """How tokens enter a stage: unchanged, funnel-pooled, merged by a strided conv, or
+    another registered transition (``blocks.registry.TRANSITIONS``) with its ``options``.
 
-    ``kind`` is ``none``, ``pool`` or ``merge``. For ``pool``: ``mode`` is ``mean`` or
+    ``kind`` is ``none``, ``pool``, ``merge``, ``pit_pool`` or ``conv_embed``. For ``pool``: ``mode`` is ``mean`` or
     ``max``; ``stride`` is per grid axis, (2, 2) quarters the tokens, (1, 2) halves them
     as Funnel-Transformer does on a sequence; ``query_only`` makes the first block
     attend from pooled queries to the unpooled keys and values.
@@ -58,9 +59,14 @@ class Transition:
     mode: str = "mean"
     stride: tuple[int, int] = (2, 2)
     query_only: bool = False
+    options: Mapping[str, Any] = field(default_factory=dict)  # the keyword options of other kinds
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stride", _pair(self.stride))
+        object.__setattr__(self, "options", _freeze(self.options))
+
+    def __reduce__(self):
+        return (Transition, (self.kind, self.mode, self.stride, self.query_only, dict(self.options)))
 
 
 @dataclass(frozen=True)
@@ -100,9 +106,10 @@ class EmbeddingSpec:
 class ArchSpec:
     """A whole model: input, embedding, positional encoding, stages, head.
 
-    ``head`` is ``cls`` (a class token) or ``gap`` (global average pooling of the final
-    tokens). ``norm_eps`` is the epsilon of every LayerNorm in the model (torch's 1e-5 by
-    default; timm's ViT, DeiT, Mixer and GFNet use 1e-6).
+    ``head`` is ``cls`` (a class token), ``gap`` (global average pooling of the final
+    tokens) or ``seq_pool`` (CCT's sequence pooling). ``final_norm``: a LayerNorm before
+    the head (LeViT and CvT have none). ``norm_eps`` is the epsilon of every LayerNorm in
+    the model (torch's 1e-5 by default; timm's ViT, DeiT, Mixer and GFNet use 1e-6).
 
     ``input_mean`` and ``input_std`` (one number per channel, both or neither) make the
     model normalise its input itself, ``(images - mean) / std``: a model trained on
@@ -117,6 +124,7 @@ class ArchSpec:
     positional: str = "learned"
     head: str = "gap"
     norm_eps: float = 1e-5
+    final_norm: bool = True
     input_mean: tuple[float, ...] | None = None
     input_std: tuple[float, ...] | None = None
 

@@ -5,6 +5,7 @@ from blocks.mixers import (  # noqa: F401
     fft_conv,
     fourier,
     global_filter,
+    levit,
     linformer,
     long_conv,
     mlp_mixer,

@@ -68,25 +68,76 @@ def merge_heads(t: torch.Tensor) -> torch.Tensor:
     return t.transpose(1, 2).reshape(B, N, H * d)  # (B, N, H*d)
 
 
+class ConvProjection(nn.Module):
+    """CvT's convolutional projection of the token grid: a depthwise conv (no bias) and a
+    BatchNorm, class-token prefix passed through unchanged, as Wu et al.'s ``conv_proj``.
+    ``(B, P + h*w, D) -> (B, P + h'*w', D)``; the linear projection follows it."""
+
+    def __init__(self, dim: int, kernel_size: int, stride: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(dim, dim, kernel_size, stride=stride, padding=kernel_size // 2, groups=dim, bias=False)
+        self.norm = nn.BatchNorm2d(dim)
+
+    def forward(self, x: torch.Tensor, hw: tuple[int, int], prefix: int):
+        B, _, D = x.shape
+        grid = x[:, prefix:].transpose(1, 2).reshape(B, D, *hw)  # (B, D, h, w)
+        grid = self.norm(self.conv(grid))  # (B, D, h', w')
+        tokens = torch.cat([x[:, :prefix], grid.flatten(2).transpose(1, 2)], dim=1)
+        return tokens, (grid.shape[-2], grid.shape[-1])
+
+
+def conv_projection_options(proj_kernel: int, kv_stride: int, rope: bool) -> None:
+    """Refuse what a convolutional projection cannot do (a ValueError the builder reports)."""
+    odd = isinstance(proj_kernel, int) and not isinstance(proj_kernel, bool) and proj_kernel % 2 == 1
+    if proj_kernel != 0 and not odd:
+        raise ValueError(f"proj_kernel must be 0 (linear projections) or an odd kernel size, got {proj_kernel!r}")
+    positive_int("kv_stride", kv_stride)
+    if kv_stride > 1 and not proj_kernel:
+        raise ValueError("kv_stride strides the convolutional projection of keys and values: set proj_kernel too")
+    if kv_stride > 1 and rope:
+        raise ValueError("rope needs keys on the queries' grid; kv_stride > 1 puts them on a coarser one")
+
+
 class QKV(nn.Module):
     """Query, key and value projections, with optional 2-D RoPE on queries and keys.
 
     Queries come from ``x``, keys and values from ``kv`` (``x`` itself unless a
-    funnel pool-query-only block passes the unpooled tokens).
+    funnel pool-query-only block passes the unpooled tokens). Keys are ``head_dim`` wide
+    per head, values ``value_dim`` (LeViT's ``dim_key``/``dim_value``). With
+    ``proj_kernel`` the tokens go through CvT's ``ConvProjection`` first: one for the
+    queries, one shared by keys and values at stride ``kv_stride`` (lucidrains' ``cvt``).
     """
 
-    def __init__(self, dim: int, heads: int, head_dim: int, *, bias: bool, rope: bool) -> None:
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        head_dim: int,
+        *,
+        bias: bool,
+        rope: bool,
+        value_dim: int | None = None,
+        proj_kernel: int = 0,
+        kv_stride: int = 1,
+    ) -> None:
         super().__init__()
-        self.heads = heads
-        inner = heads * head_dim
-        self.to_q = nn.Linear(dim, inner, bias=bias)
-        self.to_kv = nn.Linear(dim, 2 * inner, bias=bias)
+        conv_projection_options(proj_kernel, kv_stride, rope)
+        self.heads, self.value_dim = heads, positive_int("value_dim", value_dim or head_dim)
+        self.inner_k = heads * head_dim
+        self.to_q = nn.Linear(dim, self.inner_k, bias=bias)
+        self.to_kv = nn.Linear(dim, self.inner_k + heads * self.value_dim, bias=bias)
+        self.conv_q = ConvProjection(dim, proj_kernel, 1) if proj_kernel else None
+        self.conv_kv = ConvProjection(dim, proj_kernel, kv_stride) if proj_kernel else None
         self.rotary = Rotary2D(head_dim) if rope else None
 
     def forward(self, x, hw, prefix, kv=None, kv_hw=None):
         kv, kv_hw = (x, hw) if kv is None else (kv, kv_hw)
+        if self.conv_q is not None:
+            x, _ = self.conv_q(x, hw, prefix)
+            kv, kv_hw = self.conv_kv(kv, kv_hw, prefix)
         q = split_heads(self.to_q(x), self.heads)  # (B, H, N, d)
-        k, v = (split_heads(t, self.heads) for t in self.to_kv(kv).chunk(2, dim=-1))  # (B, H, M, d)
+        k, v = self.to_kv(kv).split([self.inner_k, self.heads * self.value_dim], dim=-1)
+        k, v = split_heads(k, self.heads), split_heads(v, self.heads)  # (B, H, M, d), (B, H, M, dv)
         if self.rotary is not None:
             q = self.rotary(q, hw, prefix, stride=_pool_stride(hw, kv_hw))
             k = self.rotary(k, kv_hw, prefix)

@@ -28,13 +28,25 @@ class Attention(Mixer):
         heads: int = 4,
         head_dim: int | None = None,
         qkv_bias: bool = False,
+        value_dim: int | None = None,
+        proj_kernel: int = 0,
+        kv_stride: int = 1,
         attn_drop: float = 0.0,
     ) -> None:
         super().__init__()
         heads, head_dim = resolve_heads(dim, heads, head_dim)
         self.prefix, self.attn_drop = prefix, attn_drop
-        self.qkv = QKV(dim, heads, head_dim, bias=qkv_bias, rope=rope)
-        self.to_out = nn.Linear(heads * head_dim, dim)
+        self.qkv = QKV(
+            dim,
+            heads,
+            head_dim,
+            bias=qkv_bias,
+            rope=rope,
+            value_dim=value_dim,
+            proj_kernel=proj_kernel,
+            kv_stride=kv_stride,
+        )
+        self.to_out = nn.Linear(heads * self.qkv.value_dim, dim)
 
     def forward(self, x, hw, kv=None, kv_hw=None) -> torch.Tensor:
         q, k, v = self.qkv(x, hw, self.prefix, kv, kv_hw)  # (B, H, N, d), (B, H, M, d)

@@ -38,19 +38,23 @@ class Linformer(Mixer):
         share_kv: bool = False,
         one_kv_head: bool = False,
         qkv_bias: bool = False,
+        value_dim: int | None = None,
     ) -> None:
         super().__init__()
         heads, head_dim = resolve_heads(dim, heads, head_dim)
+        value_dim = positive_int("value_dim", value_dim or head_dim)
+        if share_kv and value_dim != head_dim:
+            raise ValueError(f"share_kv makes the keys the values: value_dim must be head_dim {head_dim}")
         self.heads, self.one_kv_head = heads, one_kv_head
         self.seq_len = tokens_hw[0] * tokens_hw[1] + prefix
         k = positive_int("k", k)
-        kv_dim = head_dim if one_kv_head else heads * head_dim
+        kv_heads = 1 if one_kv_head else heads
         self.to_q = nn.Linear(dim, heads * head_dim, bias=qkv_bias)
-        self.to_k = nn.Linear(dim, kv_dim, bias=qkv_bias)
-        self.to_v = None if share_kv else nn.Linear(dim, kv_dim, bias=qkv_bias)
+        self.to_k = nn.Linear(dim, kv_heads * head_dim, bias=qkv_bias)
+        self.to_v = None if share_kv else nn.Linear(dim, kv_heads * value_dim, bias=qkv_bias)
         self.proj_k = _sequence_projection(self.seq_len, k)  # (N, k)
         self.proj_v = None if share_kv else _sequence_projection(self.seq_len, k)
-        self.to_out = nn.Linear(heads * head_dim, dim)
+        self.to_out = nn.Linear(heads * value_dim, dim)
 
     def _heads(self, t: torch.Tensor) -> torch.Tensor:
         if self.one_kv_head:  # (B, k, d) -> (B, H, k, d), one head shared by all

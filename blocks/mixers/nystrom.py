@@ -68,6 +68,9 @@ class Nystrom(Mixer):
         heads: int = 4,
         head_dim: int | None = None,
         qkv_bias: bool = False,
+        value_dim: int | None = None,
+        proj_kernel: int = 0,
+        kv_stride: int = 1,
         landmarks: int = 64,
         pinv_iters: int = 6,
         conv_kernel: int = 33,
@@ -77,8 +80,21 @@ class Nystrom(Mixer):
         self.prefix = prefix
         self.landmarks = positive_int("landmarks", landmarks)
         self.pinv_iters = positive_int("pinv_iters", pinv_iters)
-        self.qkv = QKV(dim, heads, head_dim, bias=qkv_bias, rope=rope)
-        self.to_out = nn.Linear(heads * head_dim, dim)
+        if kv_stride != 1:
+            raise ValueError(
+                "nystrom draws its landmarks and its value conv from the queries' tokens: kv_stride must be 1"
+            )
+        self.qkv = QKV(
+            dim,
+            heads,
+            head_dim,
+            bias=qkv_bias,
+            rope=rope,
+            value_dim=value_dim,
+            proj_kernel=proj_kernel,
+            kv_stride=kv_stride,
+        )
+        self.to_out = nn.Linear(heads * self.qkv.value_dim, dim)
         if conv_kernel and conv_kernel % 2 == 0:
             raise ValueError(f"conv_kernel must be odd (or 0 for none), got {conv_kernel}")
         # Depthwise conv over each head's values along the sequence (the paper's skip).

@@ -75,6 +75,9 @@ class Performer(Mixer):
         heads: int = 4,
         head_dim: int | None = None,
         qkv_bias: bool = False,
+        value_dim: int | None = None,
+        proj_kernel: int = 0,
+        kv_stride: int = 1,
         features: int = 256,
         kernel: str = "softmax",
         redraw: int = 0,
@@ -87,8 +90,17 @@ class Performer(Mixer):
         if isinstance(redraw, bool) or not isinstance(redraw, int) or redraw < 0:
             raise ValueError(f"redraw must be 0 (never) or a number of training steps, got {redraw!r}")
         self.redraw, self._steps = redraw, 0
-        self.qkv = QKV(dim, heads, head_dim, bias=qkv_bias, rope=rope)
-        self.to_out = nn.Linear(heads * head_dim, dim)
+        self.qkv = QKV(
+            dim,
+            heads,
+            head_dim,
+            bias=qkv_bias,
+            rope=rope,
+            value_dim=value_dim,
+            proj_kernel=proj_kernel,
+            kv_stride=kv_stride,
+        )
+        self.to_out = nn.Linear(heads * self.qkv.value_dim, dim)
         # A buffer, so it is saved with the weights and eval is deterministic. On the meta
         # device (checks, counting) nothing is drawn: QR on the CPU would allocate for real.
         device = self.to_out.weight.device

@@ -40,7 +40,11 @@ def to_arch(model: Mapping, image_size: tuple[int, int], num_classes: int, in_ch
     """A concrete (sampled) model section -> ``ArchSpec``."""
     stages = []
     for s in model["stages"]:
-        if s.get("merge"):
+        if s.get("transition") is not None:  # a named transition: pit_pool, conv_embed, ...
+            named = s["transition"]
+            name, options = (named, {}) if isinstance(named, str) else (named["name"], named["options"])
+            transition = Transition(name, options=options)
+        elif s.get("merge"):
             transition = Transition("merge")
         elif s.get("pool", "none") != "none":
             transition = Transition("pool", s["pool"], tuple(s.get("pool_stride", (2, 2))), s.get("query_only", False))
@@ -59,6 +63,7 @@ def to_arch(model: Mapping, image_size: tuple[int, int], num_classes: int, in_ch
         positional=model["positional"],
         head=model["head"],
         norm_eps=model["norm_eps"],
+        final_norm=model.get("final_norm", True),
     )
 
 
@@ -79,6 +84,8 @@ def from_arch(arch: ArchSpec) -> dict:
             stage["merge"] = True
         elif t.kind == "pool":
             stage |= {"pool": t.mode, "pool_stride": list(t.stride), "query_only": t.query_only}
+        elif t.kind != "none":
+            stage["transition"] = _named(t.kind, t.options)
         stages.append(stage)
     emb = arch.embedding
     return {
@@ -87,6 +94,7 @@ def from_arch(arch: ArchSpec) -> dict:
         "positional": arch.positional,
         "head": arch.head,
         "norm_eps": arch.norm_eps,
+        **({} if arch.final_norm else {"final_norm": False}),
         "stages": stages,
     }
 

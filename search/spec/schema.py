@@ -13,8 +13,19 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from blocks import EMBEDDINGS, HEADS, MIXERS, POSITIONALS, WIRINGS, ArchSpec, EmbeddingSpec, StageSpec, Transition
-from blocks.builder import EMBEDDING_ARGS, MIXER_ARGS, did_you_mean, option_problems
+from blocks import (
+    EMBEDDINGS,
+    HEADS,
+    MIXERS,
+    POSITIONALS,
+    TRANSITIONS,
+    WIRINGS,
+    ArchSpec,
+    EmbeddingSpec,
+    StageSpec,
+    Transition,
+)
+from blocks.builder import EMBEDDING_ARGS, MIXER_ARGS, TRANSITION_ARGS, did_you_mean, option_problems
 from runs.data import DataSpec
 from runs.train import TrainConfig
 from search.spec.space import Choice, FloatRange, IntRange, Option
@@ -341,6 +352,9 @@ MODEL_FIELDS = with_defaults(
     ArchSpec,
     EmbeddingSpec,
 )
+# Model keys that enter the space only when a spec writes them (added after tables were
+# recorded against spaces without them; see search.sweep.pipeline.draw_key).
+WRITTEN_MODEL_FIELDS = {"final_norm": Field(boolean, True, searchable=True)}
 STAGE_FIELDS = with_defaults(
     {
         "depth": Field(integer(0), searchable=True),
@@ -363,7 +377,7 @@ STAGE_FIELDS = with_defaults(
 
 # Keys an earlier version took, and where what they said is written now.
 MOVED = {
-    "model.norm": "the block wiring is set per stage now: stages[*].block: pre, post or shared",
+    "model.norm": "the block wiring is set per stage now: stages[*].block: pre, post, shared or mid",
 }
 
 
@@ -544,8 +558,11 @@ def model_space(c: Checker, raw: Any) -> dict:
         c.fail("model", f"expected a mapping with stages, got {raw!r}")
         return {}
     # In this order, always: the order of the keys is the order Optuna samples them in.
-    fields = {**MODEL_FIELDS, **{k: Field(lambda v: None) for k in ("embedding", "stages")}}
+    fields = {**MODEL_FIELDS, **{k: Field(lambda v: None) for k in ("embedding", "stages")}, **WRITTEN_MODEL_FIELDS}
     space = c.section(raw, "model", fields)
+    for key in WRITTEN_MODEL_FIELDS:  # only when written: a space without them keeps its params (and draws)
+        if key not in raw:
+            space.pop(key, None)
     embedding = raw.get("embedding", EmbeddingSpec.kind)
     space["embedding"] = named_block(c, "model.embedding", embedding, EMBEDDINGS, EMBEDDING_ARGS, "embedding")
     stages = raw.get("stages")
@@ -560,7 +577,7 @@ def _stage_space(c: Checker, path: str, raw: Any) -> dict:
     if not isinstance(raw, Mapping):
         c.fail(path, f"a stage is a mapping with depth, width and mixer; got {raw!r}")
         return {}
-    fields = {**STAGE_FIELDS, "mixer": Field(lambda v: None)}
+    fields = {**STAGE_FIELDS, "mixer": Field(lambda v: None), "transition": Field(lambda v: None)}
     stage = c.section(raw, path, fields)
     if isinstance(raw, Mapping):
         for key in ("depth", "width", "mixer"):
@@ -569,7 +586,25 @@ def _stage_space(c: Checker, path: str, raw: Any) -> dict:
     stage["mixer"] = named_block(
         c, join(path, "mixer"), (raw or {}).get("mixer", "attention"), MIXERS, MIXER_ARGS, "mixer"
     )
+    stage.pop("transition", None)
+    if "transition" in raw:  # only when written: a space without it keeps the params (and draws) it had
+        stage["transition"] = _transition(c, path, raw)
     return stage
+
+
+# The transitions a stage names under ``transition`` (pool and merge have keys of their own).
+NAMED_TRANSITIONS = {k: v for k, v in TRANSITIONS.items() if k not in ("pool", "merge")}
+
+
+def _transition(c: Checker, path: str, raw: Mapping) -> Choice:
+    written = raw["transition"]
+    if written in ("pool", "merge"):
+        spelled = "pool: mean or max (with pool_stride, query_only)" if written == "pool" else "merge: true"
+        c.fail(join(path, "transition"), f"{written} is written as the stage's own key: {spelled}")
+        return Choice(())
+    if raw.get("pool", "none") != "none" or raw.get("merge", False) is not False:
+        c.fail(join(path, "transition"), "a stage enters through one transition: drop pool/merge or transition")
+    return named_block(c, join(path, "transition"), written, NAMED_TRANSITIONS, TRANSITION_ARGS, "transition")
 
 
 def train_space(c: Checker, raw: Mapping) -> dict:

@@ -12,12 +12,15 @@ def small_options(name: str) -> dict:
         "linformer": {"k": 8},
         "nystrom": {"landmarks": 4},
         "fft_conv": {"kernel_size": 5},
+        # LeViT starts its attention's output gain at zero: no gradient would reach the
+        # branch at the first step, nor would its output depend on the input, by design.
+        "levit": {"zero_init": False},
     }
     return {**opts, **extra.get(name, {})}
 
 
 def heads_for(name: str) -> list[str]:
-    return ["cls", "gap"] if MIXERS[name].cls_token else ["gap"]
+    return ["cls", "gap", "seq_pool"] if MIXERS[name].cls_token else ["gap", "seq_pool"]
 
 
 def small_arch(mixer: str, *, head: str = "gap", positional: str = "learned", **stage_kw) -> ArchSpec:

@@ -85,10 +85,10 @@ def test_every_registered_block_has_a_one_line_description():
     # one family per file: every mixer file registers what it defines, and nothing else does
     files = {p.stem for p in (Path(blocks.__file__).parent / "mixers").glob("*.py") if not p.stem.startswith("_")}
     assert {cls.__module__.rsplit(".", 1)[-1] for cls in MIXERS.values()} == files
-    assert set(listing["embedding"]) == {"patch", "conv", "overlap"}
+    assert set(listing["embedding"]) == {"patch", "conv", "overlap", "conv_tokenizer"}
     assert set(listing["positional"]) == {"learned", "sincos", "rope", "none"}
-    assert set(listing["transition"]) == {"none", "pool", "merge"}
-    assert set(listing["head"]) == {"cls", "gap"}
+    assert set(listing["transition"]) == {"none", "pool", "merge", "pit_pool", "conv_embed"}
+    assert set(listing["head"]) == {"cls", "gap", "seq_pool"}
     for kind in listing.values():
         for name, line in kind.items():
             assert line and "\n" not in line, name
@@ -212,7 +212,7 @@ def test_all_problems_are_reported_at_once():
     found = messages(arch)
     for expected in (
         "norm_eps: expected a number in (0, 1), got 0",
-        "stages[1].block: must be one of pre, post, shared, got 'sideways'",
+        "stages[1].block: must be one of pre, post, shared, mid, bare, got 'sideways'",
         "stages[0].depth: expected a non-negative integer, got -1",
         "stages[0].width: expected a positive integer, got 0",
         "stages[0].mixer: global_filter mixes image tokens only",
@@ -246,7 +246,8 @@ def test_post_norm_blocks_end_each_residual_with_layernorm():
 @pytest.mark.parametrize("wiring", WIRINGS)
 def test_each_block_wiring_computes_its_formula(wiring):
     """Written out from the papers: ViT's two pre-norm residuals, FNet's post-norm ones,
-    GFNet's one residual around the filter and the MLP together."""
+    GFNet's one residual around the filter and the MLP together, CCT's normalised stream
+    between a pre-norm mixer residual and a bare MLP residual, LeViT's residuals with no norm."""
     torch.manual_seed(0)
     stage = StageSpec(1, 16, MixerSpec("global_filter"), block=wiring)
     block = build(ArchSpec((16, 16), 5, (stage,))).stages[0].blocks[0]
@@ -258,13 +259,19 @@ def test_each_block_wiring_computes_its_formula(wiring):
     elif wiring == "post":
         y = n1(x + mix(x))
         expected = n2(y + mlp(y))
+    elif wiring == "mid":
+        y = n2(x + mix(n1(x)))
+        expected = y + mlp(y)
+    elif wiring == "bare":
+        y = x + mix(x)
+        expected = y + mlp(y)
     else:
         expected = x + mlp(n2(mix(n1(x))))
     torch.testing.assert_close(block(x, hw), expected, rtol=0, atol=0)
     for other in WIRINGS:  # the same weights wired otherwise compute another function
         if other != wiring:
             rewired = build(ArchSpec((16, 16), 5, (replace(stage, block=other),))).stages[0].blocks[0]
-            rewired.load_state_dict(block.state_dict())
+            rewired.load_state_dict(block.state_dict(), strict=False)  # bare has no norms to take
             assert not torch.allclose(rewired(x, hw), expected, atol=1e-3)
 
 

@@ -99,7 +99,7 @@ def test_vision_xformers_parameter_counts_match_tables_1_and_2(key, expected):
     total, trainable = count_params(model)
     free = 128 + 1025 * 128  # class token and position table, which the tables leave out
     if mixer == "linformer":
-        free += 1025 * 256 * 4  # one shared (tokens, k) projection per layer
+        free += 1025 * 64 * 4  # one shared (tokens, k) projection per layer
     assert total == trainable == expected + free
 
 
@@ -116,7 +116,9 @@ def test_every_preset_has_its_sources_exact_count(name):
     GFNet models, timm's models), never computed here."""
     arch, published = presets.PRESETS[name](), presets.PUBLISHED[name]
     model = build(arch, device="meta")
-    assert (count_layer_params(model) if published.layer else count_params(model)[0]) == published.params
+    measured = count_layer_params(model) if published.layer else count_params(model)[0]
+    assert measured - published.params == published.difference  # 0 but where a note explains it
+    assert bool(published.difference) == bool(published.note)
     if published.gmacs is not None:  # the papers round their GFLOPs (multiply-adds) to one decimal
         assert round(gmacs_of(flops_per_image(arch)), 1) == published.gmacs
 
