@@ -66,6 +66,9 @@ def cmd_cost(args: argparse.Namespace, console: Console) -> int:
             row += [f"{cost['latency_ms']:.2f}", f"{cost['peak_mem_mb']:.0f}"]
         rows.append([*row, summary(arch)])
     print_table(console, title, [*columns, "layout"], rows, markdown=args.markdown)
+    notes = {name: PUBLISHED[name].note for name in args.names or PRESETS if name in PUBLISHED and PUBLISHED[name].note}
+    for name, note in notes.items():  # what each "(explained)" difference is
+        print(f"{name}: {note}")
     return 0
 
 
@@ -77,6 +80,8 @@ def _published(name: str, total: int, layer: int, gmacs: float) -> list[str]:
         return ["", f"{gmacs:.3f}", "", ""]
     measured = layer if p.layer else total
     agrees = "=" if measured == p.params else f"{measured - p.params:+,}"
+    if p.note and measured - p.params == p.difference:
+        agrees += " (explained below)"
     convention = " (layer)" if p.layer else ""
     published_gmacs = "" if p.gmacs is None else f"{p.gmacs:g}"
     return [f"{p.params:,}{convention} {agrees}", f"{gmacs:.3f}", published_gmacs, p.source]
@@ -238,12 +243,23 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
         [[k, v] for k, v in report["dimensions"].items()],
         markdown=False,
     )
+    papers = any("published" in r for r in samples)  # a reproduction: the papers' counts beside ours
     rows = [
-        [r["summary"], f"{r.get('params', 0):,}", f"{r.get('gmacs', 0):.4f}", "; ".join(r["refused"]) or "-"]
+        [
+            r["summary"],
+            f"{r.get('params', 0):,}",
+            *([f"{r.get('layer_params', 0):,}", _published_cell(r.get("published"))] if papers else []),
+            f"{r.get('gmacs', 0):.4f}",
+            "; ".join(r["refused"]) or "-",
+        ]
         for r in samples
     ]
     title = "ablation arms" if spec.ablation is not None else "sampled architectures"
-    print_table(console, title, ["architecture", "params", "GMACs", "refused"], rows, markdown=False)
+    columns = ["architecture", "params", *(["layer params", "published"] if papers else []), "GMACs", "refused"]
+    print_table(console, title, columns, rows, markdown=False)
+    for r in samples:  # what each explained difference is
+        if r.get("published", {}).get("note"):
+            console.print(f"{r['summary'].split(':')[0]}: {r['published']['note']}", highlight=False)
     breaking = sum(1 for r in samples if r["refused"])
     if breaking:
         console.print(f"{breaking} of these {len(samples)} would be recorded infeasible, without training")
@@ -252,19 +268,35 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _published_cell(published: dict | None) -> str:
+    """``905,547 (layer) = ViX Table 3``, or the difference where they differ."""
+    if not published:
+        return ""
+    d = published["difference"]
+    agrees = "=" if d == 0 else f"{d:+,}" + (" (explained below)" if published["note"] else "")
+    return f"{published['params']:,} ({published['convention']}) {agrees} {published['source']}"
+
+
 _COUNTED = ("params", "gmacs", "gflops")  # cost metrics counted without a device; latency and memory are measured
 
 
 def _architecture_row(arch, spec, arm: str = "") -> dict:
     """What validate shows of one architecture: the builder's refusals, or its counted
     cost and the cost constraints that it breaks (as the sweep would record it)."""
-    from blocks.cost import count_params, flops_per_image, gmacs_of
+    from blocks.cost import count_layer_params, count_params, flops_per_image, gmacs_of
+    from blocks.presets import published_for
 
     refused = [str(p) for p in check_arch(arch)]
     row = {"summary": f"{arm}: {summary(arch)}" if arm else summary(arch), "refused": refused}
     if not refused:
-        flops = flops_per_image(arch)
-        row.update(params=count_params(build(arch, device="meta"))[0], gmacs=gmacs_of(flops), gflops=flops / 1e9)
+        flops, meta = flops_per_image(arch), build(arch, device="meta")
+        row.update(params=count_params(meta)[0], layer_params=count_layer_params(meta))
+        row.update(gmacs=gmacs_of(flops), gflops=flops / 1e9)
+        if (found := published_for(arch)) is not None:  # a paper's model: its count beside ours
+            name, p = found
+            measured = row["layer_params"] if p.layer else row["params"]
+            row["published"] = {"preset": name, "params": p.params, "convention": "layer" if p.layer else "total"}
+            row["published"] |= {"source": p.source, "difference": measured - p.params, "note": p.note}
         broken = [str(c) for c in spec.constraints if c.metric in _COUNTED and c.violation(row[c.metric]) > 0]
         row["refused"] = ["breaks " + ", ".join(broken)] if broken else []
     return row

@@ -282,9 +282,8 @@ def _build_stage(arch: ArchSpec, plan: _StagePlan, problems: list[Problem]) -> S
             return None
         blocks.append(block)
     extra = {"mode": t.mode, "stride": t.stride} if t.kind == "pool" else dict(t.options)
-    transition = _attempt(
-        f"{path}.transition", problems, lambda: TRANSITIONS[t.kind](plan.dim_in, s.width, prefix=prefix, **extra)
-    )
+    where = f"{path}.transition" + ("" if t.kind in _SPELLED_TRANSITIONS else f".{t.kind}")
+    transition = _attempt(where, problems, lambda: TRANSITIONS[t.kind](plan.dim_in, s.width, prefix=prefix, **extra))
     if transition is None:
         return None
     return Stage(transition, blocks, query_only=t.query_only)
@@ -379,7 +378,8 @@ def token_grids(arch: ArchSpec) -> list[tuple[int, int]]:
 
 def summary(arch: ArchSpec) -> str:
     """One line, e.g. ``conv/2+rope > [fourier x2 @64 post] > pool(mean) > [attention x2 @128] > gap > fc10``
-    (a stage's block wiring is named when it is not ``pre``)."""
+    (a stage's block wiring is named when it is not ``pre``, a head without the final norm
+    says so)."""
     emb = f"{arch.embedding.kind}/{arch.embedding.patch_size}"
     parts = [emb if arch.positional == "none" else f"{emb}+{arch.positional}"]
     for s in arch.active_stages:
@@ -391,5 +391,5 @@ def summary(arch: ArchSpec) -> str:
             parts.append(t.kind + (f"({','.join(f'{k}={v}' for k, v in t.options.items())})" if t.options else ""))
         wiring = "" if s.block == "pre" else f" {s.block}"
         parts.append(f"[{s.mixer.name} x{s.depth} @{s.width}{wiring}]")
-    parts += [arch.head, f"fc{arch.num_classes}"]
+    parts += [arch.head if arch.final_norm else f"{arch.head} (no norm)", f"fc{arch.num_classes}"]
     return " > ".join(parts)

@@ -306,3 +306,12 @@ PUBLISHED = {
     "mixer-b16": Published(59_880_472, "timm mixer_b16_224"),
     **{name: Published(86_567_656, "ViT-B/16 (timm); pooling adds none") for name in PRESETS if "funnel" in name},
 }
+
+
+def published_for(arch: ArchSpec) -> tuple[str, Published] | None:
+    """The preset ``arch`` is, with its source's count, if it is one (``validate`` shows a
+    reproduction arm's count beside the paper's)."""
+    for name, make in PRESETS.items():
+        if name in PUBLISHED and make() == arch:
+            return name, PUBLISHED[name]
+    return None

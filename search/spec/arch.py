@@ -103,6 +103,7 @@ def from_arch(arch: ArchSpec) -> dict:
 _SPEC_PATHS = [
     (re.compile(r"^embedding\.patch_size"), "patch_size"),
     (re.compile(r"\.transition\.query_only$"), ".query_only"),
+    (re.compile(r"\.transition\.(?!mode$|stride$)\w+$"), ".transition"),  # a named one: pit_pool, conv_embed
     (re.compile(r"\.transition(\.\w+)?$"), ".pool"),
 ]
 
@@ -110,7 +111,9 @@ _SPEC_PATHS = [
 def spec_path(builder_path: str) -> str:
     """The spec's key path of a path in an ``ArchSpec`` (where ``blocks.check`` locates a problem)."""
     for pattern, replacement in _SPEC_PATHS:
-        builder_path = pattern.sub(replacement, builder_path)
+        builder_path, found = pattern.subn(replacement, builder_path)
+        if found:  # one spelling each: a named transition's path is not a pool's too
+            break
     return f"model.{builder_path}"
 
 

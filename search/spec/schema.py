@@ -377,7 +377,7 @@ STAGE_FIELDS = with_defaults(
 
 # Keys an earlier version took, and where what they said is written now.
 MOVED = {
-    "model.norm": "the block wiring is set per stage now: stages[*].block: pre, post, shared or mid",
+    "model.norm": "the block wiring is set per stage now: stages[*].block: pre, post, shared, mid or bare",
 }
 
 

@@ -315,3 +315,23 @@ def test_faults_on_ray_are_retried_or_recorded_like_local(tmp_path, monkeypatch)
     for n in [2, 3, *wide]:
         assert by_trial[n].info.status == "FAILED" and by_trial[n].data.tags["archsweep.reason"] == reasons[n]
     assert by_trial[0].info.status == "FINISHED"
+
+
+def test_a_reproduction_runs_in_smoke_mode_on_ray(tmp_path, monkeypatch):
+    """ViX Table 4 (PiT's pooling transition, the class token carried through it, the X
+    mixers, the hybrid stem), its six arms at smoke size on the ray backend: the same
+    children as local's smoke run (tests/reproduce), each complete."""
+    from mlflow import MlflowClient
+
+    from search.spec import load
+
+    monkeypatch.chdir(tmp_path)
+    path = ROOT / "spaces" / "reproduce" / "vix_table4.yaml"
+    overrides = ["-o", "tracking.dir=store", "-o", "tracking.models=none", "-o", "backend.kind=ray"]
+    assert main.main(["run", str(path), "--smoke", *overrides]) == 0
+    spec = load(path, ["tracking.dir=store"], smoke=True)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name(spec.experiment).experiment_id])
+    children = [r for r in runs if r.data.tags.get("archsweep.trial") != "parent"]
+    assert sorted(c.data.tags["archsweep.arm"] for c in children) == sorted(a.name for a in spec.ablation.arms)
+    assert all(r.info.status == "FINISHED" and r.data.tags["archsweep.state"] == "complete" for r in children)
