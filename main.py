@@ -232,9 +232,12 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
         "constraints_checked_when_trials_run": at_run,
         "samples": samples,
     }
+    continuing = _continuation(spec)
+    if continuing is not None:
+        report["continues"] = continuing
     if args.json:
         print(json.dumps(_finite(report), indent=2, default=str, allow_nan=False))
-        return 0
+        return 2 if continuing and continuing["refused"] else 0
     console.print(f"{spec.file}: valid. {len(dims)} dimensions, {report['size']:g} points.")
     print_table(
         console,
@@ -265,7 +268,35 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
         console.print(f"{breaking} of these {len(samples)} would be recorded infeasible, without training")
     if at_run:
         console.print(f"checked when each trial runs (measured on its device): {', '.join(at_run)}")
+    if continuing is not None:
+        _print_continuation(console, spec, continuing)
+        return 2 if continuing["refused"] else 0
     return 0
+
+
+def _continuation(spec) -> dict | None:
+    """What running the spec does to the sweep already in its store: an amendment (the
+    spec's changes and what becomes of the earlier trials) or why it is refused."""
+    from search.sweep.preflight import StoreError, continuation
+
+    try:
+        plan = continuation(spec)
+    except StoreError as err:
+        return {"changes": [], "refused": str(err), "kept": [], "outside": {}}
+    if plan is None:
+        return None
+    return {"changes": plan.changes, "refused": "", "kept": sorted(plan.kept), "outside": plan.outside}
+
+
+def _print_continuation(console: Console, spec, continuing: dict) -> None:
+    if continuing["refused"]:
+        console.print(f"run would refuse it: {continuing['refused']}", highlight=False, markup=False)
+        return
+    kept, outside = continuing["kept"], continuing["outside"]
+    lines = [f"continues sweep {spec.name} in {spec.store}, amended:", *(f"  {c}" for c in continuing["changes"])]
+    lines.append(f"earlier trials: {len(kept)} kept in the amended space, {len(outside)} outside it")
+    lines += [f"  t{n:02d} outside: {why}" for n, why in sorted(outside.items())]
+    console.print("\n".join(lines), highlight=False, markup=False)
 
 
 def _published_cell(published: dict | None) -> str:

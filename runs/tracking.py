@@ -75,6 +75,8 @@ RESUMED_TAG = "archsweep.resumed_from_epoch"
 TIMEOUT_TAG = "archsweep.timed_out"  # set by a Ray trial's watchdog (its worker may not survive it)
 NODE_TAG = "archsweep.node"  # the Ray node a trial ran on
 RUNG_TAG = "archsweep.rung"  # the MO-ASHA rung (epochs trained) a pruned trial stopped at
+WARM_TAG = "archsweep.warm_start"  # what a warm-started sweep took from which earlier one
+OUTSIDE_TAG = "archsweep.outside_space"  # why an earlier trial is outside an amended space
 # Metrics that are flags (1.0 or 0.0) are tags too, "true" or "false", for filtering runs.
 FLAG_TAGS = {"latency_unreliable": "archsweep.latency_unreliable"}
 BLOCKS = Path(__file__).resolve().parents[1] / "blocks"  # travels with a logged model: it unpickles from it
@@ -311,6 +313,17 @@ def _model_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-") or "model"
 
 
+def artifact_text(client: MlflowClient, run_id: str, name: str) -> str | None:
+    """A text artifact of a run, or None when it has none of that name."""
+    from mlflow.exceptions import MlflowException
+
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            return Path(client.download_artifacts(run_id, name, folder)).read_text()
+        except (MlflowException, OSError):
+            return None
+
+
 class Tracker:
     def __init__(
         self,
@@ -371,13 +384,7 @@ class Tracker:
 
     def text(self, run_id: str, name: str) -> str | None:
         """A text artifact of the run, or None when it has none of that name."""
-        from mlflow.exceptions import MlflowException
-
-        with tempfile.TemporaryDirectory() as folder:
-            try:
-                return Path(self.client.download_artifacts(run_id, name, folder)).read_text()
-            except (MlflowException, OSError):
-                return None
+        return artifact_text(self.client, run_id, name)
 
     def log_figure(self, run_id: str, figure, name: str) -> None:
         self.client.log_figure(run_id, figure, name)

@@ -51,7 +51,7 @@ def tally(rows: list[dict]) -> list[str]:
     order = ["complete", "duplicate", "infeasible", "pruned", "failed", "interrupted"]
     counts = ", ".join(f"{states[s]} {s}" for s in [*order, *sorted(set(states) - set(order))] if states[s])
     lines = [f"{len(rows)} trials: {counts or 'none'}"]
-    for state in ("infeasible", "failed"):
+    for state in ("infeasible", "failed", "outside"):
         reasons = Counter(r["reason"] or "no reason recorded" for r in rows if r["state"] == state)
         if reasons:
             groups = ", ".join(f"{reason} ({n})" for reason, n in reasons.most_common())
@@ -59,6 +59,9 @@ def tally(rows: list[dict]) -> list[str]:
     repeats = [f"t{r['trial']:02d} = t{int(r['duplicate_of']):02d}" for r in rows if r["state"] == "duplicate"]
     if repeats:
         lines.append(f"{len(repeats)} duplicate (the same draw again, answered without training): {', '.join(repeats)}")
+    given = Counter(r["warm_from"].split(":")[0] for r in rows if r.get("warm_from"))
+    for source, n in given.items():
+        lines.append(f"{n} of the complete given by a warm start from sweep {source}, not trained here")
     if states["interrupted"]:
         lines.append(f"{states['interrupted']} interrupted (stopped by Ctrl-C or a lost process; run again)")
     return lines

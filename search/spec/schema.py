@@ -148,6 +148,20 @@ def path_text(v: Any) -> str | None:
     return None
 
 
+def warm_start(v: Any) -> str | None:
+    """``{from: SWEEP or SPEC.yaml, take: front | all | N}``: a sweep of this store by its
+    name (an identifier), or the spec file of one (a path ending .yaml)."""
+    if not isinstance(v, Mapping) or "from" not in v or set(v) - {"from", "take"}:
+        return f"expected {{from: SWEEP or SPEC.yaml, take: front | all | N}}, got {shown(v)}"
+    source, take = v["from"], v.get("take", "front")
+    is_spec = isinstance(source, str) and source.endswith((".yaml", ".yml"))
+    if (why := path_text(source) if is_spec else sweep_name(source)) is not None:
+        return f"from: {why}"
+    if take not in ("front", "all") and not (_is_int(take) and take > 0):
+        return f"take: expected front, all or a positive number of trials, got {shown(take)}"
+    return None
+
+
 def optional(check: Check) -> Check:
     return lambda v: None if v is None else check(v)
 
@@ -217,6 +231,9 @@ class SearchSpec:
         return self.min_epochs or first, self.reduction_factor or eta
 
     replay: str | None = None  # a recorded table: trials read their results from it, nothing trains
+    # Start from an earlier sweep's results: {from: SWEEP or SPEC.yaml, take: front | all | N}
+    # (search.sweep.warm); a mapping, read only by the sweep.
+    warm_start: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -300,6 +317,7 @@ SEARCH_FIELDS = with_defaults(
         "min_epochs": Field(optional(integer())),
         "reduction_factor": Field(optional(integer(2))),
         "replay": Field(optional(path_text)),
+        "warm_start": Field(optional(warm_start)),
     },
     SearchSpec,
 )

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import torch
 import yaml
-from optuna.trial import TrialState
 
 from runs.metrics import METRICS
 from runs.tracking import (
@@ -26,6 +25,7 @@ from runs.tracking import (
     MODEL_ERROR_TAG,
     MODEL_TAG,
     OBJECTIVES_TAG,
+    OUTSIDE_TAG,
     PARETO_TAG,
     SAMPLER_TAG,
     SPEC_SHA_TAG,
@@ -36,7 +36,7 @@ from runs.trial import rebuild
 from search.results import pareto, report, stats
 from search.spec import Spec
 from search.sweep import preflight
-from search.sweep.study import counted, feasible, state_of
+from search.sweep.study import feasible, state_of
 
 
 @dataclass
@@ -91,6 +91,7 @@ class Sweep:
         self.progress = Progress(spec.search.trials)
         self.model_errors: list[str] = []  # models that could not be logged, and why
         self.tracking_failure = ""  # why the tracking store stopped the sweep (see TrackingFailed)
+        self.amendment = None  # an amended resume's plan (search.sweep.amend), set by preflight
 
     def resumable(self) -> bool:
         """Whether a stopped sweep of this spec left state to continue from."""
@@ -129,8 +130,25 @@ class Sweep:
             spec.description,
         )
         # As run this time (preflight refused any change but in what may change): file and hash agree.
+        if self.amendment is not None:  # before spec.yaml: until it is written, a rerun redoes the amendment
+            self._record_amendment()
         self.tracker.log_text(self.parent, yaml.safe_dump(dict(spec.resolved), sort_keys=False), "spec.yaml")
         self.tracker.set_tags(self.parent, {SPEC_SHA_TAG: spec.sha})
+
+    def _record_amendment(self) -> None:
+        """The amendment on the parent run, appended to ``amendments.txt`` (every one, in
+        order; once, however often a crash made it run), and the runs of earlier trials
+        outside the amended space tagged with the reason."""
+        plan = self.amendment
+        earlier = self.tracker.text(self.parent, "amendments.txt") or ""
+        if f"[{plan.archive}]" not in earlier:
+            number = earlier.count("\n## amendment ") + 1
+            entry = f"\n## amendment {number} [{plan.archive}]: the earlier study is kept as {plan.archive}\n"
+            self.tracker.log_text(self.parent, earlier + entry + plan.as_text(), "amendments.txt")
+        runs = {t.number: t.user_attrs.get("mlflow_run_id") for t in self.study.get_trials(deepcopy=False)}
+        for number, why in plan.outside.items():
+            if runs.get(number):
+                self.tracker.set_tags(runs[number], {OUTSIDE_TAG: why})
 
     def abandon(self) -> None:
         """End the parent run as KILLED, without the report, after the tracking store failed
@@ -140,7 +158,7 @@ class Sweep:
 
     def failed(self) -> int:
         """Trials that failed with a reason (interrupted ones are not failures: they rerun)."""
-        return sum(t.state == TrialState.FAIL and counted(t) for t in self.study.get_trials(deepcopy=False))
+        return sum(state_of(t) == "failed" for t in self.study.get_trials(deepcopy=False))
 
     def ended(self, number: int, state: str, arch: str = "", metrics=None, reason: str = "", duplicate_of=None) -> None:
         """Count a trial that ended in this session and show it (the view prints a line
@@ -172,6 +190,7 @@ class Sweep:
                 **t.user_attrs.get("metrics", {}),
                 "arch": t.user_attrs.get("arch", ""),
                 "run_id": t.user_attrs.get("mlflow_run_id", ""),
+                "warm_from": t.user_attrs.get("warm_from", ""),
                 **t.params,
             }
             for t in self.study.get_trials(deepcopy=False)
@@ -185,6 +204,7 @@ class Sweep:
                 "arch": t.user_attrs["arch"],
                 "run_id": t.user_attrs["mlflow_run_id"],
                 **t.user_attrs["metrics"],
+                **({"warm_from": t.user_attrs["warm_from"]} if "warm_from" in t.user_attrs else {}),
             }
             for t in feasible(self.study)
         ]
@@ -196,7 +216,8 @@ class Sweep:
         rows, front = self.front_rows()
         on_front = {r["trial"] for r in front}
         for row in rows:
-            self.tracker.set_tags(row["run_id"], {PARETO_TAG: str(row["trial"] in on_front).lower()})
+            if "warm_from" not in row:  # a warm start's given trial: its run is the earlier sweep's
+                self.tracker.set_tags(row["run_id"], {PARETO_TAG: str(row["trial"] in on_front).lower()})
         objectives = self.spec.objectives
         columns = [
             "trial",
@@ -208,7 +229,7 @@ class Sweep:
         self.tracker.log_text(self.parent, pareto.to_csv(front, columns), "pareto.csv")
         trials = self.trial_rows()
         params = dict.fromkeys(n for t in self.study.get_trials(deepcopy=False) for n in t.params)
-        every = ["trial", "state", "reason", "duplicate_of", *columns[1:-2], "arch", "run_id", *params]
+        every = ["trial", "state", "reason", "duplicate_of", *columns[1:-2], "arch", "run_id", "warm_from", *params]
         self.tracker.log_text(self.parent, pareto.to_csv(trials, every), "trials.csv")
         plot = ""
         if rows:
@@ -222,6 +243,8 @@ class Sweep:
             plt.close(figure)
         states = [t["state"] for t in trials]
         summary = {f"trials_{state}": float(states.count(state)) for state in COUNTERS}
+        if "outside" in states:  # earlier trials an amended space cannot draw
+            summary["trials_outside"] = float(states.count("outside"))
         summary["pareto_size"] = float(len(front))
         if len(objectives) > 1 and rows:
             summary["hypervolume"], ref = pareto.hypervolume(rows, objectives)

@@ -23,10 +23,10 @@ from optuna.trial import TrialState
 
 from runs import data as datasets
 from runs import faults, worker
-from runs.tracking import ATTEMPTS_TAG, RESUMED_TAG, RETRY_REASON_TAG, RUNG_TAG, tracking_failed
+from runs.tracking import ATTEMPTS_TAG, RESUMED_TAG, RETRY_REASON_TAG, RUNG_TAG, WARM_TAG, tracking_failed
 from runs.worker import Done, Failed, Final, Job, Pruned, Refused
 from search.spec import Spec
-from search.sweep import pipeline, replay, study
+from search.sweep import amend, pipeline, replay, study, warm
 from search.sweep.base import Sweep, SweepBusy, TrackingFailed
 from search.sweep.pipeline import Outcome
 from search.sweep.preflight import StoreError, own, remove_own
@@ -59,6 +59,8 @@ class LocalSweep(Sweep):
         self._lock()
         worker.start_server()  # it warms up while the study and the tracking open
         storage = study.journal_storage(study.journal_path(self.store, spec.name), owned=True)
+        if self.amendment is not None:  # the spec changed since the sweep began
+            amend.rebuild(storage, spec, self.amendment, study.directions(spec))
         self.study = study.create(spec, storage, sampler=study.make_sampler(spec), pruner=study.make_pruner(spec))
         # Optuna leaves a killed process's trials RUNNING forever (its heartbeat needs an RDB
         # storage and optimize()); the lock says no other process runs this sweep, so they
@@ -70,6 +72,12 @@ class LocalSweep(Sweep):
         self.rungs = study.rungs(spec, self.study)  # MO-ASHA's, with a resumed sweep's records
         self.replay = load_table(spec.search.replay).by_key() if spec.search.replay else None
         self.open_tracking()
+        # A first run (or one a crash ended before any trial): the earlier sweep's results,
+        # or its draws queued; after the parent run exists, so a crash here resumes.
+        if spec.search.warm_start and not any(counted(t) for t in self.study.get_trials(deepcopy=False)):
+            given, queued, outside = warm.start(self.study, spec)
+            line = f"{given} given as completed, {queued} queued to train, {outside} outside this space"
+            self.tracker.set_tags(self.parent, {WARM_TAG: f"{spec.search.warm_start['from']}: {line}"})
         # On the CPU, shared with the trials' processes (each moves it to the device).
         self.data = datasets.load(spec.data, seed=spec.search.seed)
         self.checkpoints = own(self.store, "checkpoints", spec.name)

@@ -10,6 +10,7 @@ and a folder the sweep deletes must be provably its own.
 from __future__ import annotations
 
 import shutil
+import types
 from pathlib import Path
 
 import optuna
@@ -86,17 +87,55 @@ def check(sweep) -> None:
     started = tracker.text(parent.info.run_id, "spec.yaml")  # None: the sweep stopped as it began
     changes = spec_changes(yaml.safe_load(started), spec.resolved) if started is not None else []
     if changes:
-        raise StoreError(changed(spec, store, changes))
+        sweep.amendment = amendment(sweep, yaml.safe_load(started), changes, journal)
 
 
-def changed(spec: Spec, store: Path, changes: list[str]) -> str:
-    """The refusal of a changed spec: a line per difference, then the ways out."""
+def continuation(spec: Spec):
+    """What running ``spec`` would do to the sweep of its name in its store, read without
+    writing (``validate``): None for a new sweep or an unchanged one, the amendment's plan
+    (``search.sweep.amend.Plan``), or StoreError when it would be refused."""
+    store = Path(spec.store)
+    tracker = _tracker(spec, store) if (spec.tracking_uri or (store / "mlflow.db").exists()) else None
+    parent = tracker.find_sweep(spec.name) if tracker else None
+    started = tracker.text(parent.info.run_id, "spec.yaml") if parent is not None else None
+    if started is None:
+        return None
+    changes = spec_changes(yaml.safe_load(started), spec.resolved)
+    if not changes:
+        return None
+    sweep = types.SimpleNamespace(spec=spec, store=store)
+    return amendment(sweep, yaml.safe_load(started), changes, journal_path(store, spec.name))
+
+
+def amendment(sweep, earlier: dict, changes: list[str], journal: Path):
+    """The plan of an amended resume (``search.sweep.amend``), or StoreError when the
+    changes cannot continue this sweep."""
+    from search.sweep import amend
+
+    spec, store = sweep.spec, sweep.store
+    if spec.ablation is not None:
+        raise StoreError(changed(spec, store, changes, "an ablation continues only with the spec it started with"))
+    if spec.backend.kind != "local":
+        raise StoreError(changed(spec, store, changes, "an amended sweep continues on the local backend only, so far"))
+    # The earlier study as it ran: its archive, where a crash left an amendment half done.
+    archived = _read_trials(journal, amend.archive_name(spec.name, earlier))
+    trials = archived if archived is not None else _read_trials(journal, spec.name) or []
+    try:
+        found = amend.plan(earlier, spec, changes, trials)
+    except ValueError as err:
+        raise StoreError(changed(spec, store, changes, f"its earlier spec no longer reads ({err})")) from None
+    if found.refused:
+        raise StoreError(changed(spec, store, found.refused, "these changes make earlier results incomparable"))
+    return found
+
+
+def changed(spec: Spec, store: Path, changes: list[str], why: str) -> str:
+    """The refusal of a changed spec: why, a line per difference, then the ways out."""
     lines = "".join(f"\n  {line}" for line in changes)
     return (
-        f"sweep {spec.name} in {store} was started with a different spec, and trials of different specs"
-        f" are not comparable:{lines}\neither give this spec a new name (name: in the spec, or -o name=NEW)"
-        " to start another sweep, or undo the changes to continue this one (its spec is spec.yaml on the"
-        " sweep's MLflow parent run); continuing a sweep with a changed spec (amended resume) is not supported yet"
+        f"sweep {spec.name} in {store} was started with a different spec, and {why}:{lines}\neither give"
+        " this spec a new name (name: in the spec, or -o name=NEW) to start another sweep, or undo the"
+        " changes to continue this one (its spec is spec.yaml on the sweep's MLflow parent run)"
     )
 
 
@@ -168,3 +207,13 @@ def _trials(journal: Path, name: str) -> int:
         return len(optuna.load_study(study_name=name, storage=journal_storage(journal)).trials)
     except KeyError:  # no study of that name in it
         return 0
+
+
+def _read_trials(journal: Path, name: str) -> list | None:
+    """The trials of study ``name`` in the journal (read, no lock taken); None without it."""
+    if not journal.exists():
+        return None
+    try:
+        return optuna.load_study(study_name=name, storage=journal_storage(journal)).get_trials(deepcopy=False)
+    except KeyError:
+        return None

@@ -180,12 +180,18 @@ def rungs(spec: Spec, earlier: optuna.Study | None = None) -> moasha.Rungs | Non
 # -- what a trial's state means ----------------------------------------------------------
 
 
+OUTSIDE_ATTR = "outside"  # why an earlier trial is outside an amended space (search.sweep.amend)
+
+
 def state_of(trial: FrozenTrial) -> str:
     """complete, duplicate, infeasible, pruned, failed; interrupted (a failure without a
-    reason: it runs again); running or waiting."""
+    reason: it runs again); outside (an earlier trial an amended space cannot draw);
+    running or waiting."""
     if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
         return trial.user_attrs.get("state", trial.state.name.lower())
     if trial.state == TrialState.FAIL:
+        if OUTSIDE_ATTR in trial.user_attrs:
+            return "outside"
         return "failed" if "fail_reason" in trial.user_attrs else "interrupted"
     return trial.state.name.lower()
 
@@ -193,11 +199,19 @@ def state_of(trial: FrozenTrial) -> str:
 def counted(trial: FrozenTrial) -> bool:
     """Trials that use up the budget: finished ones, failures with a reason; not trials
     interrupted by Ctrl-C or a killed process (those are run again)."""
+    if "warm_from" in trial.user_attrs:  # an earlier sweep's result, given without training
+        return False
     if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
         return True
     return trial.state == TrialState.FAIL and "fail_reason" in trial.user_attrs
 
 
 def feasible(study: optuna.Study) -> list[FrozenTrial]:
-    """The trials that trained and keep every constraint: the ones a front is made of."""
-    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if state_of(t) == "complete"]
+    """The trials that trained and keep every constraint: the ones a front is made of,
+    earlier trials outside an amended space included (FAIL to the samplers, which must
+    not breed from them; the objectives and constraints they met are unchanged)."""
+    return [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL))
+        if state_of(t) == "complete" or (state_of(t) == "outside" and t.user_attrs.get("was") == "complete")
+    ]

@@ -1,0 +1,248 @@
+"""Continuing a sweep whose spec changed (an amended resume): what becomes of each earlier trial.
+
+Optuna refuses a changed distribution under a parameter's name (optuna#2671), so the
+study is rebuilt rather than continued: the earlier study is kept whole under an archive
+name (``<name>~<sha of the spec it ran>``), and a new study of the same name receives every
+earlier trial, in order, so that trial numbers (and the seeds and run names made from them)
+stay what they were:
+
+- a trial whose architecture and training the amended space can draw keeps its results,
+  with its parameters as the amended space names them (a new dimension: the value the
+  trial had, which is the earlier fixed value or the block's default; a widened range or a
+  new choice: unchanged), and informs the sampler;
+- a trial the amended space cannot draw (a removed choice, a narrowed range, a changed
+  fixed value) is recorded FAIL, which no sampler reads, with the reason ``outside the
+  amended space: ...``; its MLflow run is tagged so, and it still counts for the front
+  when it trained to completion (``study.feasible``);
+- failed and interrupted trials stay what they were.
+
+Changes that make earlier results incomparable (the data, the objectives, the
+constraints, a fixed training setting, an ablation) are refused: such a study starts
+under a new name. The earlier study stays in the journal, so a crash mid-amendment is
+undone by running again: the rebuild starts over from the archive.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+import yaml
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import FrozenTrial, TrialState
+
+from blocks.registry import EMBEDDINGS, MIXERS, TRANSITIONS
+from runs.data import geometry
+from search.spec import Spec
+from search.spec import schema as F
+from search.spec.arch import to_arch
+from search.spec.space import DIMENSIONS, sample
+from search.sweep.pipeline import draw_key
+from search.sweep.study import OUTSIDE_ATTR
+
+INCOMPARABLE = ("data", "objectives", "constraints", "ablation")  # changes refused outright
+_REGISTRIES = {"mixer": MIXERS, "embedding": EMBEDDINGS, "transition": TRANSITIONS}
+# Keys that a space may not write, and what earlier trials had when it did not.
+_WRITTEN_ONLY = {"transition": "none", "final_norm": True}
+
+
+class Outside(Exception):
+    """An earlier trial the amended space cannot draw; the message says why."""
+
+
+@dataclass
+class Plan:
+    """What an amended resume does: the spec's changes (``path: old -> new``), the reasons
+    it is refused (empty: it may go on), the earlier trials kept (number -> params and
+    distributions in the amended space, and the draw key), and those outside it (number ->
+    reason)."""
+
+    changes: list[str]
+    refused: list[str] = field(default_factory=list)
+    kept: dict[int, tuple[dict, dict, str]] = field(default_factory=dict)
+    outside: dict[int, str] = field(default_factory=dict)
+    archive: str = ""  # the study name the earlier trials are kept under
+
+    def summary(self) -> str:
+        """What becomes of the earlier trials, in one line."""
+        return (
+            f"{len(self.kept)} earlier trial(s) kept in the amended space, "
+            f"{len(self.outside)} outside it (kept in MLflow and the report, never parents)"
+        )
+
+    def as_text(self) -> str:
+        """The amendment as logged on the parent run: the changes, then each earlier trial's fate."""
+        lines = ["changes:", *(f"  {c}" for c in self.changes), self.summary()]
+        lines += [f"  t{n:02d}: outside the amended space: {why}" for n, why in sorted(self.outside.items())]
+        return "\n".join(lines) + "\n"
+
+
+def archive_name(name: str, earlier_spec: Mapping) -> str:
+    """Where the study run with ``earlier_spec`` is kept when the sweep is amended."""
+    text = yaml.safe_dump(dict(earlier_spec), sort_keys=True)
+    return f"{name}~{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+
+
+def _spaces(resolved: Mapping) -> tuple[dict, dict]:
+    """The model and train spaces of a resolved spec (as logged: it validated when it ran)."""
+    c = F.Checker([])
+    model, train = F.model_space(c, resolved.get("model") or {}), F.train_space(c, resolved.get("train") or {})
+    if c.issues:
+        raise ValueError("; ".join(str(i) for i in c.issues[:3]))
+    return model, train
+
+
+def refusals(earlier: Mapping, spec: Spec, changes: list[str]) -> list[str]:
+    """Why the changes make earlier results incomparable (empty when they do not)."""
+    found = [c for c in changes if c.split(":", 1)[0].split(".", 1)[0].split("[", 1)[0] in INCOMPARABLE]
+    _, old_train = _spaces(earlier)
+    for key, value in spec.train.items():  # a fixed setting changed; a dimension may change freely
+        old = old_train.get(key)
+        if not isinstance(value, DIMENSIONS) and not isinstance(old, DIMENSIONS) and old != value:
+            found.append(f"train.{key}: {old!r} -> {value!r} (a fixed training setting)")
+    return found
+
+
+def _lookup(config: Any, name: str) -> Any:
+    """The value an earlier concrete config has at parameter ``name`` (``model.stages.0.mixer.
+    attention.heads``: indices as dots, a named block's options under its name)."""
+    node = config
+    for part in name.split("."):
+        if isinstance(node, Mapping) and set(node) == {"name", "options"}:
+            if part != node["name"]:
+                raise KeyError(name)
+            node = node["options"]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        elif isinstance(node, Mapping) and part in node:
+            node = node[part]
+        else:
+            raise KeyError(name)
+    return node["name"] if isinstance(node, Mapping) and set(node) == {"name", "options"} else node
+
+
+def _default(name: str) -> Any:
+    """What an earlier trial had at a key its space did not write: a written-only key's
+    default, or a named block's option at its constructor's default."""
+    parts = name.split(".")
+    if parts[-1] in _WRITTEN_ONLY:
+        return _WRITTEN_ONLY[parts[-1]]
+    for kind, registry in _REGISTRIES.items():
+        if len(parts) >= 3 and parts[-3] == kind and parts[-2] in registry:
+            param = inspect.signature(registry[parts[-2]]).parameters.get(parts[-1])
+            if param is not None and param.default is not inspect.Parameter.empty:
+                return param.default
+    raise Outside(f"{name}: the earlier space had no value here")
+
+
+class _Relocating:
+    """A trial that answers each suggestion of the amended space with an earlier trial's
+    value, recording the amended distributions; a value the amended space lacks is Outside."""
+
+    def __init__(self, config: dict) -> None:
+        self.config, self.params, self.distributions = config, {}, {}
+
+    def _value(self, name: str) -> Any:
+        try:
+            return _lookup(self.config, name)
+        except KeyError:
+            return _default(name)
+
+    def suggest_categorical(self, name, choices):
+        value = self._value(name)
+        if value not in choices:
+            raise Outside(f"{name}: {value!r} is not among {list(choices)}")
+        return self._keep(name, value, CategoricalDistribution(list(choices)))
+
+    def suggest_int(self, name, low, high, *, step=1, log=False):
+        value = self._value(name)
+        if not (isinstance(value, int) and low <= value <= high and (log or (value - low) % step == 0)):
+            raise Outside(f"{name}: {value!r} is outside [{low}, {high}]" + (f" step {step}" if step != 1 else ""))
+        return self._keep(name, value, IntDistribution(low, high, step=step, log=log))
+
+    def suggest_float(self, name, low, high, *, step=None, log=False):
+        value = self._value(name)
+        if not (isinstance(value, (int, float)) and low <= value <= high):
+            raise Outside(f"{name}: {value!r} is outside [{low}, {high}]")
+        return self._keep(name, float(value), FloatDistribution(low, high, step=step, log=log))
+
+    def _keep(self, name, value, distribution):
+        self.params[name], self.distributions[name] = value, distribution
+        return value
+
+
+def relocate(spec: Spec, old_model: dict, old_train: dict, *, same_training: bool = True) -> tuple[dict, dict, str]:
+    """An earlier trial's (params, distributions, draw key) in the amended space of
+    ``spec``; Outside when the space cannot draw what the trial trained (its architecture
+    only, without ``same_training``: a warm start that trains it again)."""
+    trial = _Relocating({"model": old_model, "train": old_train})
+    model, train = sample(spec.model, trial, "model"), sample(spec.train, trial, "train")
+    geo = geometry(spec.data)
+    if to_arch(model, geo.image_size, geo.num_classes, geo.channels) != to_arch(
+        old_model, geo.image_size, geo.num_classes, geo.channels
+    ):
+        raise Outside("its architecture is not one the amended space draws (a fixed value changed)")
+    if same_training and train != old_train:
+        raise Outside("its training settings are not ones the amended space draws")
+    return trial.params, trial.distributions, draw_key(model, train)
+
+
+def plan(earlier: Mapping, spec: Spec, changes: list[str], trials: list[FrozenTrial]) -> Plan:
+    """What an amended resume of ``trials`` (run with the resolved spec ``earlier``) does."""
+    result = Plan(changes, refusals(earlier, spec, changes), archive=archive_name(spec.name, earlier))
+    if result.refused:
+        return result
+    old_model, old_train = _spaces(earlier)
+    for t in trials:
+        if t.state not in (TrialState.COMPLETE, TrialState.PRUNED) or t.user_attrs.get(OUTSIDE_ATTR):
+            continue  # failed and interrupted trials stay as they are; outside stays outside
+        try:
+            fixed = optuna.trial.FixedTrial(t.params)
+            model, train = sample(old_model, fixed, "model"), sample(old_train, fixed, "train")
+            result.kept[t.number] = relocate(spec, model, train)
+        except Outside as why:
+            result.outside[t.number] = str(why)
+    return result
+
+
+def rebuild(storage, spec: Spec, amendment: Plan, directions: list[str]) -> None:
+    """The sweep's study rebuilt for the amended space (see the module's docstring): the
+    earlier study archived first (once: a rerun after a crash starts from the archive)."""
+    names = {s.study_name for s in optuna.get_all_study_summaries(storage)}
+    if amendment.archive not in names:
+        optuna.copy_study(
+            from_study_name=spec.name, from_storage=storage, to_storage=storage, to_study_name=amendment.archive
+        )
+    earlier = optuna.load_study(study_name=amendment.archive, storage=storage).get_trials(deepcopy=False)
+    if spec.name in names:
+        optuna.delete_study(study_name=spec.name, storage=storage)
+    study = optuna.create_study(study_name=spec.name, storage=storage, directions=directions)
+    study.add_trials([_carried(t, amendment) for t in earlier])
+
+
+def _carried(t: FrozenTrial, amendment: Plan) -> FrozenTrial:
+    """Trial ``t`` as the amended study holds it (see ``plan``)."""
+    user, system = dict(t.user_attrs), dict(t.system_attrs)
+    if t.number in amendment.kept:
+        params, distributions, key = amendment.kept[t.number]
+        return optuna.trial.create_trial(
+            state=t.state,
+            params=params,
+            distributions=distributions,
+            values=t.values,
+            intermediate_values=t.intermediate_values,
+            user_attrs={**user, **({"draw": key} if "draw" in user else {})},
+            system_attrs=system,
+        )
+    if t.number in amendment.outside:  # no sampler reads a FAIL; its results stay on the trial
+        why = amendment.outside[t.number]
+        reason = f"outside the amended space: {why}"
+        user |= {OUTSIDE_ATTR: why, "fail_reason": reason, "reason": reason, "was": user.get("state")}
+        user["state"] = "outside"
+        return optuna.trial.create_trial(state=TrialState.FAIL, user_attrs=user, system_attrs=system)
+    # failed, interrupted or already outside: as they were, without parameters of the old space
+    return optuna.trial.create_trial(state=TrialState.FAIL, user_attrs=user, system_attrs=system)

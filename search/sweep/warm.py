@@ -1,0 +1,125 @@
+"""A warm start (``search.warm_start: {from: SWEEP or SPEC.yaml, take: front | all | N}``):
+a new sweep begins with what an earlier one learned.
+
+The earlier sweep's feasible trials that fall inside the new space (``amend.relocate``)
+are taken, its front, all of them, or the N best by non-dominated rank. When the training
+settings match (the same data, objectives, constraints and fixed training settings; see
+``amend.refusals``), each is given to the sampler as a completed trial, with its results
+and its own run in MLflow, and nothing retrains (``warm_from`` on the trial; the budget
+``search.trials`` counts only trials this sweep runs). When they do not, the architectures
+are queued to be trained first.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import yaml
+from mlflow import MlflowClient
+from optuna.trial import FrozenTrial, TrialState
+
+from runs.tracking import SWEEP_TAG, TRIAL_TAG, artifact_text, embedded_store, with_credentials
+from search.results import pareto
+from search.spec import Spec, load
+from search.spec.space import sample
+from search.sweep import amend
+from search.sweep.preflight import StoreError, spec_changes
+from search.sweep.study import feasible, read_study
+
+WARM_ATTR = "warm_from"  # "<sweep>:t<number>": the earlier trial a given (untrained) one is
+QUEUED_ATTR = "warm_queued"  # the same, on a queued trial that trains
+
+
+def _source(spec: Spec) -> tuple[str, Path, Spec]:
+    """The earlier sweep's name and store, and the spec to reach its tracking with."""
+    given = str(spec.search.warm_start["from"])
+    if given.endswith((".yaml", ".yml")):
+        other = load(given, check_data=False, check_store=False)
+        return other.name, Path(other.store), other
+    return given, Path(spec.store), spec
+
+
+def _earlier(spec: Spec) -> tuple[str, dict, list[FrozenTrial]]:
+    """The earlier sweep's name, the spec it last ran with, and its trials."""
+    name, store, reach = _source(spec)
+    try:
+        trials = read_study(store, name).get_trials(deepcopy=False)
+    except (KeyError, FileNotFoundError, ValueError):
+        raise StoreError(f"search.warm_start: no sweep {name!r} in {store} to start from") from None
+    uri = reach.tracking_uri or embedded_store(store)
+    client = MlflowClient(with_credentials(uri, reach.tracking_user, reach.tracking_password))
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    query = f"tags.`{SWEEP_TAG}` = '{name}' and tags.`{TRIAL_TAG}` = 'parent'"
+    parents = client.search_runs(experiments, filter_string=query) if experiments else []
+    started = artifact_text(client, parents[0].info.run_id, "spec.yaml") if parents else None
+    if started is None:
+        raise StoreError(f"search.warm_start: sweep {name!r} in {store} has no spec.yaml on its parent run")
+    return name, yaml.safe_load(started), trials
+
+
+def _taken(trials: list[FrozenTrial], spec: Spec, take) -> list[FrozenTrial]:
+    """The earlier feasible trials to take, best (lowest non-dominated rank) first."""
+    done = [t for t in _feasible(trials) if t.state == TrialState.COMPLETE]  # not outside an amended space
+    rows = [{"trial": t.number, **t.user_attrs.get("metrics", {})} for t in done]
+    rows = [r for r in rows if all(o.metric in r for o in spec.objectives)]
+    ranked, left = [], list(range(len(rows)))
+    while left:
+        front = [left[i] for i in pareto.nondominated([rows[i] for i in left], spec.objectives)]
+        ranked.append(front)
+        left = [i for i in left if i not in front]
+    order = [rows[i]["trial"] for rank in ranked for i in sorted(rank, key=lambda i: rows[i]["trial"])]
+    if take == "front":
+        order = [rows[i]["trial"] for i in sorted(ranked[0], key=lambda i: rows[i]["trial"])] if ranked else []
+    elif take != "all":
+        order = order[: int(take)]
+    by_number = {t.number: t for t in done}
+    return [by_number[n] for n in order]
+
+
+def _feasible(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    class _Trials:  # feasible() reads a study's trials
+        def get_trials(self, deepcopy=False, states=None):
+            return [t for t in trials if states is None or t.state in states]
+
+    return feasible(_Trials())
+
+
+def start(study: optuna.Study, spec: Spec) -> tuple[int, int, int]:
+    """Give ``study`` (a new sweep's, empty) the earlier sweep's results, or queue its
+    architectures. Returns (given as completed, queued, outside the new space)."""
+    name, earlier, trials = _earlier(spec)
+    matching = not amend.refusals(earlier, spec, spec_changes(earlier, spec.resolved))
+    old_model, old_train = amend._spaces(earlier)
+    present = {t.user_attrs.get(WARM_ATTR) or t.user_attrs.get(QUEUED_ATTR) for t in study.get_trials(deepcopy=False)}
+    given = queued = outside = 0
+    for t in _taken(trials, spec, spec.search.warm_start.get("take", "front")):
+        source = f"{name}:t{t.number:02d}"
+        if source in present:  # taken before a crash ended the first run
+            continue
+        fixed = optuna.trial.FixedTrial(t.params)
+        try:
+            params, distributions, key = amend.relocate(
+                spec, sample(old_model, fixed, "model"), sample(old_train, fixed, "train"), same_training=matching
+            )
+        except (amend.Outside, ValueError):  # ValueError: its params are not all of its own space
+            outside += 1
+            continue
+        if not matching:
+            study.enqueue_trial(params, user_attrs={QUEUED_ATTR: source})
+            queued += 1
+            continue
+        metrics = t.user_attrs["metrics"]
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=TrialState.COMPLETE,
+                params=params,
+                distributions=distributions,
+                values=[metrics[o.metric] for o in spec.objectives],
+                user_attrs={**t.user_attrs, "draw": key, WARM_ATTR: source},
+                # its constraints, not the earlier sampler's bookkeeping (NSGA-II's generations)
+                system_attrs={k: v for k, v in t.system_attrs.items() if k == "constraints"},
+            )
+        )
+        given += 1
+    return given, queued, outside
