@@ -134,8 +134,9 @@ def changed(spec: Spec, store: Path, changes: list[str], why: str) -> str:
     lines = "".join(f"\n  {line}" for line in changes)
     return (
         f"sweep {spec.name} in {store} was started with a different spec, and {why}:{lines}\neither give"
-        " this spec a new name (name: in the spec, or -o name=NEW) to start another sweep, or undo the"
-        " changes to continue this one (its spec is spec.yaml on the sweep's MLflow parent run)"
+        " this spec a new name (name: in the spec, or -o name=NEW) to start another sweep (with"
+        f" search.warm_start: {{from: {spec.name}}} to start from this one's results), or undo the changes"
+        " to continue this one (its spec is spec.yaml on the sweep's MLflow parent run)"
     )
 
 

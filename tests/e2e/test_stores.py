@@ -175,15 +175,16 @@ def test_a_sweep_whose_journal_is_gone_is_refused(copied, capsys):
 # -- a changed spec -------------------------------------------------------------------------
 
 
-def test_a_changed_spec_is_refused_with_each_difference(copied, capsys):
+def test_a_change_that_makes_results_incomparable_is_refused(copied, capsys):
+    """Other training settings (amendments of the space go on: tests/e2e/test_amend.py)."""
     journal = (copied / "store" / "optuna" / "tiny.journal").read_bytes()
     saved = spec_yaml(copied).read_text()
     changed = ["-o", "train.epochs=2", "-o", "model.stages[0].width=8", "-o", "search.trials=5"]
     assert main.main(["run", str(copied / "tiny.yaml"), *changed]) == 2
     err = capsys.readouterr().err
-    assert "  train.epochs: 1 -> 2\n" in err and "  model.stages[0].width: {choice: [8, 16]} -> 8\n" in err
+    assert "  train.epochs: 1 -> 2 (a fixed training setting)\n" in err and "incomparable" in err
     assert "search.trials" not in err  # may change: more trials for the same sweep
-    assert "new name" in err and "-o name=NEW" in err and "amended resume) is not supported yet" in err
+    assert "new name" in err and "-o name=NEW" in err and "search.warm_start: {from: tiny}" in err
     assert (copied / "store" / "optuna" / "tiny.journal").read_bytes() == journal
     assert spec_yaml(copied).read_text() == saved
     assert [p.info.status for p in runs_of(copied)[1]] == ["FINISHED"]
