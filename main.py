@@ -540,7 +540,7 @@ def parser() -> argparse.ArgumentParser:
     val.add_argument("--json", action="store_true", help="machine-readable output")
     val.add_argument("--smoke", action="store_true", help="apply the spec's smoke overrides")
     bench = sub.add_parser("bench", help="measure scaling, conv, funnel or trial overhead (BENCHMARKS.md)")
-    bench.add_argument("name", choices=["scaling", "conv", "funnel", "trial", "search"])
+    bench.add_argument("name", choices=["scaling", "conv", "funnel", "trial", "search", "amend"])
     bench.add_argument("--quick", action="store_true", help="tiny sizes: checks that the bench runs, measures nothing")
     bench.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     bench.add_argument("--repeats", type=int, default=5, help="timed repeats per configuration (median reported)")

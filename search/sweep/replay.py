@@ -89,12 +89,14 @@ def replay(
     halving: Halving | None = None,
     seed: int = 0,
     on_trial: Callable[[Replayed], None] = lambda t: None,
+    into: optuna.Study | None = None,
 ) -> Replay:
     """Replay ``trials`` (default: the spec's) trials of ``spec`` on ``table`` (rows of
     ``seed``), with the spec's sampler unless another is given, pruned by MO-ASHA with
-    ``halving`` (default: the spec's own ``search.pruner``). The study is in memory."""
+    ``halving`` (default: the spec's own ``search.pruner``). The study is in memory: a new
+    one, or ``into`` (an amended or warm-started study, its sampler already set)."""
     rows = table.by_key(seed)
-    sweep = study.create(spec, optuna.storages.InMemoryStorage(), sampler=sampler or study.make_sampler(spec))
+    sweep = into or study.create(spec, optuna.storages.InMemoryStorage(), sampler=sampler or study.make_sampler(spec))
     if halving is not None:
         search = replace(spec.search, pruner="mo_asha", min_epochs=halving.min_epochs)
         spec = replace(spec, search=replace(search, reduction_factor=halving.reduction_factor))

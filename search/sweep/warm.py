@@ -89,11 +89,17 @@ def start(study: optuna.Study, spec: Spec) -> tuple[int, int, int]:
     """Give ``study`` (a new sweep's, empty) the earlier sweep's results, or queue its
     architectures. Returns (given as completed, queued, outside the new space)."""
     name, earlier, trials = _earlier(spec)
+    return give(study, spec, name, earlier, trials, spec.search.warm_start.get("take", "front"))
+
+
+def give(study: optuna.Study, spec: Spec, name: str, earlier: dict, trials: list[FrozenTrial], take) -> tuple:
+    """``start`` with the earlier sweep in hand: its ``name``, the resolved spec it ran
+    and its ``trials`` (a replay's, in memory)."""
     matching = not amend.refusals(earlier, spec, spec_changes(earlier, spec.resolved))
     old_model, old_train = amend._spaces(earlier)
     present = {t.user_attrs.get(WARM_ATTR) or t.user_attrs.get(QUEUED_ATTR) for t in study.get_trials(deepcopy=False)}
     given = queued = outside = 0
-    for t in _taken(trials, spec, spec.search.warm_start.get("take", "front")):
+    for t in _taken(trials, spec, take):
         source = f"{name}:t{t.number:02d}"
         if source in present:  # taken before a crash ended the first run
             continue

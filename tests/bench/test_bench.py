@@ -22,6 +22,17 @@ EXPECTED = {
         "search.csv": ["table", "strategy", "seeds", "evaluations_to_0.99", "epochs_to_0.99", "final_hv_ratio"],
         "search_curves.csv": ["table", "strategy", "seed", "trials", "evaluations", "epochs", "hv_ratio", "regret"],
     },
+    "amend": {
+        "amend.csv": [
+            "seed",
+            "kept",
+            "outside",
+            "amended_evals_to_earlier_hv",
+            "fresh_evals_to_earlier_hv",
+            "warm_given",
+            "warm_evals_to_cold_hv",
+        ],
+    },
     "trial": {
         "trial_loop.csv": ["loop", "images_per_s", "relative_throughput"],
         "trial_overhead.csv": ["backend", "trials", "sum_train_time_s", "overhead_per_trial_s"],
