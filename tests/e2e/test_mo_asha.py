@@ -112,12 +112,12 @@ def test_a_trained_sweep_prunes_at_rungs_and_keeps_its_front(tmp_path, monkeypat
     """Real training on both backends: trials pruned at rungs, the front made of complete
     trials only and equal to the front of the runs' own metrics."""
     monkeypatch.chdir(tmp_path)
-    overrides = ["search.pruner=mo_asha", "search.min_epochs=1", "search.reduction_factor=3", "search.trials=8"]
-    overrides += ["train.epochs=4", "name=moasha"]
+    overrides = ["search.pruner=mo_asha", "search.min_epochs=1", "search.reduction_factor=3", "search.trials=6"]
+    overrides += ["train.epochs=3", "name=moasha"]
     objectives = [Objective("val_accuracy", "max"), Objective("gmacs", "min")]
     for kind in BACKENDS:
         _run(kind, ROOT / "spaces" / "quickstart.yaml", overrides)
-        runs = _check_runs(tmp_path, kind, "quickstart", 8)
+        runs = _check_runs(tmp_path, kind, "quickstart", 6)
         states = [r.data.tags["archsweep.state"] for r in runs.values()]
         assert "pruned" in states and "complete" in states
         complete = [r for r in runs.values() if r.data.tags["archsweep.state"] == "complete"]
