@@ -40,7 +40,7 @@ from runs.data import geometry
 from search.spec import Spec
 from search.spec import schema as F
 from search.spec.arch import to_arch
-from search.spec.space import DIMENSIONS, sample
+from search.spec.space import DIMENSIONS, flatten, sample
 from search.sweep.pipeline import draw_key
 from search.sweep.study import OUTSIDE_ATTR
 
@@ -185,7 +185,11 @@ def relocate(spec: Spec, old_model: dict, old_train: dict, *, same_training: boo
     if to_arch(model, geo.image_size, geo.num_classes, geo.channels) != to_arch(
         old_model, geo.image_size, geo.num_classes, geo.channels
     ):
-        raise Outside("its architecture is not one the amended space draws (a fixed value changed)")
+        old, new = flatten(old_model, "model"), flatten(model, "model")
+        changed = [k for k in new if k in old and old[k] != new[k]]
+        if changed:
+            raise Outside(f"{changed[0]}: {old[changed[0]]!r}, which the amended space fixes at {new[changed[0]]!r}")
+        raise Outside("its architecture is not one the amended space draws")
     if same_training and train != old_train:
         raise Outside("its training settings are not ones the amended space draws")
     return trial.params, trial.distributions, draw_key(model, train)
