@@ -6,7 +6,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from blocks.mixers._common import Mixer, merge_heads, positive_int, resolve_heads, split_heads
+from blocks.mixers._common import (
+    ConvProjection,
+    Mixer,
+    conv_projection_options,
+    merge_heads,
+    positive_int,
+    resolve_heads,
+    split_heads,
+)
 from blocks.registry import MIXERS, register
 
 
@@ -39,8 +47,10 @@ class Linformer(Mixer):
         one_kv_head: bool = False,
         qkv_bias: bool = False,
         value_dim: int | None = None,
+        proj_kernel: int = 0,
     ) -> None:
         super().__init__()
+        conv_projection_options(proj_kernel, 1, False)
         heads, head_dim = resolve_heads(dim, heads, head_dim)
         value_dim = positive_int("value_dim", value_dim or head_dim)
         if share_kv and value_dim != head_dim:
@@ -55,6 +65,10 @@ class Linformer(Mixer):
         self.proj_k = _sequence_projection(self.seq_len, k)  # (N, k)
         self.proj_v = None if share_kv else _sequence_projection(self.seq_len, k)
         self.to_out = nn.Linear(heads * value_dim, dim)
+        # CvT's depthwise-conv projections, unstrided: the sequence projection fixes the length.
+        self.conv_q = ConvProjection(dim, proj_kernel, 1) if proj_kernel else None
+        self.conv_kv = ConvProjection(dim, proj_kernel, 1) if proj_kernel else None
+        self.prefix = prefix
 
     def _heads(self, t: torch.Tensor) -> torch.Tensor:
         if self.one_kv_head:  # (B, k, d) -> (B, H, k, d), one head shared by all
@@ -68,9 +82,12 @@ class Linformer(Mixer):
                 f"linformer was built for {self.seq_len} tokens and got {N}; build the model "
                 "at this resolution (its sequence projection has a fixed length)"
             )
+        kv = x
+        if self.conv_q is not None:
+            x, kv = self.conv_q(x, hw, self.prefix)[0], self.conv_kv(x, hw, self.prefix)[0]
         q = split_heads(self.to_q(x), self.heads)  # (B, H, N, d)
-        keys = self.to_k(x)  # (B, N, C)
-        values = keys if self.to_v is None else self.to_v(x)
+        keys = self.to_k(kv)  # (B, N, C)
+        values = keys if self.to_v is None else self.to_v(kv)
         proj_v = self.proj_k if self.proj_v is None else self.proj_v
         keys = torch.einsum("bnc,nk->bkc", keys, self.proj_k)  # (B, k, C)
         values = torch.einsum("bnc,nk->bkc", values, proj_v)

@@ -121,3 +121,19 @@ def test_rope_model_trains_after_an_inference_mode_probe(name):
     model = build(small_arch(name, positional="rope"))
     latency_ms(model, torch.randn(1, 3, 16, 16), repeats=1, warmup=1)
     model(torch.randn(2, 3, 16, 16)).sum().backward()
+
+
+@pytest.mark.parametrize("prefix", [0, 1])
+@pytest.mark.parametrize("name", [n for n in ALL if MIXERS[n].takes("proj_kernel")])
+def test_convolutional_projections_train_every_parameter(name, prefix):
+    """CvT's projections, class token or not: every parameter trains, the depthwise convs
+    and their BatchNorms too."""
+    torch.manual_seed(0)
+    mixer = make_mixer(name, prefix=prefix, proj_kernel=3)
+    x = torch.randn(3, prefix + 16, 16, requires_grad=True)
+    out = mixer(x, (4, 4))
+    assert out.shape == x.shape
+    (out * torch.randn_like(out)).sum().backward()
+    for pname, p in mixer.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, f"no gradient reaches {pname}"
+    assert getattr(mixer, "qkv", mixer).conv_q.conv.groups == 16  # depthwise
