@@ -162,7 +162,7 @@ def test_a_sweep_of_8_trials_runs_on_both_nodes(tmp_path, cluster, server):
 
 
 def test_a_killed_driver_is_resumed_to_exactly_the_requested_trials(tmp_path, cluster, server):
-    spec = _spec(tmp_path, "resumed", cluster, server, trials=8, epochs=3)
+    spec = _spec(tmp_path, "resumed", cluster, server, trials=8, epochs=6)  # a window wide enough to kill in
 
     experiment = tmp_path / "store" / "ray" / "resumed"
 
