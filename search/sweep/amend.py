@@ -47,7 +47,7 @@ from search.sweep.study import OUTSIDE_ATTR
 INCOMPARABLE = ("data", "objectives", "constraints", "ablation")  # changes refused outright
 _REGISTRIES = {"mixer": MIXERS, "embedding": EMBEDDINGS, "transition": TRANSITIONS}
 # Keys that a space may not write, and what earlier trials had when it did not.
-_WRITTEN_ONLY = {"transition": "none", "final_norm": True}
+_WRITTEN_ONLY = {"transition": "none", **{k: f.default for k, f in F.WRITTEN_MODEL_FIELDS.items()}}
 
 
 class Outside(Exception):

@@ -207,11 +207,16 @@ def counted(trial: FrozenTrial) -> bool:
 
 
 def feasible(study: optuna.Study) -> list[FrozenTrial]:
-    """The trials that trained and keep every constraint: the ones a front is made of,
-    earlier trials outside an amended space included (FAIL to the samplers, which must
-    not breed from them; the objectives and constraints they met are unchanged)."""
+    """The trials that trained and keep every constraint: the ones a front is made of."""
+    return feasible_of(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)))
+
+
+def feasible_of(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """``feasible`` of a list of trials: complete ones, and earlier trials outside an
+    amended space that completed (FAIL to the samplers, which must not breed from them;
+    the objectives and constraints they met are unchanged)."""
     return [
         t
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL))
+        for t in trials
         if state_of(t) == "complete" or (state_of(t) == "outside" and t.user_attrs.get("was") == "complete")
     ]

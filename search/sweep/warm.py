@@ -25,7 +25,7 @@ from search.spec import Spec, load
 from search.spec.space import sample
 from search.sweep import amend
 from search.sweep.preflight import StoreError, spec_changes
-from search.sweep.study import feasible, read_study
+from search.sweep.study import feasible_of, read_study
 
 WARM_ATTR = "warm_from"  # "<sweep>:t<number>": the earlier trial a given (untrained) one is
 QUEUED_ATTR = "warm_queued"  # the same, on a queued trial that trains
@@ -60,7 +60,7 @@ def _earlier(spec: Spec) -> tuple[str, dict, list[FrozenTrial]]:
 
 def _taken(trials: list[FrozenTrial], spec: Spec, take) -> list[FrozenTrial]:
     """The earlier feasible trials to take, best (lowest non-dominated rank) first."""
-    done = [t for t in _feasible(trials) if t.state == TrialState.COMPLETE]  # not outside an amended space
+    done = [t for t in feasible_of(trials) if t.state == TrialState.COMPLETE]  # not outside an amended space
     rows = [{"trial": t.number, **t.user_attrs.get("metrics", {})} for t in done]
     rows = [r for r in rows if all(o.metric in r for o in spec.objectives)]
     ranked, left = [], list(range(len(rows)))
@@ -75,14 +75,6 @@ def _taken(trials: list[FrozenTrial], spec: Spec, take) -> list[FrozenTrial]:
         order = order[: int(take)]
     by_number = {t.number: t for t in done}
     return [by_number[n] for n in order]
-
-
-def _feasible(trials: list[FrozenTrial]) -> list[FrozenTrial]:
-    class _Trials:  # feasible() reads a study's trials
-        def get_trials(self, deepcopy=False, states=None):
-            return [t for t in trials if states is None or t.state in states]
-
-    return feasible(_Trials())
 
 
 def start(study: optuna.Study, spec: Spec) -> tuple[int, int, int]:
