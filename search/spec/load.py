@@ -237,11 +237,8 @@ def _search(c: F.Checker, raw: dict, objectives, *, ray: bool, folder: Path) -> 
         except TableError as err:
             c.fail("search.replay", f"not a table archsweep can replay: {err}")
     warm = s.warm_start
-    if warm is not None:
-        if ray:
-            c.fail("search.warm_start", "a warm start runs on the local backend only, so far")
-        if str(warm["from"]).endswith((".yaml", ".yml")):  # a spec file, beside this one
-            s = replace(s, warm_start={**warm, "from": str((folder / warm["from"]).resolve())})
+    if warm is not None and str(warm["from"]).endswith((".yaml", ".yml")):  # a spec file, beside this one
+        s = replace(s, warm_start={**warm, "from": str((folder / warm["from"]).resolve())})
     single = s.pruner in ("median", "asha", "hyperband")
     if single and len(objectives) > 1 and not ray:  # Tune's schedulers stop on the first
         c.fail(

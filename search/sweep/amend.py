@@ -18,8 +18,10 @@ stay what they were:
 
 Changes that make earlier results incomparable (the data, the objectives, the
 constraints, a fixed training setting, an ablation) are refused: such a study starts
-under a new name. The earlier study stays in the journal, so a crash mid-amendment is
-undone by running again: the rebuild starts over from the archive.
+under a new name. The earlier study stays in the journal, marked pending until the
+sweep's parent run has taken the amended spec, so a crash mid-amendment is undone by
+running again: the rebuild starts over from that archive. Each amendment has an archive of
+its own, even when a spec returns to one it had before.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from search.spec.space import DIMENSIONS, flatten, sample
 from search.sweep.pipeline import draw_key
 from search.sweep.study import OUTSIDE_ATTR
 
+PENDING_ATTR = "archsweep.amending"  # on an archive study until its amendment is recorded
 INCOMPARABLE = ("data", "objectives", "constraints", "ablation")  # changes refused outright
 _REGISTRIES = {"mixer": MIXERS, "embedding": EMBEDDINGS, "transition": TRANSITIONS}
 # Keys that a space may not write, and what earlier trials had when it did not.
@@ -82,9 +85,32 @@ class Plan:
 
 
 def archive_name(name: str, earlier_spec: Mapping) -> str:
-    """Where the study run with ``earlier_spec`` is kept when the sweep is amended."""
+    """The first name the study run with ``earlier_spec`` is kept under when the sweep is
+    amended (see ``archive_for``)."""
     text = yaml.safe_dump(dict(earlier_spec), sort_keys=True)
     return f"{name}~{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+
+
+def archive_for(storage, name: str, earlier_spec: Mapping) -> tuple[str, bool]:
+    """Where this amendment keeps the earlier study, and whether a crash left it half done
+    (its archive is then the one to rebuild from). A name not taken otherwise: a spec
+    amended back to one it ran before has trials since, which the older archive lacks."""
+    summaries = optuna.get_all_study_summaries(storage, include_best_trial=False) if storage is not None else []
+    for summary in summaries:
+        if summary.study_name.startswith(f"{name}~") and summary.user_attrs.get(PENDING_ATTR):
+            return summary.study_name, True
+    taken, base = {s.study_name for s in summaries}, archive_name(name, earlier_spec)
+    archive, k = base, 1
+    while archive in taken:
+        k += 1
+        archive = f"{base}-{k}"
+    return archive, False
+
+
+def settle(storage, archive: str) -> None:
+    """The amendment is recorded (the parent run has the amended spec): its archive is an
+    archive, no longer the source of a rerun."""
+    optuna.load_study(study_name=archive, storage=storage).set_user_attr(PENDING_ATTR, False)
 
 
 def _spaces(resolved: Mapping) -> tuple[dict, dict]:
@@ -195,9 +221,10 @@ def relocate(spec: Spec, old_model: dict, old_train: dict, *, same_training: boo
     return trial.params, trial.distributions, draw_key(model, train)
 
 
-def plan(earlier: Mapping, spec: Spec, changes: list[str], trials: list[FrozenTrial]) -> Plan:
-    """What an amended resume of ``trials`` (run with the resolved spec ``earlier``) does."""
-    result = Plan(changes, refusals(earlier, spec, changes), archive=archive_name(spec.name, earlier))
+def plan(earlier: Mapping, spec: Spec, changes: list[str], trials: list[FrozenTrial], archive: str = "") -> Plan:
+    """What an amended resume of ``trials`` (run with the resolved spec ``earlier``) does,
+    keeping them under ``archive`` (by default ``archive_name``)."""
+    result = Plan(changes, refusals(earlier, spec, changes), archive=archive or archive_name(spec.name, earlier))
     if result.refused:
         return result
     old_model, old_train = _spaces(earlier)
@@ -215,12 +242,14 @@ def plan(earlier: Mapping, spec: Spec, changes: list[str], trials: list[FrozenTr
 
 def rebuild(storage, spec: Spec, amendment: Plan, directions: list[str]) -> None:
     """The sweep's study rebuilt for the amended space (see the module's docstring): the
-    earlier study archived first (once: a rerun after a crash starts from the archive)."""
-    names = {s.study_name for s in optuna.get_all_study_summaries(storage)}
+    earlier study archived first (once: a rerun after a crash starts from the archive,
+    pending until ``settle``)."""
+    names = {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
     if amendment.archive not in names:
         optuna.copy_study(
             from_study_name=spec.name, from_storage=storage, to_storage=storage, to_study_name=amendment.archive
         )
+        optuna.load_study(study_name=amendment.archive, storage=storage).set_user_attr(PENDING_ATTR, True)
     earlier = optuna.load_study(study_name=amendment.archive, storage=storage).get_trials(deepcopy=False)
     if spec.name in names:
         optuna.delete_study(study_name=spec.name, storage=storage)

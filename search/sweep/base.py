@@ -35,8 +35,8 @@ from runs.tracking import (
 from runs.trial import rebuild
 from search.results import pareto, report, stats
 from search.spec import Spec
-from search.sweep import preflight
-from search.sweep.study import feasible, state_of
+from search.sweep import amend, preflight
+from search.sweep.study import feasible, journal_path, journal_storage, state_of
 
 
 @dataclass
@@ -134,6 +134,8 @@ class Sweep:
             self._record_amendment()
         self.tracker.log_text(self.parent, yaml.safe_dump(dict(spec.resolved), sort_keys=False), "spec.yaml")
         self.tracker.set_tags(self.parent, {SPEC_SHA_TAG: spec.sha})
+        if self.amendment is not None:  # recorded: a rerun no longer starts it over
+            amend.settle(journal_storage(journal_path(self.store, spec.name)), self.amendment.archive)
 
     def _record_amendment(self) -> None:
         """The amendment on the parent run, appended to ``amendments.txt`` (every one, in
@@ -145,10 +147,14 @@ class Sweep:
             number = earlier.count("\n## amendment ") + 1
             entry = f"\n## amendment {number} [{plan.archive}]: the earlier study is kept as {plan.archive}\n"
             self.tracker.log_text(self.parent, earlier + entry + plan.as_text(), "amendments.txt")
-        runs = {t.number: t.user_attrs.get("mlflow_run_id") for t in self.study.get_trials(deepcopy=False)}
+        runs = {t.number: t.user_attrs.get("mlflow_run_id") for t in self.trials_so_far()}
         for number, why in plan.outside.items():
             if runs.get(number):
                 self.tracker.set_tags(runs[number], {OUTSIDE_TAG: why})
+
+    def trials_so_far(self) -> list:
+        """The sweep's trials as it opens (its study's; on Ray, the journal's)."""
+        return self.study.get_trials(deepcopy=False)
 
     def abandon(self) -> None:
         """End the parent run as KILLED, without the report, after the tracking store failed

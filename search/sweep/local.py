@@ -69,7 +69,6 @@ class LocalSweep(Sweep):
             self.study.tell(stale.number, state=TrialState.FAIL)
         if spec.ablation is not None:
             self._enqueue_arms()
-        self.rungs = study.rungs(spec, self.study)  # MO-ASHA's, with a resumed sweep's records
         self.replay = load_table(spec.search.replay).by_key() if spec.search.replay else None
         self.open_tracking()
         # A first run (or one a crash ended before any trial): the earlier sweep's results,
@@ -78,6 +77,8 @@ class LocalSweep(Sweep):
             given, queued, outside = warm.start(self.study, spec)
             line = f"{given} given as completed, {queued} queued to train, {outside} outside this space"
             self.tracker.set_tags(self.parent, {WARM_TAG: f"{spec.search.warm_start['from']}: {line}"})
+        # MO-ASHA's, with the records of a resumed sweep's trials and of those a warm start gave
+        self.rungs = study.rungs(spec, self.study)
         # On the CPU, shared with the trials' processes (each moves it to the device).
         self.data = datasets.load(spec.data, seed=spec.search.seed)
         self.checkpoints = own(self.store, "checkpoints", spec.name)

@@ -115,13 +115,12 @@ def amendment(sweep, earlier: dict, changes: list[str], journal: Path):
     spec, store = sweep.spec, sweep.store
     if spec.ablation is not None:
         raise StoreError(changed(spec, store, changes, "an ablation continues only with the spec it started with"))
-    if spec.backend.kind != "local":
-        raise StoreError(changed(spec, store, changes, "an amended sweep continues on the local backend only, so far"))
     # The earlier study as it ran: its archive, where a crash left an amendment half done.
-    archived = _read_trials(journal, amend.archive_name(spec.name, earlier))
-    trials = archived if archived is not None else _read_trials(journal, spec.name) or []
+    storage = journal_storage(journal) if journal.exists() else None
+    archive, pending = amend.archive_for(storage, spec.name, earlier)
+    trials = _read_trials(journal, archive if pending else spec.name) or []
     try:
-        found = amend.plan(earlier, spec, changes, trials)
+        found = amend.plan(earlier, spec, changes, trials, archive)
     except ValueError as err:
         raise StoreError(changed(spec, store, changes, f"its earlier spec no longer reads ({err})")) from None
     if found.refused:

@@ -11,6 +11,7 @@ import pytest
 import main
 from runs.metrics import Objective
 from search.results import pareto
+from search.sweep import study
 from search.sweep.moasha import Rungs, rung_epochs
 from search.tables.table import save
 from tests.e2e.conftest import ROOT, runs_of
@@ -77,6 +78,19 @@ def test_a_replayed_sweep_prunes_identically_on_local_and_on_ray(tmp_path, monke
     assert len({tuple(rungs) for _, state, rungs, *_ in decisions if state == "PRUNED"}) >= 2
     _assert_the_rules_decisions(_journal(tmp_path, "store_local", "digits-table"), table)
 
+    # A sweep warm-started from it, on both backends: its front given to the sampler (not
+    # trained, not counted), then the same draws and decisions on each.
+    warm = [*overrides[:-1], "search.trials=6", "name=digits-warm", "search.warm_start.from=digits-table"]
+    for kind in BACKENDS:
+        _run(kind, DIGITS_SPEC, warm)
+        journal = _journal(tmp_path, f"store_{kind}", "digits-warm")
+        seen[kind] = [(t.params, t.state.name, t.user_attrs.get("warm_from")) for t in journal.trials]
+    assert seen["local"] == seen["ray"]
+    earlier = _journal(tmp_path, "store_local", "digits-table")
+    given = [source for *_, source in seen["local"] if source]
+    assert given == [f"digits-table:t{t.number:02d}" for t in earlier.best_trials]
+    assert len(seen["local"]) == len(given) + 6
+
 
 def test_a_resumed_sweep_judges_against_the_rungs_of_its_first_run(tmp_path, monkeypatch):
     """A sweep run to 10 trials, then resumed to 24: the second run's decisions are those
@@ -108,24 +122,49 @@ def _assert_the_rules_decisions(journal: optuna.Study, table) -> None:
             assert t.state == optuna.trial.TrialState.COMPLETE
 
 
-def test_a_trained_sweep_prunes_at_rungs_and_keeps_its_front(tmp_path, monkeypatch):
+def test_a_trained_sweep_prunes_at_rungs_keeps_its_front_and_continues_amended(tmp_path, monkeypatch):
     """Real training on both backends: trials pruned at rungs, the front made of complete
-    trials only and equal to the front of the runs' own metrics."""
+    trials only and equal to the front of the runs' own metrics. Then the sweep continues
+    with an amended space (a removed positional encoding, a new mixer choice, a wider
+    learning rate): the earlier trials kept or outside, none trained again."""
     monkeypatch.chdir(tmp_path)
     overrides = ["search.pruner=mo_asha", "search.min_epochs=1", "search.reduction_factor=3", "search.trials=6"]
     overrides += ["train.epochs=3", "name=moasha"]
-    objectives = [Objective("val_accuracy", "max"), Objective("gmacs", "min")]
+    amended = [*overrides[:-3], "search.trials=8", "train.epochs=3", "name=moasha"]
+    amended += ["model.positional={choice: [learned, sincos, rope]}", "train.lr={float: [5.0e-4, 5.0e-3], log: true}"]
+    amended += ["model.stages[1].mixer={choice: [attention, fourier, global_filter]}"]
     for kind in BACKENDS:
         _run(kind, ROOT / "spaces" / "quickstart.yaml", overrides)
         runs = _check_runs(tmp_path, kind, "quickstart", 6)
         states = [r.data.tags["archsweep.state"] for r in runs.values()]
         assert "pruned" in states and "complete" in states
-        complete = [r for r in runs.values() if r.data.tags["archsweep.state"] == "complete"]
-        metrics = [r.data.metrics for r in complete]
-        front = {complete[i].data.tags["archsweep.trial"] for i in pareto.nondominated(metrics, objectives)}
-        marked = {
-            r.data.tags["archsweep.trial"] for r in runs.values() if r.data.tags.get("archsweep.pareto") == "true"
-        }
-        assert marked == front
-        study = _journal(tmp_path, f"store_{kind}", "moasha")
-        assert {str(t.number) for t in study.best_trials} == front  # Optuna's own front agrees
+        _assert_front(tmp_path, kind, runs)
+        before = {t.number: t for t in _journal(tmp_path, f"store_{kind}", "moasha").trials}
+
+        _run(kind, ROOT / "spaces" / "quickstart.yaml", amended)
+        runs = _check_runs(tmp_path, kind, "quickstart", 8)
+        after = {t.number: t for t in _journal(tmp_path, f"store_{kind}", "moasha").trials}
+        expected = {n for n, t in before.items() if t.params["model.positional"] == "none" and t.state.name != "FAIL"}
+        outside = {n for n, r in runs.items() if "archsweep.outside_space" in r.data.tags}
+        assert expected and outside == expected == {n for n, t in after.items() if study.state_of(t) == "outside"}
+        for n, t in before.items():  # not trained again: the same results and rung records
+            assert after[n].user_attrs.get("rungs") == t.user_attrs.get("rungs")
+            assert after[n].user_attrs.get("metrics") == t.user_attrs.get("metrics")
+            assert runs[n].info.run_id == t.user_attrs["mlflow_run_id"]
+        assert all(after[n].params["model.positional"] != "none" for n in (6, 7))
+        _assert_front(tmp_path, kind, runs)
+
+
+def _assert_front(folder, kind: str, runs: dict) -> None:
+    """The Pareto tags are the front of the complete trials' own metrics (earlier trials
+    outside an amended space included), and Optuna's front those of them inside it."""
+    objectives = [Objective("val_accuracy", "max"), Objective("gmacs", "min")]
+    complete = [r for r in runs.values() if r.data.tags["archsweep.state"] == "complete"]
+    metrics = [r.data.metrics for r in complete]
+    front = {complete[i].data.tags["archsweep.trial"] for i in pareto.nondominated(metrics, objectives)}
+    marked = {r.data.tags["archsweep.trial"] for r in runs.values() if r.data.tags.get("archsweep.pareto") == "true"}
+    assert marked == front
+    inside = {n for n in front if "archsweep.outside_space" not in runs[int(n)].data.tags}
+    found = _journal(folder, f"store_{kind}", "moasha")
+    if inside == front:  # Optuna's own front agrees (it cannot see trials outside the space)
+        assert {str(t.number) for t in found.best_trials} == front

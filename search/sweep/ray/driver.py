@@ -1,13 +1,23 @@
 """In the driver: the sweep on Ray Tune (``RaySweep``), the Ray runtime it connects to,
 and the bookkeeping its workers cannot do (``_Bookkeeper``). At the end the searcher's
 study is copied into the sweep's Optuna journal. If the sweep's Ray runtime stops under
-it, the driver ends its runs and exits (RUNTIME_LOST)."""
+it, the driver ends its runs and exits (RUNTIME_LOST).
+
+A driver stopped mid-sweep is resumed from Tune's saved state (``Tuner.restore``). Tune's
+restore keeps the search space and the number of samples it saved, so a sweep continued
+past its trials (more ``search.trials``, an amended space: ``search.sweep.amend``, a warm
+start: ``search.sweep.warm``) runs as a new Tune experiment instead, its searcher's study
+seeded with the journal's trials; the earlier experiment is set aside beside it
+(``ray/<name>~...``), kept."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import pickle
+import shutil
 import signal
 import sys
 import threading
@@ -23,11 +33,12 @@ from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 
 from runs import faults
-from runs.tracking import ATTEMPT_TAG, RUNG_TAG, private_server
+from runs.tracking import ATTEMPT_TAG, RUNG_TAG, WARM_TAG, private_server
 from search.spec import BackendSpec, Spec
-from search.sweep import study
+from search.sweep import amend, study, warm
 from search.sweep.base import COUNTERS, Sweep
 from search.sweep.pipeline import Outcome
+from search.sweep.preflight import StoreError, changed, own
 from search.sweep.ray.cluster import HEAD_NODE, ended, ensure_token
 from search.sweep.ray.searcher import ArchSearch, _Portable
 from search.sweep.ray.worker import TRAINED, trainable
@@ -36,9 +47,20 @@ logging.getLogger("ray").setLevel(logging.ERROR)
 PROJECT = Path(__file__).resolve().parents[3]
 # What the workers do not need of the project folder (Ray also honours .gitignore).
 EXCLUDES = [".git", ".venv", "out", "data", "mlruns", "*.db", "*.journal", "__pycache__", ".*_cache"]
+SEARCHER_COPY = ".archsweep-searcher.pkl"  # the searcher's own copy of its state (see _repair_searcher_state)
 RUNTIME_LOST = 4  # the exit code when the sweep's Ray runtime stops under it
 
 _ACTIVE: list[RaySweep] = []  # the sweep this driver runs (Tune pickles its callbacks; this one holds nothing)
+
+
+def _trials_of(journal: Path, name: str) -> list:
+    """The trials of study ``name`` in the sweep's journal (none before its first end)."""
+    if not journal.exists():
+        return []
+    try:
+        return study.read_study(journal.parent.parent, name).get_trials(deepcopy=True)
+    except KeyError:
+        return []
 
 
 def _reason(error: BaseException | None) -> str:
@@ -208,8 +230,24 @@ class RaySweep(Sweep):
     def resumable(self) -> bool:
         return tune.Tuner.can_restore(str(self.experiment_path))
 
+    def preflight(self) -> None:
+        super().preflight()
+        if self.amendment is not None and self._unfinished():
+            why = "its last run on Ray stopped before its trials ended; run it unchanged first to finish them"
+            raise StoreError(changed(self.spec, self.store, self.amendment.changes, why))
+
     def open(self) -> None:
         self.preflight()  # its refusals come before anything is written
+        journal = study.journal_path(self.store, self.spec.name)
+        if self.amendment is not None:  # the spec changed since the sweep began
+            journal.parent.mkdir(parents=True, exist_ok=True)
+            storage = study.journal_storage(journal, owned=True)
+            amend.rebuild(storage, self.spec, self.amendment, study.directions(self.spec))
+        self.earlier = _trials_of(journal, self.spec.name)  # what a new Tune experiment starts from
+        # Tune's saved state resumes a stopped driver; a sweep continued past it starts anew
+        self.restoring = self.resumable() and self.amendment is None and (self._unfinished() or not self._to_run())
+        if self.resumable() and not self.restoring:
+            self._set_aside(self.amendment.archive if self.amendment else f"{self.spec.name}~{len(self.earlier)}")
         server = None if self.spec.tracking_uri else self.stack.enter_context(private_server(self.store))
         self.stack.enter_context(runtime(self.spec.backend))  # while the server starts: both take seconds
         self.uri = self.spec.tracking_uri or server()
@@ -218,10 +256,47 @@ class RaySweep(Sweep):
     def close(self) -> None:
         self.stack.close()
 
+    def trials_so_far(self) -> list:
+        return self.earlier
+
+    def _unfinished(self) -> bool:
+        """Whether Tune's saved state has trials it started and never ended (a stopped driver's)."""
+        saved = self._saved_study()
+        return saved is not None and not all(t.state.is_finished() for t in saved.get_trials(deepcopy=False))
+
+    def _to_run(self) -> int:
+        """The trials a new Tune experiment would run: the budget less what the journal counts."""
+        return max(0, self.spec.search.trials - sum(study.counted(t) for t in self.earlier))
+
+    def _set_aside(self, name: str) -> None:
+        """The earlier Tune experiment moved beside the sweep's (kept: nothing is deleted)."""
+        source = own(self.experiment_path.parent, self.experiment_path.name)
+        target, k = source.with_name(name), 1
+        while target.exists():
+            k += 1
+            target = source.with_name(f"{name}-{k}")
+        source.rename(target)
+
+    def _repair_searcher_state(self) -> None:
+        """Tune writes the searcher's state in a staging folder and copies it to storage, not
+        atomically: a driver killed during the copy leaves it empty there, and the sweep
+        could not be resumed (EOFError). The searcher also keeps a copy of its own, replaced
+        atomically at each save (``ArchSearch.save``), which then takes its place."""
+        saved = sorted(self.experiment_path.glob("searcher-state-*.pkl"))
+        mirror = self.experiment_path / SEARCHER_COPY
+        if not saved or not mirror.exists():
+            return
+        try:
+            with saved[-1].open("rb") as f:
+                pickle.load(f)
+        except (EOFError, pickle.UnpicklingError):
+            shutil.copyfile(mirror, saved[-1])
+
     def _saved_study(self) -> optuna.Study | None:
         """The searcher's study as Tune last saved it (None before the first save)."""
         if not list(self.experiment_path.glob("searcher-state-*.pkl")):
             return None
+        self._repair_searcher_state()
         searcher = ArchSearch(self.spec)
         searcher.restore_from_dir(str(self.experiment_path))
         return searcher.study
@@ -235,6 +310,8 @@ class RaySweep(Sweep):
             return torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
 
     def remaining(self) -> int:
+        if not self.restoring:
+            return self._to_run()
         saved = self._saved_study()
         done = 0 if saved is None else sum(t.state.is_finished() for t in saved.get_trials(deepcopy=False))
         return max(0, self.spec.search.trials - done)
@@ -268,22 +345,30 @@ class RaySweep(Sweep):
             )
         return None
 
-    def _tuner(self) -> tune.Tuner:
+    def _tuner(self) -> tuple[tune.Tuner, optuna.Study]:
+        """The Tuner, and the searcher's study as it starts (MO-ASHA's rungs come from it)."""
         path = str(self.experiment_path)
-        if tune.Tuner.can_restore(path):  # the driver stopped mid-sweep: Tune's state and the searcher's
+        if self.restoring:  # the driver stopped mid-sweep: Tune's state and the searcher's
             tuner = tune.Tuner.restore(path, trainable=self._trainable(), resume_unfinished=True, resume_errored=False)
             for result in tuner.get_results():  # what the saved state names, before anything runs
                 _restore_deleted_checkpoint(result)
-            return tuner
+            return tuner, self._saved_study()
         spec, b = self.spec, self.spec.backend
-        searcher = ArchSearch(spec)
+        searcher = ArchSearch(spec, self.earlier)
+        searcher.mirror = str(self.experiment_path / SEARCHER_COPY)
+        if spec.search.warm_start and not any(study.counted(t) for t in self.earlier):
+            given, queued, outside = warm.start(searcher.study, spec)
+            line = f"{given} given as completed, {queued} queued to train, {outside} outside this space"
+            self.tracker.set_tags(self.parent, {WARM_TAG: f"{spec.search.warm_start['from']}: {line}"})
+        # as the local backend seeds a resumed sweep's sampler: by how far the study got
+        searcher.study.sampler = study.make_sampler(spec, len(searcher.study.get_trials(deepcopy=False)))
         search_alg = ConcurrencyLimiter(searcher, b.max_concurrent) if b.max_concurrent else searcher
         return tune.Tuner(
             self._trainable(),
             tune_config=tune.TuneConfig(
                 search_alg=search_alg,
                 scheduler=self._scheduler(),
-                num_samples=spec.search.trials,
+                num_samples=self._to_run(),
                 time_budget_s=spec.search.timeout,
                 reuse_actors=True,  # a fresh worker spends seconds importing torch and mlflow
                 trial_dirname_creator=_trial_folder,
@@ -296,7 +381,7 @@ class RaySweep(Sweep):
                 callbacks=[_Bookkeeper()],
                 verbose=0,
             ),
-        )
+        ), searcher.study
 
     def judge(self, result: dict) -> bool:
         """MO-ASHA's decision on a running trial's epoch result: whether it goes on. Its
@@ -312,9 +397,9 @@ class RaySweep(Sweep):
         return decision.proceed
 
     def run(self) -> None:
+        tuner, known = self._tuner()
         # MO-ASHA's book, with the rungs that a resumed sweep's finished trials reached
-        mo_asha = self.spec.search.pruner == "mo_asha"
-        self.rungs = study.rungs(self.spec, self._saved_study()) if mo_asha else None
+        self.rungs = study.rungs(self.spec, known) if self.spec.search.pruner == "mo_asha" else None
         self.rung_log: dict[int, list] = {}
         self.rung_pruned: dict[int, tuple[int, str]] = {}
         # Tune keeps one trial pending at a time for a searcher; worker start-up would then
@@ -326,7 +411,7 @@ class RaySweep(Sweep):
         main = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGINT, _stop_now) if main else None
         try:
-            grid = self._tuner().fit()
+            grid = tuner.fit()
             # Tune answers Ctrl-C by saving its state, stopping the trials and returning from
             # fit() as if the sweep were over; its handler puts back the one it replaced
             # (ours), which otherwise stays replaced. Said as the local backend says it.
@@ -368,20 +453,23 @@ class RaySweep(Sweep):
         (by Ctrl-C or the time budget: they run again on the next run)."""
         source = self._saved_study()
         reasons = {r.config["number"]: _reason(r.error) for r in grid if r.error is not None and r.config}
+        ran = {r.config["number"] for r in grid if r.config}  # by this Tune experiment
         self.last_checkpoints = {r.config["number"]: r.checkpoint for r in grid if r.checkpoint and r.config}
         journal = study.journal_path(self.store, self.spec.name)
         journal.parent.mkdir(parents=True, exist_ok=True)
-        journal.unlink(missing_ok=True)
-        self.study = study.create(self.spec, study.journal_storage(journal, owned=True), load=False)
-        keys, unfinished = set(), 0
+        storage = study.journal_storage(journal, owned=True)
+        with contextlib.suppress(KeyError):  # the sweep's study only: an amendment's archives stay
+            optuna.delete_study(study_name=self.spec.name, storage=storage)
+        self.study = study.create(self.spec, storage, load=False)
+        keys, unfinished, told = set(), 0, []
         for t in source.get_trials(deepcopy=True):
             keys.add(t.user_attrs.get("tune_trial_id"))
             attrs = dict(t.user_attrs)
-            if t.state == TrialState.FAIL and "fail_reason" not in attrs:
-                attrs["fail_reason"] = reasons.get(t.number, "failed")
+            if t.state == TrialState.FAIL and "fail_reason" not in attrs and t.number in ran:
+                attrs["fail_reason"] = reasons.get(t.number, "failed")  # not a seeded trial's: as it was
             state = t.state if t.state.is_finished() else TrialState.FAIL  # uncounted: it reruns
             unfinished += state != t.state
-            self.study.add_trial(
+            told.append(
                 optuna.trial.create_trial(
                     state=state,
                     values=t.values if state == TrialState.COMPLETE else None,
@@ -392,6 +480,7 @@ class RaySweep(Sweep):
                     intermediate_values=t.intermediate_values,
                 )
             )
+        self.study.add_trials(told)
         runs = self.tracker.trial_runs(self.spec.name)
         lost = [r.info.run_id for r in runs if r.data.tags.get(ATTEMPT_TAG) not in keys]
         self.tracker.delete_runs(lost)

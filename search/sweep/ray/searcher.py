@@ -5,7 +5,9 @@ and trial pipeline as the local backend; Tune's saved state of it opens without 
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import shutil
 
 import optuna
 from optuna.trial import TrialState
@@ -63,18 +65,28 @@ class ArchSearch(_Portable, OptunaSearch):
     trial COMPLETE with its last epoch's values and leave a trial whose result lacks an
     objective RUNNING."""
 
-    def __init__(self, spec: Spec) -> None:
-        self.spec = spec
+    def __init__(self, spec: Spec, earlier: list | None = None) -> None:
+        """``earlier``: trials the study starts with (a sweep continued in a new Tune
+        experiment; see the driver), in order, so that trial numbers go on from them."""
+        self.spec, earlier = spec, earlier or []
         arms = []
         if spec.ablation is not None:
-            arms = [{"arm": a, "seed": s} for a in spec.ablation.runnable for s in range(spec.ablation.seeds)]
+            done = {(t.params.get("arm"), t.params.get("seed")) for t in earlier if study.counted(t)}
+            arms = [
+                {"arm": a, "seed": s}
+                for a in spec.ablation.runnable
+                for s in range(spec.ablation.seeds)
+                if (a, s) not in done
+            ]
         super().__init__(
             space=_Space(spec),
             metric=[o.metric for o in spec.objectives],
             mode=[o.direction for o in spec.objectives],
             sampler=study.make_sampler(spec),
-            points_to_evaluate=arms or None,
         )
+        self.study.add_trials(earlier)  # before the arms are queued: numbers go on from these
+        for arm in arms:
+            self.study.enqueue_trial(arm)
 
     # OptunaSearch has no public handle on its study or its trials: these two are the only
     # places that reach into it.
@@ -103,9 +115,13 @@ class ArchSearch(_Portable, OptunaSearch):
     def save(self, checkpoint_path: str) -> None:
         """Tune's searcher state (OptunaSearch saves its ``__dict__``) without the spec: Optuna
         objects only, which open without archsweep. Restoring keeps the constructor's spec."""
-        state = {k: v for k, v in self.__dict__.items() if k not in ("spec", "_space")}
+        state = {k: v for k, v in self.__dict__.items() if k not in ("spec", "_space", "mirror")}
         with open(checkpoint_path, "wb") as f:
             pickle.dump(state, f)
+        if getattr(self, "mirror", None):  # see RaySweep._repair_searcher_state
+            os.makedirs(os.path.dirname(self.mirror), exist_ok=True)
+            shutil.copyfile(checkpoint_path, f"{self.mirror}.tmp")
+            os.replace(f"{self.mirror}.tmp", self.mirror)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         trial, result = self._trial(trial_id), result or {}

@@ -61,3 +61,19 @@ def test_each_kind_of_narrowing_puts_the_trials_it_excludes_outside(tmp_path):
     expected = {n for n, p in drawn.items() if p["model.stages.0.depth"] != 2 or p["model.embedding"] != "patch"}
     assert expected and set(plan.outside) == expected
     assert set(plan.kept) == set(drawn) - expected
+
+
+def test_each_amendment_keeps_its_own_archive_and_a_crash_finds_it_again():
+    """A rerun after a crash finds the pending archive (and rebuilds from it); once the
+    amendment is recorded, a later one (a spec amended back to one it ran before) keeps
+    its trials under a new name instead of reusing the older archive, which lacks them."""
+    first, before, plan, spec = _amended()
+    earlier, _ = _specs()
+    storage = first.study._storage
+    archive, pending = amend.archive_for(storage, spec.name, earlier.resolved)
+    assert (archive, pending) == (amend.archive_name(spec.name, earlier.resolved), False) == (plan.archive, False)
+    amend.rebuild(storage, spec, plan, study.directions(spec))
+    assert amend.archive_for(storage, spec.name, earlier.resolved) == (archive, True)
+    amend.settle(storage, archive)
+    assert amend.archive_for(storage, spec.name, earlier.resolved) == (f"{archive}-2", False)
+    assert len(optuna.load_study(study_name=archive, storage=storage).trials) == len(before)
