@@ -395,6 +395,10 @@ class Tracker:
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
         self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
+    def delete_tag(self, run_id: str, key: str) -> None:
+        if key in self.tags(run_id):
+            self.client.delete_tag(run_id, key)
+
     # -- models ------------------------------------------------------------------------
 
     def log_model(

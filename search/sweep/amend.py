@@ -14,6 +14,8 @@ stay what they were:
   fixed value) is recorded FAIL, which no sampler reads, with the reason ``outside the
   amended space: ...``; its MLflow run is tagged so, and it still counts for the front
   when it trained to completion (``study.feasible``);
+- a trial outside an earlier amendment's space that this one can draw again returns, with
+  its results, as it was before (its configuration is kept on it for this);
 - failed and interrupted trials stay what they were.
 
 Changes that make earlier results incomparable (the data, the objectives, the
@@ -46,6 +48,7 @@ from search.spec.space import DIMENSIONS, flatten, sample
 from search.sweep.pipeline import draw_key
 from search.sweep.study import OUTSIDE_ATTR
 
+CONFIG_ATTR = "outside_config"  # what an outside trial trained: {"model": ..., "train": ...}
 PENDING_ATTR = "archsweep.amending"  # on an archive study until its amendment is recorded
 INCOMPARABLE = ("data", "objectives", "constraints", "ablation")  # changes refused outright
 _REGISTRIES = {"mixer": MIXERS, "embedding": EMBEDDINGS, "transition": TRANSITIONS}
@@ -69,6 +72,8 @@ class Plan:
     kept: dict[int, tuple[dict, dict, str]] = field(default_factory=dict)
     outside: dict[int, str] = field(default_factory=dict)
     archive: str = ""  # the study name the earlier trials are kept under
+    configs: dict[int, dict] = field(default_factory=dict)  # what each outside trial trained
+    returning: set[int] = field(default_factory=set)  # kept ones that an earlier amendment put outside
 
     def summary(self) -> str:
         """What becomes of the earlier trials, in one line."""
@@ -81,6 +86,7 @@ class Plan:
         """The amendment as logged on the parent run: the changes, then each earlier trial's fate."""
         lines = ["changes:", *(f"  {c}" for c in self.changes), self.summary()]
         lines += [f"  t{n:02d}: outside the amended space: {why}" for n, why in sorted(self.outside.items())]
+        lines += [f"  t{n:02d}: back inside the amended space" for n in sorted(self.returning)]
         return "\n".join(lines) + "\n"
 
 
@@ -229,14 +235,18 @@ def plan(earlier: Mapping, spec: Spec, changes: list[str], trials: list[FrozenTr
         return result
     old_model, old_train = _spaces(earlier)
     for t in trials:
-        if t.state not in (TrialState.COMPLETE, TrialState.PRUNED) or t.user_attrs.get(OUTSIDE_ATTR):
-            continue  # failed and interrupted trials stay as they are; outside stays outside
+        config = t.user_attrs.get(CONFIG_ATTR)  # an earlier amendment's outside trial
+        if config is None and t.state not in (TrialState.COMPLETE, TrialState.PRUNED):
+            continue  # failed and interrupted trials stay as they are
         try:
-            fixed = optuna.trial.FixedTrial(t.params)
-            model, train = sample(old_model, fixed, "model"), sample(old_train, fixed, "train")
-            result.kept[t.number] = relocate(spec, model, train)
+            if config is None:
+                fixed = optuna.trial.FixedTrial(t.params)
+                config = {"model": sample(old_model, fixed, "model"), "train": sample(old_train, fixed, "train")}
+            result.kept[t.number] = relocate(spec, config["model"], config["train"])
+            if CONFIG_ATTR in t.user_attrs:
+                result.returning.add(t.number)
         except Outside as why:
-            result.outside[t.number] = str(why)
+            result.outside[t.number], result.configs[t.number] = str(why), config
     return result
 
 
@@ -262,11 +272,18 @@ def _carried(t: FrozenTrial, amendment: Plan) -> FrozenTrial:
     user, system = dict(t.user_attrs), dict(t.system_attrs)
     if t.number in amendment.kept:
         params, distributions, key = amendment.kept[t.number]
+        state, values = t.state, t.values
+        if t.number in amendment.returning:  # as it was before it went outside
+            state, values = TrialState[user.pop("was_state")], user.pop("was_values")
+            for name in (OUTSIDE_ATTR, CONFIG_ATTR, "fail_reason", "state", "reason"):
+                user.pop(name, None)
+            was, was_reason = user.pop("was"), user.pop("was_reason")
+            user |= ({"state": was} if was is not None else {}) | ({"reason": was_reason} if was_reason else {})
         return optuna.trial.create_trial(
-            state=t.state,
+            state=state,
             params=params,
             distributions=distributions,
-            values=t.values,
+            values=values,
             intermediate_values=t.intermediate_values,
             user_attrs={**user, **({"draw": key} if "draw" in user else {})},
             system_attrs=system,
@@ -274,8 +291,13 @@ def _carried(t: FrozenTrial, amendment: Plan) -> FrozenTrial:
     if t.number in amendment.outside:  # no sampler reads a FAIL; its results stay on the trial
         why = amendment.outside[t.number]
         reason = f"outside the amended space: {why}"
-        user |= {OUTSIDE_ATTR: why, "fail_reason": reason, "reason": reason, "was": user.get("state")}
+        if OUTSIDE_ATTR not in user:  # what it was, for an amendment that takes it back
+            user |= {"was": user.get("state"), "was_reason": user.get("reason", ""), "was_state": t.state.name}
+            user |= {"was_values": t.values}
+        user |= {OUTSIDE_ATTR: why, CONFIG_ATTR: amendment.configs[t.number], "fail_reason": reason, "reason": reason}
         user["state"] = "outside"
-        return optuna.trial.create_trial(state=TrialState.FAIL, user_attrs=user, system_attrs=system)
-    # failed, interrupted or already outside: as they were, without parameters of the old space
+        return optuna.trial.create_trial(
+            state=TrialState.FAIL, user_attrs=user, system_attrs=system, intermediate_values=t.intermediate_values
+        )
+    # failed or interrupted: as they were, without parameters of the old space
     return optuna.trial.create_trial(state=TrialState.FAIL, user_attrs=user, system_attrs=system)

@@ -151,6 +151,9 @@ class Sweep:
         for number, why in plan.outside.items():
             if runs.get(number):
                 self.tracker.set_tags(runs[number], {OUTSIDE_TAG: why})
+        for number in plan.returning:  # back inside: an earlier amendment had put it outside
+            if runs.get(number):
+                self.tracker.delete_tag(runs[number], OUTSIDE_TAG)
 
     def trials_so_far(self) -> list:
         """The sweep's trials as it opens (its study's; on Ray, the journal's)."""

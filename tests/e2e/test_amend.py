@@ -96,6 +96,17 @@ def test_a_sweep_continues_through_amendments_of_its_space(workdir, monkeypatch)
     text = Path(record).read_text()
     assert text.count("## amendment ") == 2 and "global_filter" in text and "outside the amended space" in text
 
+    # The removed choice back: its trials return (their runs untagged); the narrowed width keeps its own out.
+    readmitted = copy.deepcopy(narrower)
+    stage(readmitted)["mixer"]["choice"].append("fourier")
+    assert run(workdir, readmitted) == 0  # nothing to train: the amendment alone
+    still = {n for n in outside if drawn[n][1] == "16"}
+    assert still != outside and {t.number for t in trials(workdir) if study.state_of(t) == "outside"} == still
+    tagged = {
+        int(c.data.tags["archsweep.trial"]) for c in runs_of(workdir)[2] if "archsweep.outside_space" in c.data.tags
+    }
+    assert tagged == still
+
     # Another number of epochs makes earlier results incomparable: refused, nothing written.
     longer = copy.deepcopy(narrower)
     longer["train"]["epochs"] = 2

@@ -62,6 +62,22 @@ def test_each_kind_of_narrowing_puts_the_trials_it_excludes_outside(tmp_path):
     assert expected and set(plan.outside) == expected
     assert set(plan.kept) == set(drawn) - expected
 
+    # Amended back (through a journal, as a sweep's study is stored): every trial put
+    # outside returns exactly as it was, its state, results, parameters and attributes.
+    storage = study.journal_storage(tmp_path / "digits.journal")
+    study.create(earlier, storage).add_trials(before)
+    amend.rebuild(storage, narrowed, plan, study.directions(narrowed))
+    amend.settle(storage, plan.archive)
+    outside = optuna.load_study(study_name=earlier.name, storage=storage).get_trials(deepcopy=False)
+    assert {t.number for t in outside if study.state_of(t) == "outside"} == expected
+    archive, _ = amend.archive_for(storage, earlier.name, narrowed.resolved)
+    back = amend.plan(narrowed.resolved, earlier, spec_changes(narrowed.resolved, earlier.resolved), outside, archive)
+    assert back.returning == expected and not back.outside
+    amend.rebuild(storage, earlier, back, study.directions(earlier))
+    after = optuna.load_study(study_name=earlier.name, storage=storage).get_trials(deepcopy=False)
+    as_was = [(t.number, t.state, t.values, t.params, t.user_attrs) for t in before if t.number in drawn]
+    assert [(t.number, t.state, t.values, t.params, t.user_attrs) for t in after if t.number in drawn] == as_was
+
 
 def test_each_amendment_keeps_its_own_archive_and_a_crash_finds_it_again():
     """A rerun after a crash finds the pending archive (and rebuilds from it); once the
