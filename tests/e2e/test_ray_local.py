@@ -14,7 +14,6 @@ import sys
 import time
 from pathlib import Path
 
-import optuna
 import psutil
 import pytest
 
@@ -71,81 +70,6 @@ def _stop(driver: subprocess.Popen) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(driver.pid, signal.SIGKILL)
     driver.wait()
-
-
-def _front_models_reload(client, children, folder: Path) -> None:
-    """Every Pareto trial's logged model, reloaded, gives the logits its trial recorded."""
-    import mlflow.artifacts
-    import mlflow.pytorch
-    import torch
-
-    front = [r for r in children if r.data.tags.get("archsweep.pareto") == "true"]
-    assert front and all("archsweep.model" in r.data.tags for r in front)
-    for run in front:
-        model = client.get_logged_model(run.data.tags["archsweep.model"])
-        assert model.source_run_id == run.info.run_id
-        model_dir = mlflow.artifacts.download_artifacts(model.artifact_location, dst_path=str(folder / run.info.run_id))
-        probe = torch.load(Path(model_dir) / "probe.pt", weights_only=True)
-        with torch.no_grad():
-            logits = mlflow.pytorch.load_model(model_dir)(probe["x"])
-        assert torch.allclose(logits, probe["logits"], rtol=1e-4, atol=1e-5)
-
-
-# What a user does to look at a finished sweep's Tune state, run where archsweep cannot be
-# imported: Tune's experiment state, its tuner.pkl, and the searcher's state.
-OPEN_TUNE_STATE = """
-import pickle, sys
-from pathlib import Path
-from ray import tune
-try:
-    import search
-    sys.exit("archsweep is importable here")
-except ImportError:
-    pass
-def trainable(config):
-    pass
-path = sys.argv[1]
-analysis = tune.ExperimentAnalysis(path)
-grid = tune.Tuner.restore(path, trainable=trainable).get_results()
-searcher = pickle.loads(next(Path(path).glob("searcher-state-*.pkl")).read_bytes())
-print(sorted(t.config["number"] for t in analysis.trials), sorted(r.config["number"] for r in grid))
-print(len(searcher["_ot_study"].trials), "searcher trials")
-"""
-
-
-def test_the_quickstart_gives_the_same_kind_of_result_on_both_backends(tmp_path, monkeypatch):
-    """Same spec, same seed: the same architectures per trial number and accuracies within
-    a few points (the ray workers train with one thread each, so sums round differently).
-    The ray sweep's Tune state opens without archsweep on the path."""
-    monkeypatch.chdir(tmp_path)
-    quickstart = str(ROOT / "spaces" / "quickstart.yaml")
-    results = {}
-    for kind in ("local", "ray"):
-        store = f"store_{kind}"
-        args = ["run", quickstart, "-o", "search.trials=4", "-o", "train.epochs=6"]
-        args += ["-o", f"tracking.dir={store}", "-o", f"backend.kind={kind}"]
-        assert main.main(args) == 0
-        client, parents, children = runs_of(tmp_path, "quickstart", store)
-        assert len(parents) == 1 and len(children) == 4
-        assert {r.info.status for r in children} == {"FINISHED"}
-        results[kind] = {r.data.tags["archsweep.trial"]: r for r in children}
-        journal = optuna.storages.journal.JournalFileBackend(str(tmp_path / store / "optuna" / "quickstart.journal"))
-        journal_study = optuna.load_study(study_name="quickstart", storage=optuna.storages.JournalStorage(journal))
-        assert journal_study.metric_names == ["val_accuracy", "gmacs"]  # as Optuna's own tools show them
-        _front_models_reload(client, children, tmp_path / kind)
-    isolated = [sys.executable, "-I", "-c", OPEN_TUNE_STATE, str(tmp_path / "store_ray" / "ray" / "quickstart")]
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    opened = subprocess.run(isolated, cwd="/tmp", env=env, capture_output=True, text=True, timeout=120)
-    assert opened.stdout.splitlines() == ["[0, 1, 2, 3] [0, 1, 2, 3]", "4 searcher trials"], opened.stderr[-3000:]
-    local, ray = results["local"], results["ray"]
-    for number, run in local.items():
-        assert ray[number].data.params == run.data.params
-        assert ray[number].data.tags["archsweep.arch"] == run.data.tags["archsweep.arch"]
-        assert ray[number].data.tags["archsweep.state"] == run.data.tags["archsweep.state"]
-        assert set(ray[number].data.metrics) == set(run.data.metrics)
-        if "val_accuracy" in run.data.metrics:  # refused architectures are not trained
-            assert abs(ray[number].data.metrics["val_accuracy"] - run.data.metrics["val_accuracy"]) < 0.05
-    assert max(r.data.metrics.get("val_accuracy", 0) for r in ray.values()) > 0.8
 
 
 def test_nothing_archsweep_starts_is_open_to_other_machines(tmp_path):

@@ -16,6 +16,8 @@ from search.spec.arch import to_arch
 ROOT = Path(__file__).resolve().parents[2]
 SPECS = sorted((ROOT / "spaces").rglob("*.yaml"))
 REPRODUCE = sorted((ROOT / "spaces" / "reproduce").glob("*.yaml"))
+# Table 4's smoke run is checked on both backends by tests/e2e/test_ray_local.py.
+SMOKE_HERE = [p for p in REPRODUCE if p.stem != "vix_table4"]
 
 
 def test_the_papers_experiments_are_all_here():
@@ -115,7 +117,7 @@ def test_gfnet_hybrid_wires_each_stage_as_its_mixer_family():
     assert len(spec.ablation.arms) == 4
 
 
-@pytest.mark.parametrize("path", REPRODUCE, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", SMOKE_HERE, ids=lambda p: p.stem)
 def test_reproduction_runs_in_smoke_mode(path, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main.main(["run", str(path), "--smoke", "-o", "tracking.dir=store", "-o", "tracking.models=none"]) == 0

@@ -87,9 +87,9 @@ def mutants(count: int, seed: int):
         yield i, data
 
 
-def test_thousands_of_mutated_specs_load_or_are_refused_cleanly(tmp_path):
+def test_a_thousand_mutated_specs_load_or_are_refused_cleanly(tmp_path):
     refused = 0
-    for i, data in mutants(2000, seed=0):
+    for i, data in mutants(1000, seed=0):
         path = tmp_path / f"m{i}.yaml"
         path.write_text(yaml.safe_dump(data))
         try:
@@ -97,7 +97,7 @@ def test_thousands_of_mutated_specs_load_or_are_refused_cleanly(tmp_path):
         except SpecError as err:
             refused += 1
             located(err, path)
-    assert 1000 < refused < 2000  # the mutations break most specs, not all
+    assert 500 < refused < 1000  # the mutations break most specs, not all
 
 
 @pytest.mark.parametrize("seed", range(4))
