@@ -152,7 +152,12 @@ def test_a_trained_sweep_prunes_at_rungs_keeps_its_front_and_continues_amended(t
         _front_models_reload(runs_of(tmp_path, "quickstart", f"store_{kind}")[0], list(runs.values()), tmp_path / kind)
         before = {t.number: t for t in _journal(tmp_path, f"store_{kind}", "moasha").trials}
 
-        _run(kind, ROOT / "spaces" / "quickstart.yaml", amended)
+        if kind == "ray":  # a crash after the study's rebuild and Tune's set-aside, before Ray started
+            with monkeypatch.context() as patched:
+                patched.setattr("search.sweep.ray.driver.runtime", _crash)
+                with pytest.raises(RuntimeError, match="crash"):
+                    _run(kind, ROOT / "spaces" / "quickstart.yaml", amended)
+        _run(kind, ROOT / "spaces" / "quickstart.yaml", amended)  # ... is undone by running again
         runs = _check_runs(tmp_path, kind, "quickstart", 8)
         after = {t.number: t for t in _journal(tmp_path, f"store_{kind}", "moasha").trials}
         expected = {n for n, t in before.items() if t.params["model.positional"] == "none" and t.state.name != "FAIL"}
@@ -173,12 +178,18 @@ def test_a_trained_sweep_prunes_at_rungs_keeps_its_front_and_continues_amended(t
     assert [p.name for p in (tmp_path / "store_ray" / "ray").glob("moasha~*")] == [after_archive(tmp_path)]
 
 
+def _crash(backend):
+    raise RuntimeError("crash")
+
+
 def after_archive(folder) -> str:
-    """The journal's archive of the amended study: the name Ray's earlier experiment took."""
+    """The journal's one archive of the amended study (the crashed run's, taken up again):
+    the name Ray's earlier experiment took."""
     storage = optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(folder / "store_ray" / "optuna" / "moasha.journal"))
     )
-    return next(s.study_name for s in optuna.get_all_study_summaries(storage) if "~" in s.study_name)
+    (archive,) = [s.study_name for s in optuna.get_all_study_summaries(storage) if "~" in s.study_name]
+    return archive
 
 
 def _assert_the_same_kind_of_result(first: dict) -> None:
