@@ -36,21 +36,26 @@ EARLIER, AFTER, COLD = 60, 60, 150  # evaluations: the earlier sweep, after the 
 SEEDS = 10
 
 
-def _specs():
-    """(earlier spec, amended spec): the narrower space and the table's own."""
+def _specs(edit=lambda raw: None):
+    """(earlier spec, amended spec): the narrower space and the table's own, both changed
+    in place by ``edit`` first (a test's other objectives or pruner)."""
     from search.spec import load
 
     raw = yaml.safe_load(TABLE_SPEC.read_text())
+    edit(raw)
     narrow = copy.deepcopy(raw)
     stage = narrow["model"]["stages"][0]
     stage["mixer"]["choice"] = [m for m in stage["mixer"]["choice"] if "performer" not in str(m)]
     stage["width"] = 32
     narrow["model"]["positional"] = "learned"
     with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "digits.yaml"
-        path.write_text(yaml.safe_dump(narrow, sort_keys=False))
-        earlier = load(path, check_data=False, check_store=False)
-    return earlier, load(TABLE_SPEC, check_data=False, check_store=False)
+        specs = []
+        for name, space in (("narrow", narrow), ("table", raw)):
+            path = Path(folder) / name / "digits.yaml"
+            path.parent.mkdir()
+            path.write_text(yaml.safe_dump(space, sort_keys=False))
+            specs.append(load(path, check_data=False, check_store=False))
+    return tuple(specs)
 
 
 def _with(spec, seed: int, trials: int):

@@ -3,14 +3,11 @@ their rung records carried into the amended study, a rebuild run twice (as after
 giving the same study, and the earlier trials a narrowed range or a removed choice
 puts outside the space."""
 
-import copy
-from pathlib import Path
-
 import optuna
 import yaml
 from optuna.trial import TrialState
 
-from bench.amend import _specs
+from bench.amend import TABLE_SPEC, _specs
 from search.spec import load
 from search.sweep import amend, study
 from search.sweep.preflight import spec_changes
@@ -49,8 +46,7 @@ def test_each_kind_of_narrowing_puts_the_trials_it_excludes_outside(tmp_path):
     earlier, spec = _specs()
     _, table = digits_table()
     before = replay(earlier, table, trials=30).study.get_trials(deepcopy=False)
-    raw = yaml.safe_load(Path(spec.file).read_text())
-    narrow = copy.deepcopy(raw)
+    narrow = yaml.safe_load(TABLE_SPEC.read_text())
     narrow["model"]["stages"][0]["depth"] = {"int": [2, 2]}  # was 1-2
     narrow["model"]["embedding"] = "patch"  # a removed choice (the conv stem)
     path = tmp_path / "digits.yaml"
@@ -93,3 +89,54 @@ def test_each_amendment_keeps_its_own_archive_and_a_crash_finds_it_again():
     amend.settle(storage, archive)
     assert amend.archive_for(storage, spec.name, earlier.resolved) == (f"{archive}-2", False)
     assert len(optuna.load_study(study_name=archive, storage=storage).trials) == len(before)
+
+
+def test_a_single_objective_pruner_judges_the_amended_study_as_it_judged_the_earlier(tmp_path):
+    """Optuna's own pruners (median, asha, hyperband) read the trials' intermediate values,
+    not MO-ASHA's rung records: an amendment carries them, so a new trial is pruned by the
+    amended study exactly when the earlier study would have pruned it."""
+    earlier, spec = _specs(_single_objective)
+    _, table = digits_table()
+    replayed = replay(earlier, table, trials=30).study.get_trials(deepcopy=False)
+    curves = [_with_curve(t, pruned=i % 3 == 2) for i, t in enumerate(replayed) if t.state == TrialState.COMPLETE]
+    storage = study.journal_storage(tmp_path / "digits.journal")
+    first = study.create(earlier, storage)
+    first.add_trials(curves)
+    before = first.get_trials(deepcopy=False)
+    plan = amend.plan(earlier.resolved, spec, spec_changes(earlier.resolved, spec.resolved), before)
+    amend.rebuild(storage, spec, plan, study.directions(spec))
+    rebuilt = optuna.load_study(study_name=spec.name, storage=storage)
+    assert [t.intermediate_values for t in rebuilt.trials] == [t.intermediate_values for t in before]
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0)
+    probes = [(step, value) for step in (1, 3, 5) for value in (0.2, 0.5, 0.8, 0.95)]
+    archived = optuna.load_study(study_name=plan.archive, storage=storage)
+    decisions = [[_prunes(pruner, s, step, value) for step, value in probes] for s in (archived, rebuilt)]
+    assert decisions[0] == decisions[1] and len(set(decisions[0])) == 2  # some pruned, some not
+
+
+def _single_objective(raw: dict) -> None:
+    raw["objectives"] = [{"val_accuracy": "max"}]
+    raw["search"] |= {"pruner": "median"}
+
+
+def _with_curve(t, pruned: bool):
+    """Trial ``t`` with one objective and a learning curve rising to its accuracy (a
+    pruned one stopped at epoch 2)."""
+    final = t.values[0]
+    curve = {epoch: final * epoch / 6 for epoch in range(1, 3 if pruned else 7)}
+    return optuna.trial.create_trial(
+        state=TrialState.PRUNED if pruned else TrialState.COMPLETE,
+        value=None if pruned else final,
+        params=t.params,
+        distributions=t.distributions,
+        intermediate_values=curve,
+        user_attrs=t.user_attrs,
+    )
+
+
+def _prunes(pruner, s: optuna.Study, step: int, value: float) -> bool:
+    trial = s.ask()
+    trial.report(value, step)
+    decision = pruner.prune(s, s._storage.get_trial(trial._trial_id))
+    s.tell(trial, state=TrialState.FAIL)  # the probe leaves no evidence for the next one
+    return decision
