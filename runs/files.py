@@ -66,10 +66,11 @@ def read_bytes(path: str | Path, limit: int, what: str = "file") -> bytes:
         raise UntrustedFile(f"{path}: no such file") from None
     except (OSError, ValueError) as err:
         raise UntrustedFile(f"{path}: cannot be read ({getattr(err, 'strerror', None) or err})") from None
+    status = os.fstat(fd)
+    if not stat.S_ISREG(status.st_mode):
+        os.close(fd)
+        raise UntrustedFile(f"{path} is {kind(status.st_mode)}, not a {what}")
     with os.fdopen(fd, "rb") as f:
-        status = os.fstat(fd)
-        if not stat.S_ISREG(status.st_mode):
-            raise UntrustedFile(f"{path} is {kind(status.st_mode)}, not a {what}")
         if status.st_size > limit:
             raise UntrustedFile(f"{path} holds {_size(status.st_size)}; a {what} is at most {_size(limit)}")
         try:
