@@ -14,7 +14,8 @@ python main.py record SPEC --out TABLE        train every architecture of a fini
 
 Exit codes: 0 done, 1 the sweep ran but no trial completed, 2 bad input, 3 partial (some
 trials failed, the others completed), 4 the tracking store failed or the sweep's Ray runtime
-stopped, 130 interrupted (4 and 130: run again to resume).
+stopped, 130 interrupted (4 and 130: run again to resume), 70 an internal error (a bug:
+ARCHSWEEP_DEBUG=1 shows its traceback).
 """
 
 from __future__ import annotations
@@ -137,6 +138,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     if args.resume and not sweep.resumable():
         print(f"error: --resume: sweep {spec.name} has no saved state in {spec.store} to resume", file=sys.stderr)
         return 2
+    from runs.tracking import failure_line, store_failure
     from search.sweep.base import SweepBusy, TrackingFailed
     from search.sweep.preflight import StoreError
 
@@ -156,14 +158,14 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
             sweep.finish("KILLED")
             console.print("interrupted; run the same command again to resume")
             return 130
-        except TrackingFailed as err:
-            sweep.abandon()
-            print(
-                f"error: the tracking store failed in {err}; that trial is not counted: run again to resume",
-                file=sys.stderr,
-            )
-            return 4
         front = sweep.finish()
+    except TrackingFailed as err:
+        return _store_failed(sweep, f"in {err}; that trial is not counted")
+    except Exception as err:
+        cause = store_failure(err)
+        if cause is None:
+            raise
+        return _store_failed(sweep, failure_line(cause))
     finally:
         sweep.close()
     rows = sweep.front_rows()[0]
@@ -185,6 +187,18 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     if failed and rows:
         console.print(f"partial: {failed} trial(s) failed; their reasons are in MLflow (tag archsweep.reason)")
     return 1 if not rows else 3 if failed else 0
+
+
+def _store_failed(sweep, what: str) -> int:
+    """The tracking store or the journal failed: the sweep stops, its runs are ended where
+    the store still takes it (a rerun ends the others and resumes), exit 4."""
+    left = sweep.abandon()
+    print(f"error: the sweep's store failed: {what}", file=sys.stderr)
+    if left:
+        print(f"error: {left}", file=sys.stderr)
+    if "damaged" not in what:
+        print(f"run the same command again to resume once the store ({sweep.store}) can be written", file=sys.stderr)
+    return 4
 
 
 def cmd_ablate(args: argparse.Namespace, console: Console) -> int:
@@ -514,6 +528,17 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def port(text: str) -> int:
+    """A TCP port for argparse: 1-65535, refused in one line otherwise."""
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1-65535)") from None
+    if not 1 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"{number} is not a port number (1-65535)")
+    return number
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="main.py", description="archsweep: architecture search for vision models")
     sub = p.add_subparsers(dest="command", required=True)
@@ -551,10 +576,10 @@ def parser() -> argparse.ArgumentParser:
     cluster.add_argument("action", choices=["up", "down", "status"])
     cluster.add_argument("--workers", type=int, default=1, help="worker nodes besides the head")
     cluster.add_argument("--cpus", type=int, default=1, help="CPUs each node offers")
-    cluster.add_argument("--port", type=int, default=6390, help="the head's port")
+    cluster.add_argument("--port", type=port, default=6390, help="the head's port")
     ui = sub.add_parser("ui", help="serve the MLflow UI on 127.0.0.1 over the sweep store")
     ui.add_argument("--store", default="out", help="the store directory (tracking.dir of the spec)")
-    ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--port", type=port, default=5000)
     show = sub.add_parser("show", help="the Pareto table of a finished sweep, read from MLflow")
     show.add_argument("experiment", nargs="?", help="the MLflow experiment (default: the store's only one)")
     export = sub.add_parser("export", help="a trial's logged model, its arch.yaml and weights, into a folder")
@@ -607,8 +632,42 @@ def main(argv: list[str] | None = None) -> int:
         "import-timm": cmd_import_timm,
         "record": cmd_record,
     }
-    return commands[args.command](args, Console())
+    try:
+        return commands[args.command](args, Console())
+    except Exception as err:  # a store that fails outside a sweep (show, export, ui, validate): one line, 4
+        from runs.tracking import failure_line, store_failure
+
+        cause = store_failure(err)
+        if cause is None:
+            raise
+        print(f"error: the store failed: {failure_line(cause)}", file=sys.stderr)
+        return 4
+
+
+def cli() -> int:
+    """``main`` as a command: whatever happens, one line on stderr, never a traceback
+    (``ARCHSWEEP_DEBUG=1`` shows it: what to attach to a bug report)."""
+    import os
+
+    try:
+        return main()
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `| head` stopped reading: no complaint when stdout is flushed at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except Exception as err:
+        if os.environ.get("ARCHSWEEP_DEBUG"):
+            raise
+        first = (str(err).strip().splitlines() or [""])[0][:300]
+        print(
+            f"error: {type(err).__name__}: {first} (an internal error in archsweep: run again with"
+            " ARCHSWEEP_DEBUG=1 for its traceback, and report it)",
+            file=sys.stderr,
+        )
+        return 70
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

@@ -48,6 +48,16 @@ def writable(store: Path) -> bool:
     return os.access(store, os.W_OK) and os.access(store / "mlflow.db", os.W_OK)
 
 
+def check_intact(db: Path) -> None:
+    """Raise ``sqlite3.DatabaseError`` when ``db`` is damaged (SQLite's quick_check: its
+    pages and indexes, in a fraction of a second for a sweep's store), before a sweep or
+    a reader relies on it: a damaged page would otherwise surface mid-sweep."""
+    with closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)) as con:
+        found = [row[0] for row in con.execute("PRAGMA quick_check(1)")]
+    if found != ["ok"]:
+        raise sqlite3.DatabaseError(f"{db}: database disk image is malformed (SQLite's quick_check)")
+
+
 def record(db: Path, uri: str) -> None:
     """Note in a new database that its records were written for artifacts at ``uri``."""
     with closing(sqlite3.connect(db)) as con, con:
@@ -86,6 +96,7 @@ def reading(store: Path) -> Iterator[Path]:
     """The store's database to read from: itself (rewritten first if the store moved) or,
     where the store cannot be written, a rewritten copy that lives as long as the context."""
     db = store / "mlflow.db"
+    check_intact(db)
     if writable(store):
         with locked(store):
             relocate(db, artifacts_uri(store))

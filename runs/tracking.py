@@ -11,6 +11,7 @@ tracking server instead.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import re
@@ -115,6 +116,7 @@ def embedded_store(store: Path) -> str:
     with stores.locked(store):
         if not db.exists():
             _build(store, db)
+        stores.check_intact(db)
         if stores.relocate(db, stores.artifacts_uri(store)):
             forget_locations()
     return embedded_uri(store)
@@ -169,7 +171,67 @@ def tracking_failed(err: BaseException) -> bool:
     import sqlalchemy.exc
     from mlflow.exceptions import MlflowException
 
-    return isinstance(err, MlflowException | sqlalchemy.exc.SQLAlchemyError | sqlite3.Error | requests.RequestException)
+    failures = MlflowException | sqlalchemy.exc.SQLAlchemyError | sqlite3.Error | requests.RequestException
+    return isinstance(err, failures | TrackingUnreachable)
+
+
+# What a file system says when the store cannot be written: not the trial's fault.
+_STORE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EIO}
+
+
+def store_failure(err: BaseException) -> BaseException | None:
+    """The error in ``err``'s chain (causes and contexts) that came from the tracking store
+    or the study's journal (a database error, a server, a disk that is full or read-only),
+    or None. Optuna masks a journal that failed while telling a trial with an assertion of
+    its own ("Should not reach."), so the chain is searched, not only ``err``."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if tracking_failed(err) or (isinstance(err, OSError) and err.errno in _STORE_ERRNOS):
+            return err
+        err = err.__cause__ or err.__context__
+    return None
+
+
+DAMAGED = ("malformed", "not a database", "file is encrypted")  # SQLite's words for a damaged file
+
+
+def failure_line(err: BaseException) -> str:
+    """A store failure in one line: SQLAlchemy appends the statement and its parameters on
+    lines of their own; what failed is the first. A damaged database says what to do."""
+    first = (str(err).strip().splitlines() or [""])[0]
+    first = re.sub(r"^\((?:sqlite3|psycopg2?|pymysql)\.\w+\) ", "", first)
+    line = f"{type(err).__name__}: {first}" if first else type(err).__name__
+    if any(word in first for word in DAMAGED):
+        line += "; the MLflow database is damaged: restore mlflow.db from a copy (archsweep changes nothing in it)"
+    return line
+
+
+class TrackingUnreachable(ConnectionError):
+    """No tracking server answers at the spec's ``tracking.uri``; the message is one line."""
+
+
+def check_server(uri: str, timeout: float = 15.0) -> None:
+    """Raise ``TrackingUnreachable`` when nothing answers at the tracking server
+    ``uri`` within ``timeout`` seconds: MLflow's client would retry for minutes in silence.
+    Any HTTP answer counts (a server with authentication answers 401)."""
+    import urllib.error
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=min(5.0, timeout)).close()
+            return
+        except urllib.error.HTTPError:
+            return
+        except (OSError, ValueError) as err:
+            if time.monotonic() > deadline:
+                reason = getattr(err, "reason", None) or err
+                raise TrackingUnreachable(
+                    f"no MLflow tracking server answers at {uri} ({reason}; waited {timeout:.0f} s): "
+                    "start it, or fix tracking.uri"
+                ) from None
+            time.sleep(0.5)
 
 
 def free_port() -> int:
@@ -298,6 +360,12 @@ def get_run(uri: str, run_id: str):
         return MlflowClient(uri).get_run(run_id)
     except MlflowException:
         raise LookupError(run_id) from None
+
+
+def pareto_runs(uri: str, experiment_id: str, sweep: str) -> list:
+    """The runs of ``sweep`` tagged Pareto-optimal."""
+    query = f"tags.`{SWEEP_TAG}` = '{sweep}' and tags.`{PARETO_TAG}` = 'true'"
+    return MlflowClient(uri).search_runs([experiment_id], filter_string=query)
 
 
 def download_model(uri: str, model_id: str, into: Path) -> Path:

@@ -21,10 +21,13 @@ from runs.tracking import (
     SWEEP_TAG,
     TRIAL_TAG,
     Tracker,
+    TrackingUnreachable,
+    check_server,
     download_model,
     experiment_names,
     forget_locations,
     get_run,
+    pareto_runs,
 )
 
 
@@ -37,6 +40,11 @@ def opened(store: str | None, uri: str | None) -> Iterator[str]:
     """The tracking URI of ``--uri``, or of the embedded store in ``--store``: rewritten
     first if the store was moved, or a rewritten copy if it cannot be written."""
     if uri:
+        if uri.startswith(("http://", "https://")):
+            try:
+                check_server(uri)
+            except TrackingUnreachable as err:
+                raise ReviewError(str(err)) from None
         yield uri
         return
     folder = Path(store or "out")
@@ -91,6 +99,8 @@ def export(uri: str, run_id: str, out: Path) -> Path:
         run = get_run(uri, run_id)
     except LookupError:
         raise ReviewError(f"no run {run_id!r} in {uri}") from None
+    if run.data.tags.get(TRIAL_TAG) == "parent":
+        raise ReviewError(f"run {run_id} is the parent run of sweep {run.info.run_name!r}; {_front_ids(uri, run)}")
     if MODEL_TAG not in run.data.tags:
         why = "it is not on the Pareto front" if run.data.tags.get(PARETO_TAG) != "true" else "the sweep logged none"
         raise ReviewError(
@@ -99,10 +109,22 @@ def export(uri: str, run_id: str, out: Path) -> Path:
         )
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ReviewError(f"{out} exists and is not an empty folder; choose another --out")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-") as staging:
-        folder = download_model(uri, run.data.tags[MODEL_TAG], Path(staging))
-        if out.exists():
-            out.rmdir()
-        shutil.move(str(folder), out)  # complete or not there at all
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-") as staging:
+            folder = download_model(uri, run.data.tags[MODEL_TAG], Path(staging))
+            if out.exists():
+                out.rmdir()
+            shutil.move(str(folder), out)  # complete or not there at all
+    except OSError as err:
+        raise ReviewError(f"cannot write {out} ({err.strerror or err}); choose another --out") from None
     return out
+
+
+def _front_ids(uri: str, parent) -> str:
+    """The run ids of a sweep's Pareto trials, to export one of them instead of the parent."""
+    runs = pareto_runs(uri, parent.info.experiment_id, parent.data.tags.get(SWEEP_TAG, ""))
+    if not runs:
+        return "export takes a trial's run id (python main.py show lists them)"
+    listed = ", ".join(f"{r.info.run_id} ({r.info.run_name.split(' ')[0]})" for r in runs)
+    return f"export takes a trial's run id; its front's: {listed}"

@@ -30,6 +30,7 @@ from runs.tracking import (
     SAMPLER_TAG,
     SPEC_SHA_TAG,
     Tracker,
+    check_server,
     embedded_store,
 )
 from runs.trial import rebuild
@@ -112,6 +113,8 @@ class Sweep:
         if uri and uri != spec.tracking_uri:  # a private server over the embedded store
             self.tracker = Tracker(uri, spec.experiment, artifacts=self.store / "artifacts")
         elif uri:  # a server of the user's: it decides where artifacts go
+            if uri.startswith(("http://", "https://")):
+                check_server(uri)  # else MLflow's client retries for minutes, silent
             self.tracker = Tracker(uri, spec.experiment, credentials=(spec.tracking_user, spec.tracking_password))
         else:
             self.tracker = Tracker(embedded_store(self.store), spec.experiment, artifacts=self.store / "artifacts")
@@ -159,11 +162,23 @@ class Sweep:
         """The sweep's trials as it opens (its study's; on Ray, the journal's)."""
         return self.study.get_trials(deepcopy=False)
 
-    def abandon(self) -> None:
-        """End the parent run as KILLED, without the report, after the tracking store failed
-        (it may fail again: the next run of the sweep ends it properly)."""
-        with contextlib.suppress(Exception):
-            self.tracker.end_sweep(self.parent, "KILLED")
+    def abandon(self) -> str:
+        """After the tracking store or the journal failed: end the sweep's runs left
+        RUNNING (its trials' as interrupted, the parent as KILLED), without the report.
+        Returns what could not be ended ("" when all were): the store may refuse the
+        writes too, and then the next run of the sweep ends them (``close_orphans``)."""
+        tracker = getattr(self, "tracker", None)
+        if tracker is None or not hasattr(self, "parent"):
+            return ""
+        try:
+            tracker.close_orphans(self.spec.name)
+            tracker.end_sweep(self.parent, "KILLED")
+        except Exception as err:
+            return (
+                f"its MLflow runs could not be ended either ({type(err).__name__});"
+                " the next run of the sweep ends them"
+            )
+        return ""
 
     def failed(self) -> int:
         """Trials that failed with a reason (interrupted ones are not failures: they rerun)."""

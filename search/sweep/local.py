@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
+import json
 import math
 import os
 import signal
@@ -23,7 +25,7 @@ from optuna.trial import TrialState
 
 from runs import data as datasets
 from runs import faults, worker
-from runs.tracking import ATTEMPTS_TAG, RESUMED_TAG, RETRY_REASON_TAG, RUNG_TAG, WARM_TAG, tracking_failed
+from runs.tracking import ATTEMPTS_TAG, RESUMED_TAG, RETRY_REASON_TAG, RUNG_TAG, WARM_TAG, failure_line, tracking_failed
 from runs.worker import Done, Failed, Final, Job, Pruned, Refused
 from search.spec import Spec
 from search.sweep import amend, pipeline, replay, study, warm
@@ -40,6 +42,16 @@ class Interrupted(Exception):
 
 class TrialError(Exception):
     """A trial that failed; the message is the reason recorded in Optuna and MLflow."""
+
+
+def _comparable(spec: Spec) -> str:
+    """A hash of the spec without what may change between runs of one sweep (the trial
+    count, timeout, backend, tracking, description: preflight.MAY_CHANGE): two runs with
+    the same hash can share the sweep, as its workers."""
+    kept = {k: v for k, v in spec.resolved.items() if k not in ("description", "backend", "tracking")}
+    if isinstance(kept.get("search"), dict):
+        kept["search"] = {k: v for k, v in kept["search"].items() if k not in ("trials", "timeout")}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 class LocalSweep(Sweep):
@@ -98,15 +110,23 @@ class LocalSweep(Sweep):
             fcntl.flock(self.lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self.lock_file.seek(0)
-            owner = self.lock_file.read().strip() or "?"
+            owner, _, sha = self.lock_file.read().strip().partition(" ")
             self.lock_file.close()
-            raise SweepBusy(
-                f"sweep {self.spec.name} is running in process {owner} (store {self.store}); "
-                "wait for it, or run trials in parallel with --workers N"
-            ) from None
+            raise SweepBusy(self._busy(owner or "?", sha)) from None
         self.lock_file.truncate(0)
-        self.lock_file.write(str(os.getpid()))
+        self.lock_file.write(f"{os.getpid()} {_comparable(self.spec)}")  # who holds it, and with which spec
         self.lock_file.flush()
+
+    def _busy(self, owner: str, sha: str) -> str:
+        """Why the sweep is refused while process ``owner`` runs it (with spec hash ``sha``):
+        more workers help only a second run of the same spec."""
+        busy = f"sweep {self.spec.name} is running in process {owner} (store {self.store})"
+        if sha == _comparable(self.spec):
+            return f"{busy}; wait for it, or run trials in parallel with --workers N"
+        return (
+            f"{busy} with a different spec; wait for it to end, or give this spec a new name"
+            " (name: in the spec, or -o name=NEW) to run it beside"
+        )
 
     def close(self) -> None:
         if getattr(self, "lock_file", None) is not None and not self.lock_file.closed:
@@ -131,7 +151,7 @@ class LocalSweep(Sweep):
             raise
         except Exception as err:
             if tracking_failed(err):  # the store broke, not the trial: uncounted, and the sweep stops
-                self.tracking_failure = f"trial {trial.number}: {type(err).__name__}: {err}"
+                self.tracking_failure = f"trial {trial.number}: {failure_line(err)}"
                 self.stop.set()
                 raise Interrupted(self.tracking_failure) from err
             # archsweep's own bookkeeping broke: still a trial with a reason
@@ -279,9 +299,10 @@ class LocalSweep(Sweep):
         front = super().finish(status)
         # The models worth keeping are logged now; a trial on any later front is on this
         # one too (adding trials only removes trials from a front), so none is needed again.
-        remove_own(self.store, "weights", self.spec.name)
-        with contextlib.suppress(OSError, StoreError):  # the folder of all sweeps' weights, when empty
-            own(self.store, "weights").rmdir()
+        for kind in ("weights", "checkpoints"):  # a finished sweep leaves no empty folder behind
+            remove_own(self.store, kind, self.spec.name)
+            with contextlib.suppress(OSError, StoreError):  # the folder of all sweeps', when empty
+                own(self.store, kind).rmdir()
         return front
 
     def remaining(self) -> int:
