@@ -42,6 +42,8 @@ os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # the s
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per download fills logs
 logging.getLogger("mlflow").setLevel(logging.WARNING)
 logging.getLogger("alembic").setLevel(logging.WARNING)
+# A failing database is reported by the sweep, in one line (see failure_line), not as MLflow's traceback.
+logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 # It warns on every pickled model. Pickle it is: it gives back the model's own class
 # (blocks' VisionModel, trainable further), where MLflow's "pt2" gives an exported graph;
 # and a model is only loaded from one's own store.
@@ -211,12 +213,16 @@ class TrackingUnreachable(ConnectionError):
     """No tracking server answers at the spec's ``tracking.uri``; the message is one line."""
 
 
-def check_server(uri: str, timeout: float = 15.0) -> None:
+SERVER_WAIT_S = 15.0  # how long a sweep waits for its tracking server to answer at start
+
+
+def check_server(uri: str, timeout: float | None = None) -> None:
     """Raise ``TrackingUnreachable`` when nothing answers at the tracking server
     ``uri`` within ``timeout`` seconds: MLflow's client would retry for minutes in silence.
     Any HTTP answer counts (a server with authentication answers 401)."""
     import urllib.error
 
+    timeout = SERVER_WAIT_S if timeout is None else timeout
     deadline = time.monotonic() + timeout
     while True:
         try:

@@ -27,7 +27,8 @@ import main
 from runs.store import LOCATIONS
 from runs.tracking import Tracker, free_port, port_taken
 from search.sweep.preflight import StoreError, own
-from tests.e2e.conftest import runs_of, wait_for_health, write_spec
+from search.sweep.study import read_study
+from tests.e2e.conftest import inject, runs_of, wait_for_health, write_spec
 from tests.e2e.test_sweep import study
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -330,3 +331,92 @@ def test_ui_serves_a_read_only_store_and_stops_with_its_server_on_sigterm(read_o
         for process in [psutil.Process(ui.pid), *server] if ui.poll() is None else server:
             with contextlib.suppress(psutil.NoSuchProcess):
                 process.kill()
+
+
+# -- a store that fails mid-sweep, a damaged database, a server that is not there ----------
+
+REPLAYED = [str(ROOT / "spaces" / "tables" / "digits.yaml"), "-o", "search.replay=digits.jsonl.gz"]
+
+
+def _replayed_sweep(workdir: Path, trials: int, **popen) -> subprocess.Popen:
+    """A replayed digits sweep (no training) in a process of its own, its store ``out``."""
+    command = [sys.executable, str(ROOT / "main.py"), "run", *REPLAYED, "-o", f"search.trials={trials}"]
+    command += ["-o", f"tracking.dir={workdir / 'out'}", "-o", "search.sampler=random"]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+
+
+def _statuses(db: Path) -> list[str]:
+    with sqlite3.connect(db) as con:
+        return [status for (status,) in con.execute("SELECT status FROM runs")]
+
+
+@pytest.mark.parametrize("what", ["store", "journal"])
+def test_a_store_made_unwritable_mid_sweep_ends_it_with_exit_4_in_one_line(workdir, monkeypatch, what):
+    """The journal made read-only mid-trial: Optuna masks the failed write with "Should not
+    reach." (exit 1, a traceback, two runs RUNNING before the fix). Now exit 4 and one
+    line; with MLflow still writable no run is left RUNNING; the whole store read-only
+    leaves them to the rerun, which ends them and resumes."""
+    plan = inject(monkeypatch, workdir, [{"trial": 2, "epoch": 0, "kind": "sleep", "seconds": 4}])
+    sweep = _replayed_sweep(workdir, 5, preexec_fn=_without_dac_override if os.geteuid() == 0 else None)
+    deadline = time.time() + 120
+    while not Path(f"{plan}.fired.0").exists():  # trial 2 is running
+        assert sweep.poll() is None and time.time() < deadline, sweep.communicate()
+        time.sleep(0.1)
+    store = workdir / "out"
+    locked = [store / "optuna", *(store / "optuna").iterdir()] if what == "journal" else [store, *store.rglob("*")]
+    for path in locked:
+        path.chmod(path.stat().st_mode & ~0o222)
+    out, err = sweep.communicate(timeout=120)
+    for path in locked:
+        path.chmod(path.stat().st_mode | 0o200)
+    assert sweep.returncode == 4, out + err
+    assert "Traceback" not in out + err and "Should not reach" not in out + err
+    assert "error: the sweep's store failed: PermissionError" in err
+    if what == "journal":
+        assert "RUNNING" not in _statuses(store / "mlflow.db")
+        return
+    monkeypatch.delenv("ARCHSWEEP_FAULTS")
+    assert main.main(["run", *REPLAYED, "-o", "search.trials=5", "-o", f"tracking.dir={store}"]) == 0
+    assert "RUNNING" not in _statuses(store / "mlflow.db")
+    trials = read_study(store, "digits-table").trials
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 5
+
+
+def test_a_damaged_mlflow_db_is_refused_in_one_line_and_left_as_it_was(copied, capsys):
+    db = copied / "store" / "mlflow.db"
+    with open(db, "r+b") as f:  # the header and the first pages: "file is not a database"
+        f.write(os.urandom(8192))
+    before = tree(copied)
+    assert main.main(["run", str(copied / "tiny.yaml")]) == 4
+    assert main.main(["show", "--store", str(copied / "store")]) == 4
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "damaged" in line]
+    assert len(lines) == 2 and all("restore mlflow.db from a copy" in line for line in lines), err
+    assert "Traceback" not in err and tree(copied) == before
+
+
+def test_a_tracking_server_that_is_not_there_is_said_at_start_with_exit_4(workdir, monkeypatch, capsys):
+    from runs import tracking
+
+    monkeypatch.setattr(tracking, "SERVER_WAIT_S", 1.0)
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    started = time.monotonic()
+    assert main.main(["run", str(write_spec(workdir, **QUICK)), "-o", f"tracking.uri={uri}"]) == 4
+    assert time.monotonic() - started < 30  # MLflow's client alone retries for minutes
+    err = capsys.readouterr().err
+    assert f"no MLflow tracking server answers at {uri}" in err and "Traceback" not in err
+    assert main.main(["show", "--uri", uri]) == 2
+    assert f"no MLflow tracking server answers at {uri}" in capsys.readouterr().err
+
+
+def test_export_says_what_a_parent_run_is_and_refuses_an_out_it_cannot_write(copied, capsys):
+    with sqlite3.connect(copied / "store" / "mlflow.db") as con:
+        (parent,) = con.execute("SELECT run_uuid FROM runs WHERE name = 'tiny'").fetchone()
+        trials = [run for (run,) in con.execute("SELECT run_uuid FROM runs WHERE name LIKE 't0%'")]
+    store = ["--store", str(copied / "store")]
+    assert main.main(["export", parent, *store, "--out", str(copied / "x")]) == 2
+    err = capsys.readouterr().err
+    assert f"run {parent} is the parent run of sweep 'tiny'" in err and "tracking.models" not in err
+    assert any(run in err for run in trials)  # the front's run ids, to export instead
+    assert main.main(["export", trials[0], *store, "--out", "/proc/self/x"]) == 2
+    assert "cannot write /proc/self/x" in capsys.readouterr().err
