@@ -53,3 +53,25 @@ def test_the_same_spec_samples_the_same_models_in_any_process():
         assert out.returncode == 0, out.stderr
         samples.add(json.dumps(json.loads(out.stdout)["samples"], sort_keys=True))
     assert len(samples) == 1
+
+
+def test_the_command_line_never_prints_a_traceback(tmp_path):
+    """Bad arguments are argparse's one-line errors; an unexpected error is one line and
+    exit 70 (its traceback only with ARCHSWEEP_DEBUG=1)."""
+    port = run("ui", "--port", "70000")
+    assert port.returncode == 2 and "70000 is not a port number (1-65535)" in port.stderr
+    broken = tmp_path / "broken.py"  # a command that fails as a bug would
+    broken.write_text(
+        "import sys, main\n"
+        "def cmd_blocks(args, console): raise RuntimeError('boom')\n"
+        "main.cmd_blocks = cmd_blocks\n"
+        "sys.exit(main.cli())\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, str(broken), "blocks"], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 70 and "Traceback" not in out.stderr
+    assert out.stderr.splitlines()[0].startswith("error: RuntimeError: boom (an internal error")
+    out = subprocess.run(
+        [sys.executable, str(broken), "blocks"], capture_output=True, text=True, env={**env, "ARCHSWEEP_DEBUG": "1"}
+    )
+    assert "Traceback" in out.stderr

@@ -193,7 +193,11 @@ def test_a_second_process_on_a_running_sweep_is_refused_and_touches_nothing(work
             assert time.time() < deadline and first.poll() is None
             time.sleep(0.2)
         assert main.main(["run", str(spec)]) == 2
-        assert f"is running in process {first.pid}" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert f"is running in process {first.pid}" in err and "--workers N" in err
+        assert main.main(["run", str(spec), "-o", "train.epochs=3"]) == 2  # another spec: workers would not help
+        err = capsys.readouterr().err
+        assert "with a different spec" in err and "--workers" not in err and "-o name=NEW" in err
         assert study(workdir).trials[0].state == TrialState.RUNNING  # the first sweep's trial was left alone
     finally:
         first.kill()

@@ -380,6 +380,7 @@ def test_a_store_made_unwritable_mid_sweep_ends_it_with_exit_4_in_one_line(workd
     assert "RUNNING" not in _statuses(store / "mlflow.db")
     trials = read_study(store, "digits-table").trials
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 5
+    assert not (store / "checkpoints").exists()  # a finished sweep leaves no empty folder
 
 
 def test_a_damaged_mlflow_db_is_refused_in_one_line_and_left_as_it_was(copied, capsys):
