@@ -87,8 +87,8 @@ def refused(spec: Spec, err: Infeasible) -> Outcome:
 
 
 def repeated(spec: Spec, original: FrozenTrial) -> Outcome:
-    """A repeat of ``original``'s draw, answered with its values and constraints (the
-    sampler learns the same as from the original) without training."""
+    """A repeat of ``original``'s draw, answered with its metrics, values and constraints
+    without training (told to Optuna as FAIL: see ``told_as``)."""
     reason = f"same draw as t{original.number:02d}"
     if original.user_attrs.get("reason"):
         reason += f": {original.user_attrs['reason']}"
@@ -238,12 +238,28 @@ def record(trial, spec: Spec, outcome: Outcome) -> None:
         trial.set_user_attr("duplicate_of", outcome.duplicate_of)
 
 
+class Repeat(Exception):
+    """Raised by a local sweep's objective for a repeat, which Optuna's ``optimize()``
+    then records FAIL (``told_as``); the message is its reason."""
+
+
+def told_as(outcome: Outcome) -> TrialState:
+    """The state Optuna is told an outcome in: COMPLETE with its values; PRUNED when it has
+    none (refused before training: kept off Optuna's plots and ``best_trials``, its
+    constraint violations still teach the samplers); FAIL for a repeat, which no sampler
+    reads: as COMPLETE it would stand on ``best_trials`` and the Pareto plots beside its
+    original, counted twice, and the samplers would learn the original's values twice
+    (``study.state_of`` still says duplicate, ``study.counted`` counts it)."""
+    if outcome.duplicate_of is not None:
+        return TrialState.FAIL
+    return TrialState.PRUNED if outcome.values is None else TrialState.COMPLETE
+
+
 def tell(study: optuna.Study, trial, spec: Spec, outcome: Outcome) -> None:
-    """Record and finish ``trial`` (asked with ``study.ask``): COMPLETE with its values, or
-    PRUNED when it has none (refused before training: kept off Optuna's plots and
-    ``best_trials``, its constraint violations still teach the samplers)."""
+    """Record and finish ``trial`` (asked with ``study.ask``) in the state ``told_as`` says."""
     record(trial, spec, outcome)
-    if outcome.values is None:
-        study.tell(trial, state=TrialState.PRUNED)
-    else:
+    state = told_as(outcome)
+    if state == TrialState.COMPLETE:
         study.tell(trial, list(outcome.values))
+    else:
+        study.tell(trial, state=state)

@@ -3,8 +3,10 @@
 A sweep's record is two stores that must agree: the Optuna study (``optuna/NAME.journal``;
 on Ray also Tune's saved state) and the MLflow runs. A sweep whose MLflow store or
 journal is gone, or that is run again with a changed spec, would crash later or mix
-trials that cannot be compared; each is refused with what to do (``StoreError``, exit 2),
-and a folder the sweep deletes must be provably its own.
+trials that cannot be compared; so would a journal damaged before its last record (a
+torn last record is set aside when the sweep opens it: ``study.mend_journal``). Each is
+refused with what to do (``StoreError``, exit 2), and a folder the sweep deletes must be
+provably its own.
 """
 
 from __future__ import annotations
@@ -16,18 +18,14 @@ from pathlib import Path
 import optuna
 import yaml
 
-from runs.tracking import Tracker, embedded_store
+from runs.tracking import Tracker, check_server, embedded_store
 from search.spec import Spec
-from search.sweep.study import journal_path, journal_storage
+from search.sweep.study import StoreError, journal_path, journal_storage  # StoreError: see its docstring
 
 # What may change between runs of one sweep: how many trials and for how long, where and
 # how they run, what is logged and where the store is, the description.
 MAY_CHANGE = ("description", "search.trials", "search.timeout", "backend", "tracking")
 NEW_NAME = "give the spec a new name (name: in the spec, or -o name=NEW) to start another sweep"
-
-
-class StoreError(Exception):
-    """A sweep that must not open as things are; the message says why and what to do."""
 
 
 def own(store: Path, *parts: str) -> Path:
@@ -192,6 +190,8 @@ def _tracker(spec: Spec, store: Path) -> Tracker | None:
     """The sweep's experiment, if it exists (looked up, not created)."""
     if spec.tracking_uri:
         uri, credentials = spec.tracking_uri, (spec.tracking_user, spec.tracking_password)
+        if uri.startswith(("http://", "https://")):
+            check_server(uri)  # first thing: MLflow's client would retry for minutes, silent
     else:
         uri, credentials = embedded_store(store), (None, None)  # rewritten first if the store moved
     try:

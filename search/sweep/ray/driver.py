@@ -465,7 +465,7 @@ class RaySweep(Sweep):
         for t in source.get_trials(deepcopy=True):
             keys.add(t.user_attrs.get("tune_trial_id"))
             attrs = dict(t.user_attrs)
-            if t.state == TrialState.FAIL and "fail_reason" not in attrs and t.number in ran:
+            if study.state_of(t) == "interrupted" and t.number in ran:  # FAIL for no reason, not a repeat
                 attrs["fail_reason"] = reasons.get(t.number, "failed")  # not a seeded trial's: as it was
             state = t.state if t.state.is_finished() else TrialState.FAIL  # uncounted: it reruns
             unfinished += state != t.state

@@ -7,9 +7,11 @@ from types import SimpleNamespace
 
 import yaml
 from mlflow import MlflowClient
+from optuna.trial import TrialState
 
 from runs.tracking import Tracker, embedded_store
 from search.spec import load
+from search.sweep import study
 from search.sweep.base import Sweep
 from search.sweep.pipeline import draw_key, trial_params
 
@@ -73,8 +75,12 @@ def test_on_ray_the_driver_spots_a_repeat_and_the_trainable_answers_it_untrained
 
     first, repeat = search.study.trials
     assert repeat.user_attrs["state"] == "duplicate" and repeat.user_attrs["duplicate_of"] == 0
-    assert repeat.values == first.values and repeat.constraints == first.constraints
+    assert repeat.constraints == first.constraints
     assert repeat.user_attrs["metrics"] == first.user_attrs["metrics"] == metrics
+    # told FAIL: off Optuna's front, still a duplicate that counts towards the budget
+    assert repeat.state == TrialState.FAIL and repeat.values is None
+    assert study.state_of(repeat) == "duplicate" and study.counted(repeat)
+    assert [t.number for t in search.study.best_trials] == [0]
     run = MlflowClient(uri).get_run(reported[-1]["run_id"])
     assert run.info.status == "FINISHED" and run.data.metrics == metrics
     assert run.data.tags["archsweep.duplicate_of"] == "0" and run.data.tags["archsweep.state"] == "duplicate"

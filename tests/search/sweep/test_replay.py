@@ -35,10 +35,10 @@ def test_a_replayed_sweep_reports_what_the_table_holds(digits):
             row = rows[frozen.user_attrs["draw"]]
             assert frozen.values == [row.curve[-1], row.costs["gmacs"]]
             assert replayed.epochs == EPOCHS and replayed.seconds == pytest.approx(row.train_s)
-        elif replayed.state == "duplicate":  # answered from the earlier trial, no training
-            assert (
-                replayed.epochs == 0 and frozen.values == result.study.trials[frozen.user_attrs["duplicate_of"]].values
-            )
+        elif replayed.state == "duplicate":  # answered from the earlier trial, no training; off Optuna's front
+            original = result.study.trials[frozen.user_attrs["duplicate_of"]]
+            assert replayed.epochs == 0 and frozen.user_attrs["metrics"] == original.user_attrs["metrics"]
+            assert frozen.state == TrialState.FAIL and frozen.values is None
 
 
 def test_the_replayed_front_is_the_front_of_the_table_rows_it_visited(digits):
@@ -51,7 +51,9 @@ def test_the_replayed_front_is_the_front_of_the_table_rows_it_visited(digits):
     assert sorted((m["val_accuracy"], m["gmacs"]) for m in front) == sorted(
         (r.curve[-1], r.costs["gmacs"]) for r in expected
     )
-    assert {t.user_attrs["draw"] for t in result.study.best_trials} <= visited  # Optuna's own front agrees
+    best = result.study.best_trials  # Optuna's own front agrees, each draw on it once (no repeat)
+    assert sorted(tuple(t.values) for t in best) == sorted((m["val_accuracy"], m["gmacs"]) for m in front)
+    assert len({t.user_attrs["draw"] for t in best}) == len(best)
 
 
 def test_a_cost_constraint_refuses_before_training(digits):
@@ -104,10 +106,11 @@ def test_a_table_of_cells_replays_through_the_same_samplers():
     rows, first = table.by_key(), {}
     for frozen, replayed in zip(result.study.trials, result.trials, strict=True):
         key = cell_key([frozen.params[e] for e in EDGES])
-        assert frozen.values == [rows[key].curve[-1], rows[key].costs["cost"]]
-        if replayed.state == "duplicate":  # answered from the first trial of that cell
-            assert replayed.epochs == 0 and key in first
+        if replayed.state == "duplicate":  # answered from the first trial of that cell, off Optuna's front
+            assert replayed.epochs == 0 and key in first and frozen.state == TrialState.FAIL
+            assert replayed.metrics == result.trials[first[key]].metrics
         else:
+            assert frozen.values == [rows[key].curve[-1], rows[key].costs["cost"]]
             assert replayed.state == "complete" and replayed.epochs == 1 and key not in first
             first[key] = frozen.number
     assert 200 < len(first) < 300  # NSGA-II's offspring repeat cells, answered free
