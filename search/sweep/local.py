@@ -25,7 +25,17 @@ from optuna.trial import TrialState
 
 from runs import data as datasets
 from runs import faults, worker
-from runs.tracking import ATTEMPTS_TAG, RESUMED_TAG, RETRY_REASON_TAG, RUNG_TAG, WARM_TAG, failure_line, tracking_failed
+from runs.tracking import (
+    ATTEMPTS_TAG,
+    PARETO_TAG,
+    RESUMED_TAG,
+    RETRY_REASON_TAG,
+    RUNG_TAG,
+    STATE_TAG,
+    WARM_TAG,
+    failure_line,
+    tracking_failed,
+)
 from runs.worker import Done, Failed, Final, Job, Pruned, Refused
 from search.spec import Spec
 from search.sweep import amend, pipeline, replay, study, warm
@@ -67,6 +77,9 @@ class LocalSweep(Sweep):
     def open(self) -> None:
         spec = self.spec
         self.preflight()  # its refusals come before anything is written
+        # On the CPU, shared with the trials' processes (each moves it to the device). Before
+        # anything is written: data that cannot be read (changed since validate) is a refusal.
+        self.data = datasets.load(spec.data, seed=spec.search.seed)
         (self.store / "optuna").mkdir(parents=True, exist_ok=True)
         self._lock()
         worker.start_server()  # it warms up while the study and the tracking open
@@ -77,12 +90,14 @@ class LocalSweep(Sweep):
         # Optuna leaves a killed process's trials RUNNING forever (its heartbeat needs an RDB
         # storage and optimize()); the lock says no other process runs this sweep, so they
         # are dead: FAIL without a reason, not counted, run again.
-        for stale in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            self.study.tell(stale.number, state=TrialState.FAIL)
+        stale = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        for trial in stale:
+            self.study.tell(trial.number, state=TrialState.FAIL)
         if spec.ablation is not None:
             self._enqueue_arms()
         self.replay = load_table(spec.search.replay).by_key() if spec.search.replay else None
         self.open_tracking()
+        self._end_stale_runs(stale)
         # A first run (or one a crash ended before any trial): the earlier sweep's results,
         # or its draws queued; after the parent run exists, so a crash here resumes.
         if spec.search.warm_start and not any(counted(t) for t in self.study.get_trials(deepcopy=False)):
@@ -91,14 +106,24 @@ class LocalSweep(Sweep):
             self.tracker.set_tags(self.parent, {WARM_TAG: f"{spec.search.warm_start['from']}: {line}"})
         # MO-ASHA's, with the records of a resumed sweep's trials and of those a warm start gave
         self.rungs = study.rungs(spec, self.study)
-        # On the CPU, shared with the trials' processes (each moves it to the device).
-        self.data = datasets.load(spec.data, seed=spec.search.seed)
         self.checkpoints = own(self.store, "checkpoints", spec.name)
         remove_own(self.store, "checkpoints", spec.name)  # of trials whose sweep was killed
         self.checkpoints.mkdir(parents=True, exist_ok=True)
         self.weights = own(self.store, "weights", spec.name)  # kept until finish() logs the models
         self.weights.mkdir(parents=True, exist_ok=True)
         self.stop, self.faults = threading.Event(), faults.plan()
+
+    def _end_stale_runs(self, stale: list) -> None:
+        """The runs of trials a dead process left RUNNING in the journal, ended interrupted.
+        ``close_orphans`` ends those still RUNNING in MLflow; a run can also have ended
+        (complete) while its trial's last record never reached the journal (a crash, a
+        torn record set aside): MLflow must not keep it on a front the study does not have."""
+        for trial in stale:
+            run = trial.user_attrs.get("mlflow_run_id")
+            if run and self.tracker.tags(run).get(STATE_TAG) != "interrupted":
+                reason = "its result did not reach the study's journal before the sweep stopped; it runs again"
+                self.tracker.end_trial(run, "interrupted", reason)
+                self.tracker.delete_tag(run, PARETO_TAG)
 
     def _lock(self) -> None:
         """One process per sweep (trials in parallel: --workers): a second one would take
@@ -147,7 +172,7 @@ class LocalSweep(Sweep):
     def objective(self, trial: optuna.Trial) -> tuple[float, ...]:
         try:
             return self._objective(trial)
-        except (optuna.TrialPruned, Interrupted, TrialError):
+        except (optuna.TrialPruned, pipeline.Repeat, Interrupted, TrialError):
             raise
         except Exception as err:
             if tracking_failed(err):  # the store broke, not the trial: uncounted, and the sweep stops
@@ -277,15 +302,20 @@ class LocalSweep(Sweep):
         self.on_change(self.progress)
 
     def _record(self, trial: optuna.Trial, run: str, outcome: Outcome) -> tuple[float, ...]:
-        """The outcome on the trial and its run; Optuna's optimize() then tells the values,
-        or PRUNED for a trial without any (see ``pipeline.tell``)."""
-        pipeline.record(trial, self.spec, outcome)
+        """The outcome on its run and on the trial; Optuna's optimize() then tells the values,
+        PRUNED for a trial without any, FAIL for a repeat (see ``pipeline.told_as``)."""
+        # The run first: a repeat whose run the store failed to end must not look answered
+        # (its FAIL would read as a duplicate, not as an interrupted trial that runs again).
         pipeline.close_run(self.tracker, run, outcome)
+        pipeline.record(trial, self.spec, outcome)
         if outcome.state == "complete":
             self.progress.front = self.front_rows()[1]
         arch = trial.user_attrs.get("arch", "")
         self.ended(trial.number, outcome.state, arch, outcome.metrics, outcome.reason, outcome.duplicate_of)
-        if outcome.values is None:
+        told = pipeline.told_as(outcome)
+        if told == TrialState.FAIL:
+            raise pipeline.Repeat(outcome.reason)
+        if told == TrialState.PRUNED:
             raise optuna.TrialPruned(outcome.reason)
         return outcome.values
 
