@@ -26,7 +26,7 @@ from search.spec import ablation as ab
 from search.spec import inputs
 from search.spec import schema as F
 from search.spec.ablation import Ablation
-from search.spec.arch import RandomTrial, check_buildable, to_arch
+from search.spec.arch import RandomTrial, check_buildable, check_sizes, to_arch
 from search.spec.schema import BackendSpec, SearchSpec
 from search.spec.space import Choice, FloatRange, IntRange, as_written, dimensions, sample
 from search.spec.yamlio import Document, Issue, Where, join, printable
@@ -98,11 +98,22 @@ def _merge(base: Any, over: Any, path: str = "") -> Any:
     return over
 
 
-def _load_chain(path: Path, seen: tuple[Path, ...] = ()) -> tuple[Any, list[Document], list[Issue]]:
+# What a spec is, said to a file that is not one (an ``extends`` may name any file).
+A_SPEC = "a spec is a mapping of sections such as model:, data:, search:"
+SPEC_KEYS = frozenset({*F.TOP_FIELDS, "extends", "smoke"})
+
+
+def _load_chain(
+    path: Path, seen: tuple[Path, ...] = (), via: tuple[Where | None, str] | None = None
+) -> tuple[Any, list[Document], list[Issue]]:
+    """The merged data of ``path`` and the specs it extends. ``via``: where the spec that
+    extends ``path`` names it, and the name as written there."""
     doc = load_yaml(path)
-    if doc.issues or not isinstance(doc.data, dict):
-        extra = [] if doc.issues else [Issue(doc.where(""), "", "a spec is a mapping of sections")]
-        return None, [doc], doc.issues + extra
+    refused = _not_a_spec(doc, path, via)
+    if refused is not None:
+        return None, [doc], [refused]
+    if doc.issues:
+        return None, [doc], doc.issues
     parent = doc.data.pop("extends", None)
     if parent is None:
         return doc.data, [doc], []
@@ -112,21 +123,75 @@ def _load_chain(path: Path, seen: tuple[Path, ...] = ()) -> tuple[Any, list[Docu
     target = (path.parent / parent).resolve()
     if target in seen or target == path.resolve():
         return None, [doc], [Issue(where, "extends", f"{parent} extends itself (a cycle)")]
-    if not _is_file(target):
+    if not _exists(target):
         return None, [doc], [Issue(where, "extends", f"no such file {parent!r} (looked in {path.parent})")]
-    base, docs, issues = _load_chain(target, (*seen, path.resolve()))
+    base, docs, issues = _load_chain(target, (*seen, path.resolve()), (where, parent))
     return (_merge(base, doc.data) if not issues else None), [*docs, doc], issues
 
 
-def _is_file(path: Path) -> bool:
+def _not_a_spec(doc: Document, path: Path, via: tuple[Where | None, str] | None) -> Issue | None:
+    """One line for a file that cannot be read or is not a spec (None: it may be one);
+    ``via``: where the extending spec names it, and how."""
+    if via is not None:
+        why = _why_not_a_spec(doc, path, via[1])
+        return None if why is None else Issue(via[0], "extends", why)
+    if doc.unread is not None:  # a folder, a FIFO, a device, too large
+        return Issue(None, "", doc.unread)
+    held = None if doc.data is None and doc.issues else _held(doc.data)
+    if held is None:
+        return None
+    # An empty document's null sits after its "---": the file starts at 1:1.
+    where = (doc.values.get("") if doc.data else None) or Where(doc.file, 1, 1)
+    return Issue(where, "", f"not an archsweep spec (this file holds {held}; {A_SPEC})")
+
+
+def _why_not_a_spec(doc: Document, path: Path, name: str) -> str | None:
+    """Why the file ``path``, named ``name`` by a spec, is not a spec, in one line that says
+    what it is and never what it holds: an extended /etc/shadow would otherwise be printed a
+    line a key. None for a YAML syntax error (located in that file) or a spec."""
+    if doc.unread is not None:  # a folder, a FIFO, a device, too large
+        return _as_written(doc.unread, path, name)
+    if doc.data is None and doc.issues:  # YAML syntax, not UTF-8, too deep: one line, located in the file
+        return None
+    held = _held(doc.data)
+    return None if held is None else f"{name} is not an archsweep spec (it holds {held}; {A_SPEC})"
+
+
+def _as_written(message: str, path: Path, name: str) -> str:
+    """``message`` about the file ``path`` naming it as the spec wrote it (not resolved)."""
+    shown = printable(str(path))
+    return name + message[len(shown) :] if message.startswith(shown) else message
+
+
+def _held(data: Any) -> str | None:
+    """What a file that is not a spec holds, in words (None: it is a spec). A mapping with
+    one section or more is a spec, whose misspelt keys are then named one by one."""
+    if isinstance(data, dict) and not data.keys().isdisjoint(SPEC_KEYS):
+        return None
+    if data is None or data == {}:
+        return "nothing"
+    if isinstance(data, dict):
+        return f"a mapping of {len(data)} key{'s' if len(data) > 1 else ''}, none of them a section"
+    return "a list" if isinstance(data, list) else "text" if isinstance(data, str) else "a single value"
+
+
+def _exists(path: Path) -> bool:
     try:
-        return path.is_file()
+        return path.exists()
     except (OSError, ValueError):  # a name too long for the file system, a NUL
         return False
 
 
 def _parse_path(text: str) -> list[Any]:
-    return [int(p) if p.isdigit() else p for p in re.split(r"\.|\[|\]\.?", text) if p != ""]
+    # ASCII digits only: int() refuses the other characters str.isdigit takes ('²')
+    return [int(p) if p.isascii() and p.isdigit() else p for p in re.split(r"\.|\[|\]\.?", text) if p != ""]
+
+
+def _joined(parts: list[Any]) -> str:
+    path = ""
+    for part in parts:
+        path = join(path, part)
+    return path
 
 
 def _command_line(text: str) -> Where:
@@ -135,34 +200,54 @@ def _command_line(text: str) -> Where:
     return Where(f"-o {shown if len(shown) <= 80 else shown[:77] + '...'}", 0, 0)
 
 
+def _given_twice(overrides: list[str]) -> list[Issue]:
+    """Refuse a key path that two ``-o`` set: the later would silently win, and which one
+    the caller meant is not ours to guess (a smoke override then an ``-o`` is the usual
+    way to change a smoke run, and is not refused)."""
+    first: dict[str, str] = {}
+    issues = []
+    for text in overrides:
+        path = _joined(_parse_path(text.split("=", 1)[0])) if "=" in text else ""
+        if path in first:
+            both = f"-o {printable(first[path])} and -o {printable(text)}"
+            message = f"set twice on the command line ({both}); give it once"
+            issues.append(Issue(_command_line(text), printable(path), message))
+        elif path:
+            first[path] = text
+    return issues
+
+
 def _override(data: dict, text: str, where: Where, overridden: dict[str, Where]) -> Issue | None:
     """Apply ``KEY.PATH=VALUE`` to ``data``; note in ``overridden`` that the key path's
-    value comes from ``where`` (the command line, or the spec's smoke list)."""
+    value comes from ``where`` (the command line, or the spec's smoke list), and so do the
+    sections it creates (an unknown one is refused there, not at the top of the file)."""
     if "=" not in text:
         return Issue(where, "", "an override is KEY.PATH=VALUE, e.g. search.trials=50")
     key, raw = text.split("=", 1)
+    parts, node, created = _parse_path(key), data, []
+    if not parts:
+        return Issue(where, "", f"an override names a key path before '=', e.g. search.trials=50; got {F.shown(key)}")
     doc = load_yaml("-o", raw)
     if doc.issues:
-        return Issue(where, key, f"the value {raw!r} is not valid YAML")
-    parts, node = _parse_path(key), data
+        return Issue(where, printable(key), f"the value {F.shown(raw)} is not valid YAML")
     for i, part in enumerate(parts[:-1]):
         nxt = node[part] if isinstance(node, dict) and part in node else None
         if isinstance(node, list) and isinstance(part, int) and part < len(node):
             nxt = node[part]
         if nxt is None:
             if not isinstance(node, dict):
-                return Issue(where, key, f"{'.'.join(map(str, parts[: i + 1]))} does not exist")
+                return Issue(where, printable(key), f"{printable(_joined(parts[: i + 1]))} does not exist")
             nxt = node[part] = {}
+            created.append(_joined(parts[: i + 1]))
         node = nxt
     if (isinstance(node, list) and isinstance(parts[-1], int) and parts[-1] < len(node)) or isinstance(node, dict):
         node[parts[-1]] = doc.data
     else:
-        return Issue(where, key, "does not name a key of the spec")
-    path = ""
-    for part in parts:
-        path = join(path, part)
+        return Issue(where, printable(key), "does not name a key of the spec")
+    path = _joined(parts)
     for older in [p for p in overridden if p.startswith((f"{path}.", f"{path}["))]:
         del overridden[older]  # set again, as part of this value
+    overridden |= dict.fromkeys(created, where)
     overridden[path] = where
     return None
 
@@ -238,7 +323,10 @@ def _search(c: F.Checker, raw: dict, objectives, *, ray: bool, folder: Path) -> 
             c.fail("search.replay", f"not a table archsweep can replay: {err}")
     warm = s.warm_start
     if warm is not None and str(warm["from"]).endswith((".yaml", ".yml")):  # a spec file, beside this one
-        s = replace(s, warm_start={**warm, "from": str((folder / warm["from"]).resolve())})
+        source = (folder / warm["from"]).resolve()
+        if (why := _earlier_spec_problem(source, warm["from"])) is not None:
+            c.fail("search.warm_start", f"from: {why}")
+        s = replace(s, warm_start={**warm, "from": str(source)})
     single = s.pruner in ("median", "asha", "hyperband")
     if single and len(objectives) > 1 and not ray:  # Tune's schedulers stop on the first
         c.fail(
@@ -248,6 +336,19 @@ def _search(c: F.Checker, raw: dict, objectives, *, ray: bool, folder: Path) -> 
     if s.sampler == "grid" and c.has_free_floats:
         c.fail("search.sampler", "grid needs finite dimensions; give every float range a step")
     return s
+
+
+def _earlier_spec_problem(source: Path, name: str) -> str | None:
+    """Why a warm start's spec file cannot be read as a spec: read when the sweep starts,
+    a FIFO there would be waited on then, and garbage fail mid-run; both are refused now.
+    Only read and parsed: that spec is validated when its sweep is reached."""
+    if not _exists(source):
+        return f"{name}: no such file"
+    doc = load_yaml(source)
+    why = _why_not_a_spec(doc, source, name)
+    if why is None and doc.issues:
+        why = f"{name} does not load: {doc.issues[0]}"
+    return why
 
 
 def _backend(c: F.Checker, raw: dict, tracking: dict, search: SearchSpec, objectives, folder: Path) -> BackendSpec:
@@ -290,13 +391,17 @@ def _trial_base(c: F.Checker, base: Any, folder: Path) -> tuple[dict, dict] | No
         c.fail("ablation.base.spec", f"{base['spec']} does not load: {err.issues[0]}")
         return None
     # A finished sweep read back: the study module, here only (it imports optuna, see above).
-    from search.sweep.study import journal_path, read_study
+    from search.sweep.study import StoreError, journal_path, read_study
 
     journal = journal_path(other.store, other.name)
     if not journal.exists():
         c.fail("ablation.base.trial", f"no sweep of {other.name} in {other.store}/; run it first")
         return None
-    trials = read_study(other.store, other.name).get_trials(deepcopy=False)
+    try:
+        trials = read_study(other.store, other.name).get_trials(deepcopy=False)
+    except StoreError as err:  # a damaged journal: located, with what to do
+        c.fail("ablation.base.spec", str(err))
+        return None
     match = [t for t in trials if t.number == base["trial"] and t.state == optuna.trial.TrialState.COMPLETE]
     if not match:
         done = [t.number for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -352,6 +457,7 @@ def _ablation(c: F.Checker, raw: Any, data: dict, model: Mapping, train: Mapping
     for name, levels, m, t in ab.arms(factors, section["design"], data.get("model") or {}, data.get("train") or {}):
         sub = F.Checker(c.docs)
         m_space, t_space = F.model_space(sub, m), F.train_space(sub, t)
+        check_sizes(sub, m_space)  # before check_arch builds the arm
         for issue in sub.issues:
             path = next((p for p in levels if issue.path.startswith(p.split("[*]")[0])), next(iter(levels)))
             c.fail(join("ablation.factors", path), f"arm '{name}': {issue.path}: {issue.message}")
@@ -421,6 +527,7 @@ def build_spec(
     spec_data = inputs.data(c, data.get("data") or {}, Path(file).parent, check_data)
     geo = datasets.geometry(spec_data) if not c.issues else None
     model = F.model_space(c, data.get("model") or {})
+    check_sizes(c, model)  # by arithmetic, whatever else is wrong: nothing is built
     if not c.issues and geo is not None:
         check_buildable(c, model, geo)
     train = F.train_space(c, data.get("train") or {})
@@ -488,7 +595,7 @@ def load(
     missing dataset folder is a warning (``validate``), not an error (``run``); without
     ``check_store`` the store may be read-only (a finished sweep read as an ablation's base)."""
     path = Path(path)
-    if not _is_file(path):
+    if not _exists(path):
         raise SpecError([Issue(None, "", f"{printable(str(path))}: no such spec file")])
     data, docs, issues = _load_chain(path)
     if issues:
@@ -499,6 +606,8 @@ def load(
     smoke_doc = next((d for d in reversed(docs) if "smoke" in d.keys), docs[-1])
     chosen = [(o, smoke_doc.where(f"smoke[{i}]")) for i, o in enumerate(smoke_overrides)] if smoke else []
     chosen += [(o, _command_line(o)) for o in overrides]
+    if twice := _given_twice(list(overrides)):
+        raise SpecError(twice)
     overridden: dict[str, Where] = {}
     issues = [i for i in (_override(data, o, where, overridden) for o, where in chosen) if i is not None]
     if issues:

@@ -4,6 +4,8 @@ Only YAML's standard tags are accepted (``!!python/...`` and custom tags are ref
 duplicate keys are errors rather than last-one-wins, and ``1e-3`` is a float (YAML 1.1,
 which PyYAML follows, would read it as a string). Aliases may not expand a spec past
 ``MAX_NODES`` values (a 1 KB "billion laughs" file would otherwise take all memory).
+The file itself is read as untrusted (``runs.files``): a regular file of at most
+``MAX_BYTES``, never a FIFO, a device or a folder.
 """
 
 from __future__ import annotations
@@ -15,8 +17,11 @@ from typing import Any
 
 import yaml
 
+from runs.files import UntrustedFile, read_bytes
+
 _STANDARD = "tag:yaml.org,2002:"
 _FLOAT = re.compile(r"^[-+]?(?:\d[\d_]*)?(?:\.\d*)?[eE][-+]?\d+$")
+MAX_BYTES = 1 << 20  # a real spec is a few KB; /dev/zero or a log renamed .yaml is not read whole
 MAX_NODES = 100_000  # values once aliases are expanded; a real spec holds a few hundred
 MAX_DEPTH = 64  # levels of nesting; a real spec has under ten
 MAX_FLOW_DEPTH = 200  # brackets, checked on the text: libyaml crashes the process past some 20,000
@@ -82,9 +87,9 @@ class Issue:
     path: str
     message: str
 
-    def __str__(self) -> str:
-        place = f"{self.where}: " if self.where else ""
-        return f"{place}{self.path}: {self.message}" if self.path else f"{place}{self.message}"
+    def __str__(self) -> str:  # one line, whatever a key or a value holds (an -o key may hold a newline)
+        place, path, message = f"{self.where}: " if self.where else "", printable(self.path), printable(self.message)
+        return f"{place}{path}: {message}" if path else f"{place}{message}"
 
 
 def join(path: str, key: object) -> str:
@@ -102,6 +107,7 @@ class Document:
         self.keys: dict[str, Where] = {}  # path -> position of its key (or list item)
         self.values: dict[str, Where] = {}  # path -> position of its value
         self.issues: list[Issue] = []
+        self.unread: str | None = None  # why the file could not be read at all (one line), if so
         self._open: set[int] = set()  # nodes being converted: an alias to one is a cycle
 
     def where(self, path: str, *, key: bool = False) -> Where | None:
@@ -168,9 +174,9 @@ def load(path: str | Path, text: str | None = None) -> Document:
     doc = Document(str(path))
     try:
         source = _read(path) if text is None else text
-    except (OSError, ValueError) as err:  # ValueError: a NUL in the path
-        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
-        doc.issues.append(Issue(None, "", f"{printable(str(path))}: cannot read the spec ({reason})"))
+    except UntrustedFile as err:  # a folder, a FIFO, a device, too large, missing, a NUL in the name
+        doc.unread = printable(str(err))
+        doc.issues.append(Issue(None, "", doc.unread))
         return doc
     except _NotUtf8 as err:
         doc.issues.append(Issue(Where(doc.file, err.line, err.col), "", str(err)))
@@ -215,7 +221,7 @@ class _NotUtf8(Exception):
 
 
 def _read(path: str | Path) -> str:
-    data = Path(path).read_bytes()
+    data = read_bytes(path, MAX_BYTES, "spec")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as err:

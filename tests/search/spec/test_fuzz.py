@@ -278,3 +278,82 @@ def test_deep_nesting_is_refused_without_crashing(tmp_path, text, expected):
         load(path)
     (issue,) = err.value.issues
     assert str(issue).startswith(str(path)) and expected in str(issue), issue
+
+
+# -- sizes and overrides (issue 27) ------------------------------------------------------
+
+
+def fuzzed_size(rng: random.Random, low: float, high: float, integer: bool = True):
+    """A value up to ``high`` drawn log-uniformly: plain, a range or a choice."""
+
+    def draw():
+        value = 10 ** rng.uniform(math.log10(low), math.log10(high))
+        return int(value) if integer else round(value, 3)
+
+    form = rng.choice(["plain", "plain", "range", "choice"])
+    if form == "plain":
+        return draw()
+    a, b = sorted((draw(), draw()))
+    if form == "choice":
+        return {"choice": [a, b]} if a != b else a
+    return {"int" if integer else "float": [a, b] if a != b or integer else [a, b + 1]}
+
+
+def test_random_sizes_up_to_a_billion_are_refused_fast_and_nothing_large_is_built(tmp_path, monkeypatch):
+    import sys
+
+    from runs import data as datasets
+    from search.spec import arch
+
+    built = []
+    monkeypatch.setattr(arch, "check_arch", lambda spec: built.append(spec) or [])  # what would be built
+    monkeypatch.setattr(sys.modules["search.spec.load"], "check_arch", lambda spec: built.append(spec) or [])
+    monkeypatch.setattr(datasets, "physical_memory", lambda: 24 * 10**9)
+    rng, refused, slowest = random.Random(27), 0, 0.0
+    for i in range(150):
+        stages = [
+            {
+                "depth": fuzzed_size(rng, 1, 1e9),
+                "width": fuzzed_size(rng, 1, 1e9),
+                "mlp_ratio": fuzzed_size(rng, 0.01, 1e6, integer=False),
+                "mixer": rng.choice(["attention", "fourier"]),
+            }
+            for _ in range(rng.randint(1, 3))
+        ]
+        path = tmp_path / f"s{i}.yaml"
+        path.write_text(yaml.safe_dump({"model": {"stages": stages}}))
+        start = time.perf_counter()
+        try:
+            load(path, check_data=False)
+        except SpecError as err:
+            refused += 1
+            located(err, path)
+        slowest = max(slowest, time.perf_counter() - start)
+    assert slowest < 0.5 and refused > 100, (slowest, refused)
+    for spec in built:  # no model handed to the builder is absurd: at most 2,048 blocks, 6e9 parameters
+        assert sum(s.depth for s in spec.stages) <= 2048, spec
+        assert sum(s.depth * 2 * s.width * max(1, s.width * s.mlp_ratio) for s in spec.stages) <= 6e9, spec
+
+
+OVERRIDE_PARTS = [
+    "", "=", "=", ".", "[", "]", "0", "7", "²", "١", " ", "\x00", "\n", "{", "}", ":", "-", "'", "*", "&a", "!!python/",
+    "model", "stages", "depth", "width", "search", "trials", "name", "smoke", "extends", "1000000000", "1e9", "null",
+]  # fmt: skip
+
+
+def test_random_override_strings_raise_nothing_but_spec_errors(tmp_path):
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: fuzz\nmodel: {stages: [{depth: 1, width: 16, mixer: fourier}]}\nsmoke: [search.trials=2]\n")
+    rng, refused = random.Random(5), 0
+    for _ in range(400):
+        overrides = ["".join(rng.choices(OVERRIDE_PARTS, k=rng.randint(1, 6))) for _ in range(rng.randint(1, 3))]
+        start = time.perf_counter()
+        try:
+            load(spec, overrides, smoke=rng.random() < 0.5, check_data=False)
+        except SpecError as err:
+            refused += 1
+            for issue in err.issues:  # at an override (or the spec it changed), one printable line
+                line = str(issue)
+                assert line.startswith(("-o ", str(spec))) and line.isprintable(), (overrides, line)
+        assert time.perf_counter() - start < 0.5, overrides
+    assert refused > 300

@@ -284,3 +284,198 @@ def test_a_model_written_back_as_a_spec_loads_as_the_same_model(name, tmp_path):
     geo = geometry(spec.data)
     concrete = sample(spec.model, RandomTrial(random.Random(0)), "model")
     assert to_arch(concrete, geo.image_size, geo.num_classes, geo.channels) == arch
+
+
+# -- untrusted files: what a spec names may be anything (issue 27) --------------------------
+
+SPEC_FILE_KINDS = ["folder", "fifo", "device", "too large"]
+
+
+def odd_file(folder: Path, kind: str) -> Path:
+    """A file that is not a spec to read: a folder, a FIFO no one writes, /dev/zero, 2 MB."""
+    path = folder / "odd.yaml"
+    if kind == "folder":
+        path.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "device":
+        return Path("/dev/zero")
+    else:
+        path.write_text(MODEL + "#" * (2 << 20))
+    return path
+
+
+ODD = {
+    "folder": "is a folder, not a spec",
+    "fifo": "is a FIFO (named pipe), not a spec",
+    "device": "is a character device, not a spec",
+    "too large": "holds 2.0 MB; a spec is at most 1.0 MB",
+}
+
+
+@pytest.mark.timeout(30)  # a FIFO read would wait for a writer for ever
+@pytest.mark.parametrize("kind", SPEC_FILE_KINDS)
+def test_a_spec_file_that_is_not_a_regular_file_is_refused_in_one_line(tmp_path, kind):
+    odd = odd_file(tmp_path, kind)
+    name = str(odd) if kind == "device" else odd.name
+    assert issues(odd) == [f"{odd} {ODD[kind]}"]  # given
+    child = tmp_path / "child.yaml"
+    child.write_text(f"extends: {name}\n")
+    assert issues(child) == [f"{child}:1:10: extends: {name} {ODD[kind]}"]  # extended, named as written
+    child.write_text(f"{MODEL}search: {{warm_start: {{from: {name}}}}}\n" if kind != "device" else MODEL)
+    if kind != "device":  # a warm start's spec is read when the sweep starts: refused now
+        assert issues(child) == [f"{child}:2:22: search.warm_start: from: {name} {ODD[kind]}"]
+    child.write_text(f"ablation: {{base: {{spec: {name}, trial: 0}}, factors: {{train.lr: [0.001, 0.01]}}}}\n")
+    assert f"ablation.base.spec: {name} does not load: {odd} {ODD[kind]}" in issues(child)[0]
+
+
+def test_extending_a_file_that_is_not_a_spec_never_prints_what_it_holds(tmp_path):
+    secret = tmp_path / "shadow"
+    secret.write_text("".join(f"user{i}:$6$hash{i}:19000:0:99999:7:::\n" for i in range(20)))
+    child = tmp_path / "child.yaml"
+    child.write_text(f"name: child\n{MODEL}extends: ../{tmp_path.name}/shadow\n")
+    (line,) = issues(child)
+    assert line == (
+        f"{child}:3:10: extends: ../{tmp_path.name}/shadow is not an archsweep spec (it holds a mapping of 20 keys, "
+        "none of them a section; a spec is a mapping of sections such as model:, data:, search:)"
+    )
+    assert "hash" not in line and "user" not in line
+    for text, held in [("just: a\nconfig: file\n", "a mapping of 2 keys"), ("[1, 2]\n", "a list"), ("", "nothing")]:
+        secret.write_text(text)
+        assert f"is not an archsweep spec (it holds {held}" in issues(child)[0]
+    # a spec with one misspelt key among known ones: the usual did-you-mean, key by key
+    secret.write_text(f"{MODEL}serch: {{trials: 2}}\n")
+    assert issues(child) == [
+        f"{secret}:2:1: serch: unknown key (did you mean 'search'?); the spec takes name, description, data, "
+        "model, train, objectives, constraints, search, ablation, backend, tracking"
+    ]
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("", "1:1: not an archsweep spec (this file holds nothing"),
+        ("# a comment\n", "1:1: not an archsweep spec (this file holds nothing"),
+        ("---\n", "1:1: not an archsweep spec (this file holds nothing"),
+        ("# a comment\n\nhello\n", "3:1: not an archsweep spec (this file holds text"),
+        ("7\n", "1:1: not an archsweep spec (this file holds a single value"),
+        ("- model\n- data\n", "1:1: not an archsweep spec (this file holds a list"),
+        ("{}\n", "1:1: not an archsweep spec (this file holds nothing"),
+    ],
+    ids=["empty", "comment", "document marker", "text", "number", "list", "empty mapping"],
+)
+def test_a_file_that_is_not_a_mapping_of_sections_is_refused_with_its_location(tmp_path, text, expected):
+    spec = tmp_path / "s.yaml"
+    spec.write_text(text)
+    assert issues(spec) == [f"{spec}:{expected}; a spec is a mapping of sections such as model:, data:, search:)"]
+
+
+# -- sizes: refused by arithmetic, before anything is built -------------------------------
+
+
+@pytest.fixture
+def nothing_built(monkeypatch):
+    """Building a large model fails the test (sizes are refused before), and this machine
+    has 24 GB."""
+    import sys
+
+    from blocks import check
+    from runs import data as datasets
+    from search.spec import arch
+
+    def small_only(spec):
+        assert sum(s.depth for s in spec.stages) <= 100 and max(s.width for s in spec.stages) <= 1024, spec
+        return check(spec)
+
+    monkeypatch.setattr(arch, "check_arch", small_only)
+    monkeypatch.setattr(sys.modules["search.spec.load"], "check_arch", small_only)  # the package's load is the function
+    monkeypatch.setattr(datasets, "physical_memory", lambda: 24 * 10**9)
+
+
+@pytest.mark.parametrize(
+    "stage, expected",
+    [
+        (
+            "{depth: 1000000, width: 64, mixer: attention}",
+            "3:15: model.stages[0].depth: stage 0 (at depth 1,000,000, width 64, mlp_ratio 4) would hold at least "
+            "3.3e10 parameters (132.4 GB as float32); this machine has 24.0 GB of memory",
+        ),
+        (
+            "{depth: {int: [1, 1000000]}, width: 16, mixer: fourier}",
+            "3:15: model.stages[0].depth: stage 0 (at depth 1,000,000, width 16, mlp_ratio 4, the most its dimensions "
+            "allow) would be 1,000,000 blocks deep; a model here is at most 2,048 blocks deep",
+        ),
+        (
+            "{depth: 2, width: 1000000000, mixer: fourier}",
+            "3:25: model.stages[0].width: stage 0 (at depth 2, width 1,000,000,000, mlp_ratio 4) would hold at least "
+            "1.6e19 parameters (64.0 EB as float32); this machine has 24.0 GB of memory",
+        ),
+        (
+            "{depth: 2, width: 64, mixer: attention, mlp_ratio: {float: [1, 1.0e8]}}",
+            "3:58: model.stages[0].mlp_ratio: stage 0 (at depth 2, width 64, mlp_ratio 1e+08, the most its dimensions "
+            "allow) would hold at least 1.7e12 parameters (6.6 TB as float32)",
+        ),
+    ],
+    ids=["depth", "depth range", "width", "mlp ratio"],
+)
+def test_absurd_sizes_are_refused_at_their_key_before_anything_is_built(tmp_path, nothing_built, stage, expected):
+    import time
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text(f"model:\n  stages:\n    - {stage}\n")
+    start = time.perf_counter()
+    (line,) = issues(spec)
+    assert time.perf_counter() - start < 1
+    assert line.startswith(f"{spec}:{expected}"), line
+
+
+def test_sizes_add_up_over_stages_and_an_ablation_arm_is_sized_before_it_is_built(tmp_path, nothing_built):
+    spec = tmp_path / "s.yaml"
+    stage = "{depth: 1500, width: 16, mixer: fourier}"
+    spec.write_text(f"model:\n  stages:\n    - {stage}\n    - {stage}\n")
+    (line,) = issues(spec)
+    assert "would be 1,500 blocks deep, the model 3,000; a model here is at most 2,048 blocks deep" in line
+    spec.write_text(f"{MODEL}ablation: {{factors: {{'model.stages[0].depth': [1, 1000000]}}}}\n")
+    (line,) = issues(spec)
+    assert line.startswith(
+        f"{spec}:2:47: ablation.factors.model.stages[0].depth: arm 'stages[0].depth=1000000': "
+        "model.stages[0].depth: stage 0 (at depth 1,000,000, width 16"
+    ), line
+
+
+def test_a_model_beyond_the_parameter_bound_is_refused_on_a_large_machine(tmp_path, monkeypatch):
+    from runs import data as datasets
+
+    monkeypatch.setattr(datasets, "physical_memory", lambda: 2 * 10**12)  # 2 TB: memory is not what refuses
+    spec = tmp_path / "s.yaml"
+    spec.write_text("model: {stages: [{depth: 100, width: 4096, mixer: attention}]}\n")
+    (line,) = issues(spec)
+    assert line.endswith(
+        "would hold at least 1.3e10 parameters (53.7 GB as float32); a model here holds at most 1.0e10 parameters"
+    )
+
+
+# -- overrides -----------------------------------------------------------------------------
+
+
+def test_overrides_without_a_key_path_or_given_twice_are_refused_on_the_command_line(tmp_path):
+    spec = tmp_path / "s.yaml"
+    spec.write_text(f"{MODEL}smoke: [search.trials=2]\n")
+    assert issues(spec, ["=3"]) == ["-o =3: an override names a key path before '=', e.g. search.trials=50; got ''"]
+    assert issues(spec, ["].[=3"])[0].startswith("-o ].[=3: an override names a key path before '='")
+    assert issues(spec, ["name=aa", "name=bb"]) == [
+        "-o name=bb: name: set twice on the command line (-o name=aa and -o name=bb); give it once"
+    ]
+    (line,) = issues(spec, ["model.stages[0].width=32", "search.seed=1", "model.stages.0.width=64"])
+    assert line.startswith("-o model.stages.0.width=64: model.stages[0].width: set twice on the command line")
+    assert load(spec, ["search.trials=5"], smoke=True).search.trials == 5  # smoke, then -o: the -o wins
+    assert issues(spec, ["model.stages.²=1"])[0].startswith("-o model.stages.²=1: model.stages.²: ")  # not int('²')
+
+
+def test_an_unknown_section_made_by_an_override_is_located_at_the_override(tmp_path):
+    spec = tmp_path / "s.yaml"
+    spec.write_text(MODEL)
+    assert issues(spec, ["foo.bar=1"]) == [
+        "-o foo.bar=1: foo: unknown key; the spec takes name, description, data, model, "
+        "train, objectives, constraints, search, ablation, backend, tracking"
+    ]
