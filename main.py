@@ -108,6 +108,9 @@ def _load(args: argparse.Namespace):
 
     overrides = list(args.override or [])
     if getattr(args, "workers", None) is not None:
+        if any(o.split("=", 1)[0].strip() == "backend.max_concurrent" for o in overrides):
+            print("error: --workers and -o backend.max_concurrent set the same thing; give one", file=sys.stderr)
+            return None
         overrides.append(f"backend.max_concurrent={args.workers}")
     try:
         validating = args.command == "validate"
@@ -138,6 +141,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     if args.resume and not sweep.resumable():
         print(f"error: --resume: sweep {spec.name} has no saved state in {spec.store} to resume", file=sys.stderr)
         return 2
+    from runs.data import DataError
     from runs.tracking import failure_line, store_failure
     from search.sweep.base import SweepBusy, TrackingFailed
     from search.sweep.preflight import StoreError
@@ -147,6 +151,9 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
             sweep.open()
         except (SweepBusy, StoreError) as refused:
             print(f"error: {refused}", file=sys.stderr)
+            return 2
+        except DataError as err:  # changed since it was validated: refused before anything is written
+            print(f"error: {spec.file}: data.path: {err}", file=sys.stderr)
             return 2
         remaining = sweep.remaining()
         where = f"Ray ({spec.backend.address})" if spec.backend.kind == "ray" else str(sweep.device)

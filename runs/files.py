@@ -12,10 +12,15 @@ from __future__ import annotations
 
 import gzip
 import io
+import itertools
 import os
+import pickle
+import pickletools
 import stat
 import zlib
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 MB = 1 << 20
 
@@ -36,6 +41,10 @@ def kind(mode: int) -> str:
         if test(mode):
             return name
     return "not a regular file"
+
+
+def _a(what: str) -> str:
+    return f"an {what}" if what[:1] in tuple("aeiou") else f"a {what}"
 
 
 def _size(n: int) -> str:
@@ -69,16 +78,16 @@ def read_bytes(path: str | Path, limit: int, what: str = "file") -> bytes:
     status = os.fstat(fd)
     if not stat.S_ISREG(status.st_mode):
         os.close(fd)
-        raise UntrustedFile(f"{path} is {kind(status.st_mode)}, not a {what}")
+        raise UntrustedFile(f"{path} is {kind(status.st_mode)}, not {_a(what)}")
     with os.fdopen(fd, "rb") as f:
         if status.st_size > limit:
-            raise UntrustedFile(f"{path} holds {_size(status.st_size)}; a {what} is at most {_size(limit)}")
+            raise UntrustedFile(f"{path} holds {_size(status.st_size)}; {_a(what)} is at most {_size(limit)}")
         try:
             data = f.read(limit + 1)
         except OSError as err:
             raise UntrustedFile(f"{path}: cannot be read ({err.strerror or err})") from None
     if len(data) > limit:  # grew since fstat
-        raise UntrustedFile(f"{path} holds more than {_size(limit)}; a {what} is at most {_size(limit)}")
+        raise UntrustedFile(f"{path} holds more than {_size(limit)}; {_a(what)} is at most {_size(limit)}")
     return data
 
 
@@ -91,6 +100,41 @@ def gunzip(data: bytes, limit: int, path: str | Path, what: str = "file") -> byt
     except (OSError, EOFError, zlib.error) as err:
         raise UntrustedFile(f"{path}: not a readable gzip file ({err})") from None
     if len(out) > limit:
-        raise UntrustedFile(f"{path} decompresses to more than {_size(limit)}; a {what} is at most {_size(limit)}")
+        raise UntrustedFile(f"{path} decompresses to more than {_size(limit)}; {_a(what)} is at most {_size(limit)}")
     return out
 
+
+class _Restricted(pickle.Unpickler):
+    """An unpickler that builds only plain data and the globals it is given: a pickle
+    naming anything else (``os.system``, ``builtins.eval``) is refused, never called."""
+
+    def __init__(self, data: bytes, allowed: Mapping[tuple[str, str], Callable]) -> None:
+        super().__init__(io.BytesIO(data), encoding="bytes")  # Python 2's str read as bytes
+        self.allowed = allowed
+
+    def find_class(self, module: str, name: str) -> Callable:
+        if (module, name) not in self.allowed:
+            raise UntrustedFile(f"names the global {module}.{name}, which is not allowed here")
+        return self.allowed[module, name]
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise UntrustedFile("holds a persistent id, which is not allowed here")
+
+
+def unpickle(
+    data: bytes, allowed: Mapping[tuple[str, str], Callable], path: str | Path, what: str, *, most_ops: int
+) -> Any:
+    """``data`` unpickled with no global but those ``allowed`` ((module, name) -> what to
+    call instead), in at most ``most_ops`` operations; a refused global, too many operations
+    or a malformed stream is ``UntrustedFile``. The operations are counted first: each
+    may build a container (an empty dict is one byte, 64 in memory)."""
+    try:
+        ops = sum(1 for _ in itertools.islice(pickletools.genops(data), most_ops + 1))
+        if ops > most_ops:
+            raise UntrustedFile(f"holds more than {most_ops:,} pickle operations")
+        return _Restricted(data, allowed).load()
+    except UntrustedFile as err:
+        raise UntrustedFile(f"{path}: {err}; not {_a(what)}") from None
+    except Exception as err:  # a malformed stream fails in many ways: EOFError, UnpicklingError, ...
+        first = (str(err).splitlines() or [""])[0][:120]
+        raise UntrustedFile(f"{path}: not {_a(what)} ({type(err).__name__}: {first})") from None

@@ -5,10 +5,12 @@ located at the key that names them, before anything is created."""
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 
 from runs import data as datasets
+from runs import files
 from runs.data import DataSpec
 from search.spec import schema as F
 from search.spec.yamlio import Issue
@@ -25,13 +27,21 @@ def data(c: F.Checker, raw: dict, base: Path, check_data: bool = True) -> DataSp
                 c.fail("data", f"{spec.dataset} needs data.path, the folder that holds it")
             return spec
         spec = DataSpec(**{**d, "path": str((base / spec.path).resolve())})
-        if not _folder_holds_data(c, spec.dataset, Path(spec.path), check_data):
+        if not _folder_holds_data(c, spec, check_data):
             return spec
     _memory(c, spec)
     return spec
 
 
-def _folder_holds_data(c: F.Checker, dataset: str, folder: Path, check_data: bool) -> bool:
+def _folder_holds_data(c: F.Checker, spec: DataSpec, check_data: bool) -> bool:
+    """Whether ``spec.path`` holds the dataset's files, each read as loading will read it.
+    Files missing fail (at validate, a warning: data not there yet); with none missing,
+    one that cannot be loaded (a FIFO, a crafted pickle, a truncated image) fails, at
+    validate too; so does a path that is there but not a folder."""
+    dataset, folder = spec.dataset, Path(spec.path)
+    if (other := _not_a_folder(folder)) is not None:  # there, so not a warning: refused at validate too
+        c.fail("data.path", f"{folder} is {other}, not a folder; data.path names the folder that holds the data")
+        return False
     missing = _missing_data(dataset, folder)
     if missing is not None:
         if check_data:
@@ -39,10 +49,13 @@ def _folder_holds_data(c: F.Checker, dataset: str, folder: Path, check_data: boo
         else:
             c.warnings.append(Issue(c.where("data.path"), "data.path", missing))
         return False
-    if dataset != "imagefolder":
-        return True
     try:
-        problems = datasets.folder_problems(folder)
+        if dataset == "imagefolder":
+            # Every image is decoded, unless the folder is refused for memory (_memory) anyway.
+            too_big = datasets.bytes_to_load(spec) > datasets.physical_memory()
+            problems = [] if too_big else datasets.folder_problems(folder)
+        else:
+            problems = datasets.cifar_problems(folder, dataset)
     except OSError as err:
         problems = [f"cannot read {folder} ({err.strerror or err})"]
     for problem in problems:
@@ -50,7 +63,13 @@ def _folder_holds_data(c: F.Checker, dataset: str, folder: Path, check_data: boo
     return not problems
 
 
-_DATA_FILES = {"cifar10": [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"], "cifar100": ["train", "test"]}
+def _not_a_folder(path: Path) -> str | None:
+    """What ``path`` is when it is there but not a folder (links followed), in words."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):  # not there (said as missing), a loop of links, a NUL
+        return None
+    return None if stat.S_ISDIR(mode) else "a file" if stat.S_ISREG(mode) else files.kind(mode)
 
 
 def _missing_data(dataset: str, folder: Path) -> str | None:
@@ -60,7 +79,8 @@ def _missing_data(dataset: str, folder: Path) -> str | None:
     try:
         if not folder.is_dir():
             return f"no such folder {str(folder)!r}; put {what} there (nothing is downloaded)"
-        absent = [name for name in _DATA_FILES.get(dataset, []) if not (folder / name).is_file()]
+        # Absent only: a name that is there but not a file (a FIFO, a folder) is refused when read.
+        absent = [name for name in datasets.CIFAR_FILES.get(dataset, []) if not os.path.lexists(folder / name)]
     except OSError as err:
         return f"cannot read {str(folder)!r} ({err.strerror or err})"
     if absent:

@@ -7,7 +7,6 @@ each trial through ``search.sweep.pipeline``; ``ended`` counts a trial for the v
 
 from __future__ import annotations
 
-import contextlib
 import io
 import subprocess
 from dataclasses import dataclass, field
@@ -175,8 +174,7 @@ class Sweep:
             tracker.end_sweep(self.parent, "KILLED")
         except Exception as err:
             return (
-                f"its MLflow runs could not be ended either ({type(err).__name__});"
-                " the next run of the sweep ends them"
+                f"its MLflow runs could not be ended either ({type(err).__name__}); the next run of the sweep ends them"
             )
         return ""
 

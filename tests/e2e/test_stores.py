@@ -421,3 +421,28 @@ def test_export_says_what_a_parent_run_is_and_refuses_an_out_it_cannot_write(cop
     assert any(run in err for run in trials)  # the front's run ids, to export instead
     assert main.main(["export", trials[0], *store, "--out", "/proc/self/x"]) == 2
     assert "cannot write /proc/self/x" in capsys.readouterr().err
+
+
+def test_images_that_break_after_validation_are_refused_before_anything_is_written(workdir):
+    """validate decodes every image; one that breaks between validate and run (here: it
+    becomes a FIFO, which a plain open would wait on forever) is a located refusal of the
+    run before its store exists, not a hang or a traceback with the parent run RUNNING."""
+    from PIL import Image
+
+    from runs.data import DataError
+    from search.spec import load
+    from search.sweep.local import LocalSweep
+
+    for label in ("a", "b"):
+        (workdir / "images" / label).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (8, 8), (60 * i, 0, 0)).save(workdir / "images" / label / f"{i}.png")
+    spec = write_spec(workdir, **QUICK, data={"dataset": "imagefolder", "path": "images", "image_size": 8})
+    loaded = load(spec)
+    (workdir / "images" / "b" / "2.png").unlink()
+    os.mkfifo(workdir / "images" / "b" / "2.png")
+    sweep = LocalSweep(loaded)
+    with pytest.raises(DataError, match=r"2\.png"):
+        sweep.open()
+    sweep.close()
+    assert not (workdir / "store").exists()

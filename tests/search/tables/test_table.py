@@ -2,6 +2,7 @@
 
 import gzip
 import json
+from pathlib import Path
 
 import pytest
 
@@ -48,12 +49,12 @@ def test_a_corrupted_or_foreign_file_is_refused(tmp_path):
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
-    with pytest.raises(TableError, match="corrupted"):
+    with pytest.raises(TableError, match="not a readable gzip file"):  # (tmp_path's name holds "corrupted")
         load(path)
     path.write_bytes(gzip.compress(b'{"hello": 1}\n'))
     with pytest.raises(TableError, match="not a format-1 archsweep table"):
         load(path)
-    with pytest.raises(TableError, match="no such table"):
+    with pytest.raises(TableError, match=r"missing\.jsonl\.gz: no such file"):
         load(tmp_path / "missing.jsonl.gz")
 
 
@@ -93,3 +94,40 @@ def test_seed_noise_compares_each_repeat_with_its_seed_0_row():
     noise = seed_noise(_table())
     assert noise["architectures"] == 1 and noise["median"] == pytest.approx(0.02) == noise["max"]
     assert seed_noise(Table("one seed", _table().rows[:4])) == {"architectures": 0}
+
+
+@pytest.mark.parametrize("kind", ["fifo", "/dev/zero", "link to /dev/zero", "folder", "too large", "gzip bomb"])
+def test_a_table_that_is_not_a_small_regular_gzip_file_is_refused_unread(tmp_path, kind, monkeypatch):
+    import os
+    import time
+    import zlib
+
+    from search.tables import table
+
+    path = tmp_path / "t.jsonl.gz"
+    monkeypatch.setattr(table, "TABLE_BYTES", 1 << 20)
+    monkeypatch.setattr(table, "TABLE_ROWS_BYTES", 4 << 20)
+    if kind == "fifo":
+        os.mkfifo(path)  # never written: a read would wait forever
+    elif kind == "folder":
+        path.mkdir()
+    elif kind == "too large":
+        path.write_bytes(bytes(2 << 20))
+    elif kind == "gzip bomb":  # 64 MB of zeros in 64 KB
+        pack = zlib.compressobj(9, zlib.DEFLATED, 31)
+        path.write_bytes(b"".join([pack.compress(bytes(1 << 20)) for _ in range(64)] + [pack.flush()]))
+    else:
+        path = Path("/dev/zero") if kind == "/dev/zero" else path
+        if kind == "link to /dev/zero":
+            path.symlink_to("/dev/zero")
+    expected = {
+        "fifo": "is a FIFO (named pipe), not a table",
+        "folder": "is a folder, not a table",
+        "too large": "holds 2.0 MB; a table is at most 1.0 MB",
+        "gzip bomb": "decompresses to more than 4.0 MB; a table is at most 4.0 MB",
+    }
+    started = time.perf_counter()
+    with pytest.raises(TableError) as err:
+        load(path)
+    assert time.perf_counter() - started < 5
+    assert str(err.value) == f"{path} {expected.get(kind, 'is a character device, not a table')}"
