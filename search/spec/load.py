@@ -201,20 +201,19 @@ def _command_line(text: str) -> Where:
 
 
 def _given_twice(overrides: list[str]) -> list[Issue]:
-    """Refuse a key path that two ``-o`` set: the later would silently win, and which one
-    the caller meant is not ours to guess (a smoke override then an ``-o`` is the usual
-    way to change a smoke run, and is not refused)."""
+    """Warnings for a key path that two ``-o`` set: the last one is used, as scripts that
+    add an ``-o`` to a base command expect, but never silently (a smoke override then an
+    ``-o`` is the usual way to change a smoke run, and is not noted)."""
     first: dict[str, str] = {}
-    issues = []
+    notes = []
     for text in overrides:
         path = _joined(_parse_path(text.split("=", 1)[0])) if "=" in text else ""
         if path in first:
-            both = f"-o {printable(first[path])} and -o {printable(text)}"
-            message = f"set twice on the command line ({both}); give it once"
-            issues.append(Issue(_command_line(text), printable(path), message))
-        elif path:
+            message = f"set again (first by -o {printable(first[path])}); the last one, this, is used"
+            notes.append(Issue(_command_line(text), printable(path), message))
+        if path:
             first[path] = text
-    return issues
+    return notes
 
 
 def _override(data: dict, text: str, where: Where, overridden: dict[str, Where]) -> Issue | None:
@@ -606,13 +605,12 @@ def load(
     smoke_doc = next((d for d in reversed(docs) if "smoke" in d.keys), docs[-1])
     chosen = [(o, smoke_doc.where(f"smoke[{i}]")) for i, o in enumerate(smoke_overrides)] if smoke else []
     chosen += [(o, _command_line(o)) for o in overrides]
-    if twice := _given_twice(list(overrides)):
-        raise SpecError(twice)
     overridden: dict[str, Where] = {}
     issues = [i for i in (_override(data, o, where, overridden) for o, where in chosen) if i is not None]
     if issues:
         raise SpecError(issues)
-    return build_spec(data, docs, str(path), check_data, overridden, check_store=check_store)
+    spec = build_spec(data, docs, str(path), check_data, overridden, check_store=check_store)
+    return replace(spec, warnings=(*_given_twice(list(overrides)), *spec.warnings))
 
 
 __all__ = ["COST_METRICS", "METRICS", "Choice", "FloatRange", "IntRange", "Spec", "SpecError", "load"]

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from runs import files
 from search.tables.table import Row, Table, TableError
 
 PACKAGE = "analog-nasbench"
@@ -145,9 +146,9 @@ def load_nb201(path: Path | None = None) -> Table:
     installed = path is None
     path = data_path() if installed else Path(path)
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise TableError(f"{path}: no such file") from None
+        raw = files.read_bytes(path, 64 * files.MB, "NB201 table")  # data.anb is 5.6 MB
+    except files.UntrustedFile as err:
+        raise TableError(str(err)) from None
     digest = hashlib.sha256(raw).hexdigest()
     if installed and digest != SHA256:
         raise TableError(f"{path}: SHA-256 {digest} is not that of {PACKAGE} {VERSION}'s data.anb ({SHA256})")

@@ -240,30 +240,41 @@ def run_cases(cases: list[dict]) -> list[dict]:
     return results
 
 
+# Runs the command as a child of this small Python, with data capped at 1.5 GB (an
+# unbounded read fails there with MemoryError, not the machine), and writes the command's
+# peak memory (wait4) to the file named first. Not forked from the test process: a child's
+# peak starts at the size of the process it was forked from (a gigabyte late in the suite).
+_MEASURED = """
+import os, resource, sys
+resource.setrlimit(resource.RLIMIT_DATA, (3 << 29, 3 << 29))
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.executable, [sys.executable, *sys.argv[2:]])
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as f:
+    f.write(str(usage.ru_maxrss << 10))
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def child(argv: list[str], cwd: Path, timeout: float) -> tuple[int, str, str, float, int]:
     """``python argv`` in ``cwd`` (data capped at 1.5 GB): exit code, stdout, stderr,
-    seconds and peak memory, of that process alone (``wait4``)."""
-    import resource
-
-    def cap() -> None:  # an unbounded read fails there with MemoryError, not the machine
-        resource.setrlimit(resource.RLIMIT_DATA, (3 << 29, 3 << 29))
-
+    seconds and peak memory of that process alone."""
     out, err = cwd.parent / f".{cwd.name}.out", cwd.parent / f".{cwd.name}.err"
+    peak = cwd.parent / f".{cwd.name}.peak"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     started = time.perf_counter()
+    command = [sys.executable, "-c", _MEASURED, str(peak), *argv]
     with open(out, "wb") as o, open(err, "wb") as e:
-        process = subprocess.Popen([sys.executable, *argv], cwd=cwd, stdout=o, stderr=e, preexec_fn=cap, env=env)
-    while True:
-        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-        if pid or time.perf_counter() - started > timeout:
-            break
-        time.sleep(0.02)
-    if not pid:
-        process.kill()
-        pid, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+        process = subprocess.Popen(command, cwd=cwd, stdout=o, stderr=e, env=env, start_new_session=True)
+    try:
+        code = process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        code = process.wait()
     seconds = time.perf_counter() - started
-    return process.returncode, out.read_text(), err.read_text(), seconds, usage.ru_maxrss << 10
+    measured = int(peak.read_text()) if peak.exists() else 0
+    return code, out.read_text(), err.read_text(), seconds, measured
 
 
 def listing(folder: Path) -> set[str]:
