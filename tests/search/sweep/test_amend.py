@@ -27,7 +27,8 @@ def _amended():
 def test_pruned_trials_and_their_rungs_survive_an_amendment():
     first, before, plan, spec = _amended()
     assert any(t.state == TrialState.PRUNED and t.user_attrs.get("state") == "pruned" for t in before)
-    assert set(plan.kept) == {t.number for t in before if t.state in (TrialState.COMPLETE, TrialState.PRUNED)}
+    answered = {t.number for t in before if t.state in (TrialState.COMPLETE, TrialState.PRUNED)}
+    assert set(plan.kept) == answered | {t.number for t in before if study.state_of(t) == "duplicate"}
     storage = first.study._storage
     amend.rebuild(storage, spec, plan, study.directions(spec))
     amend.rebuild(storage, spec, plan, study.directions(spec))  # again, as a rerun after a crash does
@@ -53,7 +54,8 @@ def test_each_kind_of_narrowing_puts_the_trials_it_excludes_outside(tmp_path):
     path.write_text(yaml.safe_dump(narrow, sort_keys=False))
     narrowed = load(path, check_data=False, check_store=False)
     plan = amend.plan(earlier.resolved, narrowed, spec_changes(earlier.resolved, narrowed.resolved), before)
-    drawn = {t.number: t.params for t in before if t.state == TrialState.COMPLETE}
+    # the trials that trained and the repeats answered from them (FAIL to Optuna): each is drawable or outside
+    drawn = {t.number: t.params for t in before if study.state_of(t) in ("complete", "duplicate")}
     expected = {n for n, p in drawn.items() if p["model.stages.0.depth"] != 2 or p["model.embedding"] != "patch"}
     assert expected and set(plan.outside) == expected
     assert set(plan.kept) == set(drawn) - expected
