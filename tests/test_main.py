@@ -55,23 +55,27 @@ def test_the_same_spec_samples_the_same_models_in_any_process():
     assert len(samples) == 1
 
 
-def test_the_command_line_never_prints_a_traceback(tmp_path):
+def test_the_command_line_never_prints_a_traceback(monkeypatch, capsys):
     """Bad arguments are argparse's one-line errors; an unexpected error is one line and
     exit 70 (its traceback only with ARCHSWEEP_DEBUG=1)."""
-    port = run("ui", "--port", "70000")
-    assert port.returncode == 2 and "70000 is not a port number (1-65535)" in port.stderr
-    broken = tmp_path / "broken.py"  # a command that fails as a bug would
-    broken.write_text(
-        "import sys, main\n"
-        "def cmd_blocks(args, console): raise RuntimeError('boom')\n"
-        "main.cmd_blocks = cmd_blocks\n"
-        "sys.exit(main.cli())\n"
-    )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, str(broken), "blocks"], capture_output=True, text=True, env=env, timeout=120)
-    assert out.returncode == 70 and "Traceback" not in out.stderr
-    assert out.stderr.splitlines()[0].startswith("error: RuntimeError: boom (an internal error")
-    out = subprocess.run(
-        [sys.executable, str(broken), "blocks"], capture_output=True, text=True, env={**env, "ARCHSWEEP_DEBUG": "1"}
-    )
-    assert "Traceback" in out.stderr
+    import pytest
+
+    import main
+
+    monkeypatch.setattr(sys, "argv", ["main.py", "ui", "--port", "70000"])
+    with pytest.raises(SystemExit) as ended:
+        main.cli()
+    assert ended.value.code == 2 and "70000 is not a port number (1-65535)" in capsys.readouterr().err
+
+    def broken(args, console):  # a command that fails as a bug would
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setattr(main, "cmd_blocks", broken)
+    monkeypatch.setattr(sys, "argv", ["main.py", "blocks"])
+    monkeypatch.delenv("ARCHSWEEP_DEBUG", raising=False)
+    assert main.cli() == 70
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("error: RuntimeError: boom (an internal error") and "ARCHSWEEP_DEBUG=1" in line
+    monkeypatch.setenv("ARCHSWEEP_DEBUG", "1")
+    with pytest.raises(RuntimeError, match="boom"):  # raised: Python prints its traceback
+        main.cli()
