@@ -46,7 +46,7 @@ from search.spec import schema as F
 from search.spec.arch import to_arch
 from search.spec.space import DIMENSIONS, flatten, sample
 from search.sweep.pipeline import draw_key
-from search.sweep.study import DUPLICATE_ATTR, OUTSIDE_ATTR
+from search.sweep.study import OUTSIDE_ATTR
 
 CONFIG_ATTR = "outside_config"  # what an outside trial trained: {"model": ..., "train": ...}
 PENDING_ATTR = "archsweep.amending"  # on an archive study until its amendment is recorded
@@ -236,9 +236,8 @@ def plan(earlier: Mapping, spec: Spec, changes: list[str], trials: list[FrozenTr
     old_model, old_train = _spaces(earlier)
     for t in trials:
         config = t.user_attrs.get(CONFIG_ATTR)  # an earlier amendment's outside trial
-        answered = t.state in (TrialState.COMPLETE, TrialState.PRUNED) or DUPLICATE_ATTR in t.user_attrs
-        if config is None and not answered:
-            continue  # failed and interrupted trials stay as they are (a repeat, FAIL to Optuna, is answered)
+        if config is None and t.state not in (TrialState.COMPLETE, TrialState.PRUNED):
+            continue  # failed and interrupted trials stay as they are
         try:
             if config is None:
                 fixed = optuna.trial.FixedTrial(t.params)

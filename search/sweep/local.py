@@ -172,7 +172,7 @@ class LocalSweep(Sweep):
     def objective(self, trial: optuna.Trial) -> tuple[float, ...]:
         try:
             return self._objective(trial)
-        except (optuna.TrialPruned, pipeline.Repeat, Interrupted, TrialError):
+        except (optuna.TrialPruned, Interrupted, TrialError):
             raise
         except Exception as err:
             if tracking_failed(err):  # the store broke, not the trial: uncounted, and the sweep stops
@@ -303,19 +303,16 @@ class LocalSweep(Sweep):
 
     def _record(self, trial: optuna.Trial, run: str, outcome: Outcome) -> tuple[float, ...]:
         """The outcome on its run and on the trial; Optuna's optimize() then tells the values,
-        PRUNED for a trial without any, FAIL for a repeat (see ``pipeline.told_as``)."""
-        # The run first: a repeat whose run the store failed to end must not look answered
-        # (its FAIL would read as a duplicate, not as an interrupted trial that runs again).
+        PRUNED for a trial without any and for a repeat (see ``pipeline.told_as``)."""
+        # The run first: a trial whose run the store failed to end must not look answered
+        # (it stays RUNNING in the journal, then interrupted: it runs again).
         pipeline.close_run(self.tracker, run, outcome)
         pipeline.record(trial, self.spec, outcome)
         if outcome.state == "complete":
             self.progress.front = self.front_rows()[1]
         arch = trial.user_attrs.get("arch", "")
         self.ended(trial.number, outcome.state, arch, outcome.metrics, outcome.reason, outcome.duplicate_of)
-        told = pipeline.told_as(outcome)
-        if told == TrialState.FAIL:
-            raise pipeline.Repeat(outcome.reason)
-        if told == TrialState.PRUNED:
+        if pipeline.told_as(outcome) == TrialState.PRUNED:
             raise optuna.TrialPruned(outcome.reason)
         return outcome.values
 

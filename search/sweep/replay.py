@@ -157,7 +157,7 @@ def replay_cells(
     """Replay on a table whose space is not an archsweep model (NAS-Bench-201's cells):
     each trial picks one option per dimension and ``key`` names the row. The same
     samplers and rung book as a sweep; a pick that completed before is answered with its
-    metrics without training, and told FAIL, as a sweep answers a repeat (``pipeline.told_as``)."""
+    metrics without training, and told PRUNED, as a sweep answers a repeat (``pipeline.told_as``)."""
     rows = table.by_key()
     directions = ["maximize" if o.direction == "max" else "minimize" for o in objectives]
     sweep = optuna.create_study(directions=directions, sampler=sampler)
@@ -167,7 +167,7 @@ def replay_cells(
         picked = key([trial.suggest_categorical(name, list(options)) for name, options in dimensions.items()])
         if picked in done:
             _, metrics = done[picked]
-            sweep.tell(trial, state=TrialState.FAIL)
+            sweep.tell(trial, state=TrialState.PRUNED)
             result.trials.append(Replayed(trial.number, "duplicate", 0, 0.0, metrics))
             continue
         row = rows[picked]

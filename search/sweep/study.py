@@ -6,8 +6,8 @@ A study holds every trial with the user attributes ``arch``, ``mlflow_run_id``,
 ``duplicate_of`` when that draw had been trained before. Trials refused before training
 have no accuracy to report: they are told PRUNED with their constraint violations, so
 Optuna's plots and ``best_trials`` leave them out while TPE still learns from them
-(``search.sweep.pipeline.tell``); a repeat is told FAIL, so that Optuna's front does not
-hold it beside its original (``state_of``: duplicate, ``counted``: yes).
+(``search.sweep.pipeline.tell``); a repeat is told PRUNED too, so that Optuna's front
+does not hold it beside its original (``state_of``: duplicate, ``counted``: yes).
 
 The journal is Optuna's, read and written through ``journal_storage``: a last record a
 crash cut short is set aside before a sweep writes (``mend_journal``), and a damaged line
@@ -339,9 +339,6 @@ def rungs(spec: Spec, earlier: optuna.Study | None = None) -> moasha.Rungs | Non
 OUTSIDE_ATTR = "outside"  # why an earlier trial is outside an amended space (search.sweep.amend)
 
 
-DUPLICATE_ATTR = "duplicate_of"  # a repeat's original (search.sweep.pipeline.repeated)
-
-
 def state_of(trial: FrozenTrial) -> str:
     """complete, duplicate, infeasible, pruned, failed; interrupted (a failure without a
     reason: it runs again); outside (an earlier trial an amended space cannot draw);
@@ -351,8 +348,6 @@ def state_of(trial: FrozenTrial) -> str:
     if trial.state == TrialState.FAIL:
         if OUTSIDE_ATTR in trial.user_attrs:
             return "outside"
-        if DUPLICATE_ATTR in trial.user_attrs:  # FAIL to keep it off Optuna's front (pipeline.told_as)
-            return "duplicate"
         return "failed" if "fail_reason" in trial.user_attrs else "interrupted"
     return trial.state.name.lower()
 
@@ -364,7 +359,7 @@ def counted(trial: FrozenTrial) -> bool:
         return False
     if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
         return True
-    return trial.state == TrialState.FAIL and state_of(trial) in ("failed", "duplicate", "outside")
+    return trial.state == TrialState.FAIL and "fail_reason" in trial.user_attrs
 
 
 def feasible(study: optuna.Study) -> list[FrozenTrial]:

@@ -56,7 +56,7 @@ def test_a_sweep_continues_through_amendments_of_its_space(workdir, monkeypatch)
     assert run(workdir, wider) == 0
     after = trials(workdir)
     assert [t.number for t in after] == list(range(6))
-    assert all(study.state_of(t) in ("complete", "duplicate") for t in after)  # a repeat is FAIL to Optuna
+    assert all(study.state_of(t) in ("complete", "duplicate") for t in after)  # a repeat is PRUNED to Optuna
     assert all(t.params["model.stages.0.block"] == "pre" for t in after[:3])  # the default they trained with
     archive = amend.archive_name("tiny", load(write_spec(workdir, **SPEC)).resolved)
     kept = optuna.load_study(study_name=archive, storage=study.journal_storage(workdir / "store/optuna/tiny.journal"))

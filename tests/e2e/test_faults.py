@@ -139,7 +139,7 @@ def test_a_driver_killed_three_times_still_ends_with_exactly_the_requested_trial
         assert not alive, alive  # the fork server and trials' processes die with their sweep
     assert main.main(["run", str(spec)]) == 0
     trials = study(workdir).trials
-    counted = [t for t in trials if state_of(t) in ("complete", "duplicate")]  # a repeat is FAIL to Optuna
+    counted = [t for t in trials if state_of(t) in ("complete", "duplicate")]  # a repeat is PRUNED to Optuna
     assert len(counted) == 6 and TrialState.RUNNING not in {t.state for t in trials}
     _, parents, children = runs_of(workdir)
     finished = [c.data.tags["archsweep.trial"] for c in children if c.info.status == "FINISHED"]

@@ -259,7 +259,7 @@ def test_a_worker_node_killed_mid_sweep_loses_and_duplicates_no_trial(tmp_path, 
     # 3 (partial) only with a reason recorded for each failed trial: checked below.
     assert code in (0, 3), f"exit {code}, not complete: {reasons}\n{(tmp_path / 'driver.log').read_text()[-3000:]}"
     assert sorted(t.number for t in study.trials) == list(range(8))
-    for trial in study.trials:  # a repeat is FAIL to Optuna, with the trial it repeats
+    for trial in study.trials:  # a repeat: PRUNED to Optuna
         failed_with_reason = trial.state == TrialState.FAIL and trial.user_attrs.get("fail_reason")
         assert trial.state == TrialState.COMPLETE or failed_with_reason or "duplicate_of" in trial.user_attrs
     _, _, children = _children(server, "node_lost")

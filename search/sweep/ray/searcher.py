@@ -60,8 +60,8 @@ class _Space:
 class ArchSearch(_Portable, OptunaSearch):
     """Ray's OptunaSearch, telling the study what the local backend tells it (through
     ``pipeline.tell``): constraint violations (so samplers rank infeasible trials last),
-    the trial's record as user attributes, FAIL for failures and for repeats (off Optuna's
-    front: ``pipeline.told_as``), PRUNED for trials a scheduler stopped early. Ray's own
+    the trial's record as user attributes, FAIL for failures, PRUNED for repeats (off
+    Optuna's front: ``pipeline.told_as``) and for trials a scheduler stopped early. Ray's own
     ``on_trial_complete`` would tell an early-stopped trial COMPLETE with its last epoch's
     values and leave a trial whose result lacks an objective RUNNING."""
 

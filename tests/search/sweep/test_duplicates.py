@@ -77,8 +77,8 @@ def test_on_ray_the_driver_spots_a_repeat_and_the_trainable_answers_it_untrained
     assert repeat.user_attrs["state"] == "duplicate" and repeat.user_attrs["duplicate_of"] == 0
     assert repeat.constraints == first.constraints
     assert repeat.user_attrs["metrics"] == first.user_attrs["metrics"] == metrics
-    # told FAIL: off Optuna's front, still a duplicate that counts towards the budget
-    assert repeat.state == TrialState.FAIL and repeat.values is None
+    # told PRUNED: off Optuna's front, still a duplicate that counts towards the budget
+    assert repeat.state == TrialState.PRUNED and repeat.values is None
     assert study.state_of(repeat) == "duplicate" and study.counted(repeat)
     assert [t.number for t in search.study.best_trials] == [0]
     run = MlflowClient(uri).get_run(reported[-1]["run_id"])

@@ -38,7 +38,7 @@ def test_a_replayed_sweep_reports_what_the_table_holds(digits):
         elif replayed.state == "duplicate":  # answered from the earlier trial, no training; off Optuna's front
             original = result.study.trials[frozen.user_attrs["duplicate_of"]]
             assert replayed.epochs == 0 and frozen.user_attrs["metrics"] == original.user_attrs["metrics"]
-            assert frozen.state == TrialState.FAIL and frozen.values is None
+            assert frozen.state == TrialState.PRUNED and frozen.values is None
 
 
 def test_the_replayed_front_is_the_front_of_the_table_rows_it_visited(digits):
@@ -107,7 +107,7 @@ def test_a_table_of_cells_replays_through_the_same_samplers():
     for frozen, replayed in zip(result.study.trials, result.trials, strict=True):
         key = cell_key([frozen.params[e] for e in EDGES])
         if replayed.state == "duplicate":  # answered from the first trial of that cell, off Optuna's front
-            assert replayed.epochs == 0 and key in first and frozen.state == TrialState.FAIL
+            assert replayed.epochs == 0 and key in first and frozen.state == TrialState.PRUNED
             assert replayed.metrics == result.trials[first[key]].metrics
         else:
             assert frozen.values == [rows[key].curve[-1], rows[key].costs["cost"]]
