@@ -350,12 +350,11 @@ def _statuses(db: Path) -> list[str]:
         return [status for (status,) in con.execute("SELECT status FROM runs")]
 
 
-@pytest.mark.parametrize("what", ["store", "journal"])
-def test_a_store_made_unwritable_mid_sweep_ends_it_with_exit_4_in_one_line(workdir, monkeypatch, what):
-    """The journal made read-only mid-trial: Optuna masks the failed write with "Should not
-    reach." (exit 1, a traceback, two runs RUNNING before the fix). Now exit 4 and one
-    line; with MLflow still writable no run is left RUNNING; the whole store read-only
-    leaves them to the rerun, which ends them and resumes."""
+def test_a_store_made_unwritable_mid_sweep_ends_it_with_exit_4_in_one_line(workdir, monkeypatch):
+    """The store made read-only mid-trial (by permissions, to a process without root's
+    override): Optuna masks the journal's failed write with "Should not reach." (exit 1, a
+    traceback, two runs RUNNING before the fix). Now exit 4 and one line; the runs MLflow
+    cannot end are ended by the rerun, which resumes."""
     plan = inject(monkeypatch, workdir, [{"trial": 2, "epoch": 0, "kind": "sleep", "seconds": 2}])
     sweep = _replayed_sweep(workdir, 5, preexec_fn=_without_dac_override if os.geteuid() == 0 else None)
     deadline = time.time() + 120
@@ -363,7 +362,7 @@ def test_a_store_made_unwritable_mid_sweep_ends_it_with_exit_4_in_one_line(workd
         assert sweep.poll() is None and time.time() < deadline, sweep.communicate()
         time.sleep(0.1)
     store = workdir / "out"
-    locked = [store / "optuna", *(store / "optuna").iterdir()] if what == "journal" else [store, *store.rglob("*")]
+    locked = [store, *store.rglob("*")]
     for path in locked:
         path.chmod(path.stat().st_mode & ~0o222)
     out, err = sweep.communicate(timeout=120)
@@ -372,15 +371,40 @@ def test_a_store_made_unwritable_mid_sweep_ends_it_with_exit_4_in_one_line(workd
     assert sweep.returncode == 4, out + err
     assert "Traceback" not in out + err and "Should not reach" not in out + err
     assert "error: the sweep's store failed: PermissionError" in err
-    if what == "journal":
-        assert "RUNNING" not in _statuses(store / "mlflow.db")
-        return
     monkeypatch.delenv("ARCHSWEEP_FAULTS")
     assert main.main(["run", *REPLAYED, "-o", "search.trials=5", "-o", f"tracking.dir={store}"]) == 0
     assert "RUNNING" not in _statuses(store / "mlflow.db")
     trials = read_study(store, "digits-table").trials
     assert sum(state_of(t) in ("complete", "duplicate") for t in trials) == 5
     assert not (store / "checkpoints").exists()  # a finished sweep leaves no empty folder
+
+
+def test_a_journal_on_a_full_disk_ends_the_sweep_with_exit_4_and_no_run_left_running(workdir, monkeypatch, capsys):
+    """The journal's disk fills while trial 2 is told (a fake failure, in this process: the
+    test above makes a real one), MLflow still writable: exit 4 in one line, every run
+    ended, and the next run resumes."""
+    import errno
+
+    from optuna.storages.journal import JournalFileBackend
+
+    real = JournalFileBackend.append_logs
+
+    def full(self, logs):
+        if any(log.get("op_code") == 6 and log.get("trial_id") == 2 for log in logs):  # SET_TRIAL_STATE_VALUES
+            raise OSError(errno.ENOSPC, "No space left on device", str(self._file_path))
+        return real(self, logs)
+
+    store, argv = workdir / "out", ["run", *REPLAYED, "-o", "search.trials=5", "-o", "search.sampler=random"]
+    argv += ["-o", f"tracking.dir={workdir / 'out'}"]
+    monkeypatch.setattr(JournalFileBackend, "append_logs", full)
+    assert main.main(argv) == 4
+    err = capsys.readouterr().err
+    assert "error: the sweep's store failed: OSError: [Errno 28] No space left on device" in err
+    assert "Should not reach" not in err and "RUNNING" not in _statuses(store / "mlflow.db")
+    monkeypatch.setattr(JournalFileBackend, "append_logs", real)
+    assert main.main(argv) == 0
+    assert "RUNNING" not in _statuses(store / "mlflow.db")
+    assert sum(state_of(t) in ("complete", "duplicate") for t in read_study(store, "digits-table").trials) == 5
 
 
 def test_a_damaged_mlflow_db_is_refused_in_one_line_and_left_as_it_was(copied, capsys):

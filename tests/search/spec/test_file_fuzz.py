@@ -332,7 +332,6 @@ CLI_CASES = [
     ("validate", "data.path (cifar10)", "crafted pickle"),
     ("validate", "data.path (imagefolder)", "pixel bomb"),
     ("run", "data.path (imagefolder)", "fifo"),
-    ("validate", "data.path", "link to /dev/zero"),
     ("import-timm", "import-timm", "/dev/zero"),
 ]
 
