@@ -641,13 +641,13 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         return commands[args.command](args, Console())
-    except Exception as err:  # a store that fails outside a sweep (show, export, ui, validate): one line, 4
+    except Exception as err:  # a store (or a file) that fails outside a sweep: show, export, ui, validate
         from runs.tracking import failure_line, store_failure
 
         cause = store_failure(err)
         if cause is None:
             raise
-        print(f"error: the store failed: {failure_line(cause)}", file=sys.stderr)
+        print(f"error: {failure_line(cause)}", file=sys.stderr)
         return 4
 
 
