@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup run ui test lint format browser
+.PHONY: setup run ui test test-fast lint format browser
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt requirements-oracle.txt
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ browser:
 
 test: lint browser
 	$(PY) -m pytest
+
+# The quick tier while working: no test marked slow (over about 3 s), ray or e2e (pyproject.toml).
+test-fast: setup
+	$(PY) -m pytest -m "not slow and not ray and not e2e"
 
 format: setup
 	$(VENV)/bin/ruff format .

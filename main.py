@@ -30,7 +30,6 @@ from rich.table import Table
 from rich.text import Text
 
 from blocks import build, describe, summary
-from blocks import check as check_arch
 from blocks.builder import did_you_mean
 from blocks.cost import count_layer_params, count_params, measure
 from blocks.presets import PRESETS, PUBLISHED
@@ -129,22 +128,18 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     spec = _load(args)
     if spec is None:
         return 2
+    from search.backends import backend_for
     from search.results.view import LiveView, front_table, tally
 
-    if spec.backend.kind == "ray":
-        from search.sweep.ray.driver import RaySweep as Backend
-    else:
-        from search.sweep.local import LocalSweep as Backend
-
     view = LiveView(spec.objectives, console)
-    sweep = Backend(spec, device=args.device, on_change=view.update)
+    sweep = backend_for(spec.backend.kind)(spec, device=args.device, on_change=view.update)
     if args.resume and not sweep.resumable():
         print(f"error: --resume: sweep {spec.name} has no saved state in {spec.store} to resume", file=sys.stderr)
         return 2
     from runs.data import DataError
+    from runs.store import StoreError
     from runs.tracking import failure_line, store_failure
     from search.sweep.base import SweepBusy, TrackingFailed
-    from search.sweep.preflight import StoreError
 
     try:
         try:
@@ -226,47 +221,22 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
     if spec is None:
         return 2
     import json
-    import random
 
-    from runs.data import geometry
-    from search.spec.arch import RandomTrial, to_arch
-    from search.spec.space import describe as describe_dim
-    from search.spec.space import dimensions, sample, size
+    from search.sweep.validation import spec_report
 
-    dims = {**dimensions(spec.model, "model"), **dimensions(spec.train, "train")}
-    geo, rng = geometry(spec.data), random.Random(args.seed)
-    if spec.ablation is not None:  # the arms, not random draws
-        samples = [
-            _architecture_row(to_arch(arm.model, geo.image_size, geo.num_classes, geo.channels), spec, arm.name)
-            for arm in spec.ablation.arms
-        ]
-    else:
-        models = [sample(spec.model, RandomTrial(rng), "model") for _ in range(args.samples)]
-        samples = [_architecture_row(to_arch(m, geo.image_size, geo.num_classes, geo.channels), spec) for m in models]
-    at_run = [str(c) for c in spec.constraints if c.metric not in _COUNTED]
-    report = {
-        "name": spec.name,
-        "dimensions": {p: describe_dim(d) for p, d in dims.items()},
-        "size": size(spec.model) * size(spec.train),  # infinite with a continuous dimension (null in JSON)
-        "objectives": [f"{o.metric} ({o.direction})" for o in spec.objectives],
-        "constraints": [str(c) for c in spec.constraints],
-        "constraints_checked_when_trials_run": at_run,
-        "samples": samples,
-    }
-    continuing = _continuation(spec)
-    if continuing is not None:
-        report["continues"] = continuing
+    report = spec_report(spec, samples=args.samples, seed=args.seed)
     if args.json:
-        print(json.dumps(_finite(report), indent=2, default=str, allow_nan=False))
-        return 2 if continuing and continuing["refused"] else 0
-    console.print(f"{spec.file}: valid. {len(dims)} dimensions, {report['size']:g} points.")
+        print(json.dumps(report.to_json(), indent=2, default=str, allow_nan=False))
+        return 2 if report.refused else 0
+    console.print(f"{spec.file}: valid. {len(report.dimensions)} dimensions, {report.size:g} points.")
     print_table(
         console,
         "search dimensions",
         ["key", "dimension"],
-        [[k, v] for k, v in report["dimensions"].items()],
+        [[k, v] for k, v in report.dimensions.items()],
         markdown=False,
     )
+    samples = report.samples
     papers = any("published" in r for r in samples)  # a reproduction: the papers' counts beside ours
     rows = [
         [
@@ -287,26 +257,11 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
     breaking = sum(1 for r in samples if r["refused"])
     if breaking:
         console.print(f"{breaking} of these {len(samples)} would be recorded infeasible, without training")
-    if at_run:
+    if at_run := report.constraints_checked_when_trials_run:
         console.print(f"checked when each trial runs (measured on its device): {', '.join(at_run)}")
-    if continuing is not None:
-        _print_continuation(console, spec, continuing)
-        return 2 if continuing["refused"] else 0
-    return 0
-
-
-def _continuation(spec) -> dict | None:
-    """What running the spec does to the sweep already in its store: an amendment (the
-    spec's changes and what becomes of the earlier trials) or why it is refused."""
-    from search.sweep.preflight import StoreError, continuation
-
-    try:
-        plan = continuation(spec)
-    except StoreError as err:
-        return {"changes": [], "refused": str(err), "kept": [], "outside": {}}
-    if plan is None:
-        return None
-    return {"changes": plan.changes, "refused": "", "kept": sorted(plan.kept), "outside": plan.outside}
+    if report.continues is not None:
+        _print_continuation(console, spec, report.continues)
+    return 2 if report.refused else 0
 
 
 def _print_continuation(console: Console, spec, continuing: dict) -> None:
@@ -329,47 +284,9 @@ def _published_cell(published: dict | None) -> str:
     return f"{published['params']:,} ({published['convention']}) {agrees} {published['source']}"
 
 
-_COUNTED = ("params", "gmacs", "gflops")  # cost metrics counted without a device; latency and memory are measured
-
-
-def _architecture_row(arch, spec, arm: str = "") -> dict:
-    """What validate shows of one architecture: the builder's refusals, or its counted
-    cost and the cost constraints that it breaks (as the sweep would record it)."""
-    from blocks.cost import count_layer_params, count_params, flops_per_image, gmacs_of
-    from blocks.presets import published_for
-
-    refused = [str(p) for p in check_arch(arch)]
-    row = {"summary": f"{arm}: {summary(arch)}" if arm else summary(arch), "refused": refused}
-    if not refused:
-        flops, meta = flops_per_image(arch), build(arch, device="meta")
-        row.update(params=count_params(meta)[0], layer_params=count_layer_params(meta))
-        row.update(gmacs=gmacs_of(flops), gflops=flops / 1e9)
-        if (found := published_for(arch)) is not None:  # a paper's model: its count beside ours
-            name, p = found
-            measured = row["layer_params"] if p.layer else row["params"]
-            row["published"] = {"preset": name, "params": p.params, "convention": "layer" if p.layer else "total"}
-            row["published"] |= {"source": p.source, "difference": measured - p.params, "note": p.note}
-        broken = [str(c) for c in spec.constraints if c.metric in _COUNTED and c.violation(row[c.metric]) > 0]
-        row["refused"] = ["breaks " + ", ".join(broken)] if broken else []
-    return row
-
-
-def _finite(value):
-    """``value`` with infinities and NaNs as null: JSON has no numbers for them."""
-    import math
-
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
 def cmd_ui(args: argparse.Namespace, console: Console) -> int:
     from runs import store as stores
-    from runs.tracking import port_taken, serve_ui
+    from runs.server import port_taken, serve_ui
 
     store = Path(args.store)
     if not (store / "mlflow.db").exists():
@@ -429,8 +346,8 @@ def cmd_import_timm(args: argparse.Namespace, console: Console) -> int:
 
     import yaml
 
-    from blocks import to_dict
     from blocks.timm_import import CheckpointError, import_timm, load_checkpoint
+    from runs.trial import model_files, model_record
     from search.spec.arch import from_arch
 
     out = Path(args.out)
@@ -446,18 +363,16 @@ def cmd_import_timm(args: argparse.Namespace, console: Console) -> int:
         return 2
     # probe.pt as export writes it: inputs (normalised as timm's model takes them) and their logits.
     x = torch.randn(2, arch.in_channels, *arch.image_size, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        probe = {"x": x, "logits": model.eval()(x)}
+    files = model_files(model_record(arch, model, x))
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-") as staging:
         folder = Path(staging) / "model"
         folder.mkdir()
-        (folder / "arch.yaml").write_text(yaml.safe_dump(to_dict(arch), sort_keys=False))
+        for name, content in files.items():
+            (folder / name).write_bytes(content)
         # The same model as a spec's model section: `extends: model.yaml` starts a sweep or an ablation from it.
         header = f"# {summary(arch)}, imported from {Path(args.file).name}; add data: and search: or ablation:\n"
         (folder / "model.yaml").write_text(header + yaml.safe_dump({"model": from_arch(arch)}, sort_keys=False))
-        torch.save(model.state_dict(), folder / "weights.pt")
-        torch.save(probe, folder / "probe.pt")
         if out.exists():
             out.rmdir()
         shutil.move(str(folder), out)  # complete or not there at all
@@ -472,7 +387,7 @@ def cmd_import_timm(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_record(args: argparse.Namespace, console: Console) -> int:
-    from search.tables.record import record
+    from search.sweep.record import record
     from search.tables.table import TableError
 
     spec = _load(args)

@@ -27,7 +27,14 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from bench.common import Env, write_csv
+from bench.common import Env, pyplot, save_figure, write_csv
+from search.results.pareto import hypervolume_at
+from search.spec import load as load_spec
+from search.sweep import amend, study, warm
+from search.sweep.preflight import spec_changes
+from search.sweep.replay import replay
+from search.tables.table import exact_front, nadir
+from search.tables.table import load as load_table
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLE_SPEC = ROOT / "spaces" / "tables" / "digits.yaml"
@@ -39,7 +46,6 @@ SEEDS = 10
 def _specs(edit=lambda raw: None):
     """(earlier spec, amended spec): the narrower space and the table's own, both changed
     in place by ``edit`` first (a test's other objectives or pruner)."""
-    from search.spec import load
 
     raw = yaml.safe_load(TABLE_SPEC.read_text())
     edit(raw)
@@ -54,7 +60,7 @@ def _specs(edit=lambda raw: None):
             path = Path(folder) / name / "digits.yaml"
             path.parent.mkdir()
             path.write_text(yaml.safe_dump(space, sort_keys=False))
-            specs.append(load(path, check_data=False, check_store=False))
+            specs.append(load_spec(path, check_data=False, check_store=False))
     return tuple(specs)
 
 
@@ -73,7 +79,6 @@ def _records(result, given: list[dict] = ()) -> list[tuple[int, dict | None]]:
 
 def _hv_by_evaluations(records, objectives, ref) -> list[tuple[int, float]]:
     """(evaluations so far, hypervolume) after each trial."""
-    from search.results.pareto import hypervolume_at
 
     out, done, evaluations = [], [], 0
     for trained, metrics in records:
@@ -92,10 +97,6 @@ def _reached(curve, target: float) -> float:
 def _seed(seed: int, earlier_spec, spec, table, ref, exact) -> dict:
     import optuna
 
-    from search.sweep import amend, study, warm
-    from search.sweep.preflight import spec_changes
-    from search.sweep.replay import replay
-
     objectives = spec.objectives
     first = replay(_with(earlier_spec, seed, EARLIER), table)
     before = [t for t in first.study.get_trials(deepcopy=False)]
@@ -106,7 +107,7 @@ def _seed(seed: int, earlier_spec, spec, table, ref, exact) -> dict:
     plan = amend.plan(earlier_spec.resolved, amended_spec, changes, before)
     storage = first.study._storage
     amend.rebuild(storage, amended_spec, plan, study.directions(amended_spec))
-    sampler = study.make_sampler(amended_spec, drawn=len(before))
+    sampler = study.sampler_for(amended_spec, drawn=len(before))
     into = optuna.load_study(study_name=amended_spec.name, storage=storage, sampler=sampler)
     kept = [t.user_attrs["metrics"] for t in into.get_trials(deepcopy=False) if study.state_of(t) == "complete"]
     continued = replay(amended_spec, table, trials=AFTER, into=into)
@@ -115,7 +116,7 @@ def _seed(seed: int, earlier_spec, spec, table, ref, exact) -> dict:
     # warm start against cold, over the amended space
     cold = fresh
     warm_study = study.create(_with(spec, seed + 2000, COLD), optuna.storages.InMemoryStorage())
-    warm_study.sampler = study.make_sampler(_with(spec, seed + 2000, COLD))
+    warm_study.sampler = study.sampler_for(_with(spec, seed + 2000, COLD))
     given, _, outside = warm.give(warm_study, spec, "earlier", earlier_spec.resolved, before, "all")
     taken = [t.user_attrs["metrics"] for t in warm_study.get_trials(deepcopy=False)]
     warmed = replay(_with(spec, seed + 2000, COLD), table, trials=COLD, into=warm_study)
@@ -147,7 +148,6 @@ def _at(curve, evaluations: int) -> float:
 def _plot(curves: list[dict], exact: float, path: Path) -> None:
     """Median hypervolume ratio against new evaluations: amended and warm-started sweeps
     against a fresh one (the fresh sweep is also the cold one)."""
-    from bench.common import pyplot, save_figure
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -165,14 +165,12 @@ def _plot(curves: list[dict], exact: float, path: Path) -> None:
 def run(out: Path, *, quick: bool = False, console=None, seeds: int = SEEDS, **_) -> list[dict]:
     """Every seed's row, and the medians, to CSV; the summary rows returned."""
     global EARLIER, AFTER, COLD
-    from search.results.pareto import hypervolume_at
-    from search.tables.table import exact_front, load, nadir
 
     say = console.print if console is not None else print
     if quick:
         EARLIER, AFTER, COLD, seeds = 12, 8, 20, 1
     earlier_spec, spec = _specs()
-    table = load(TABLE)
+    table = load_table(TABLE)
     front = exact_front(table, spec.objectives)
     ref = nadir(front, spec.objectives)
     exact = hypervolume_at([r.metrics() for r in front], spec.objectives, ref)

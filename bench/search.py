@@ -30,7 +30,16 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import pyplot, save_figure, write_csv
+from bench.common import Env, pyplot, save_figure, write_csv
+from runs.metrics import Objective
+from search import samplers
+from search.pruners.mo_asha import MOASHA
+from search.results.pareto import hypervolume_at
+from search.spec import load as load_spec
+from search.sweep.replay import Halving, replay, replay_cells
+from search.tables.nb201 import EDGES, OPS, cell_key, load_nb201
+from search.tables.table import Table, exact_front, nadir, seed_noise
+from search.tables.table import load as load_table
 
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS_SPEC = ROOT / "spaces" / "tables" / "digits.yaml"
@@ -52,12 +61,6 @@ HALVINGS = ((1, 3), (2, 2), (2, 3), (3, 3))
 
 def _tables(quick: bool) -> dict:
     """name -> (table, objectives, reference point, exact hypervolume, exact front keys)."""
-    from runs.metrics import Objective
-    from search.results.pareto import hypervolume_at
-    from search.spec import load as load_spec
-    from search.tables.nb201 import load_nb201
-    from search.tables.table import exact_front, nadir
-    from search.tables.table import load as load_table
 
     out = {}
     spec = load_spec(DIGITS_SPEC)
@@ -77,7 +80,6 @@ def _tables(quick: bool) -> dict:
 
 def _best_per_cost(table):
     """Only rows that are the most accurate at their cost: the same front, found fast."""
-    from search.tables.table import Table
 
     best: dict[float, float] = {}
     for r in table.rows:
@@ -86,16 +88,12 @@ def _best_per_cost(table):
 
 
 def _default_halving() -> tuple[int, int]:
-    from search.spec.schema import HALVING_DEFAULTS
 
-    return HALVING_DEFAULTS["mo_asha"]
+    return MOASHA.halving
 
 
 def _replay(name: str, tables: dict, sampler_name: str, halving: tuple | None, seed: int, trials: int):
     """One replayed sweep: its trials (state, epochs trained, metrics, row key)."""
-    from search.sweep import moasha, study
-    from search.sweep.replay import Halving, replay, replay_cells
-    from search.tables.nb201 import EDGES, OPS, cell_key
 
     table, objectives, *_, spec = tables[name]
     if spec is not None:
@@ -103,18 +101,24 @@ def _replay(name: str, tables: dict, sampler_name: str, halving: tuple | None, s
         result = replay(replace(spec, search=search), table, halving=Halving(*halving) if halving else None)
         keys = [t.user_attrs.get("draw") for t in result.study.trials]
     else:
-        rungs = None
+        judge = None
         if halving:  # (NB201 has one point per curve: no rung below its last epoch)
             epochs = max(len(r.curve) for r in table.rows)
-            rungs = moasha.Rungs(moasha.rung_epochs(*halving, epochs), [o.direction for o in objectives], halving[1])
+            pruner = MOASHA(
+                directions=[o.direction for o in objectives],
+                epochs=epochs,
+                min_epochs=halving[0],
+                reduction_factor=halving[1],
+            )
+            judge = pruner.judge([o.metric for o in objectives])
         result = replay_cells(
             table,
             {edge: OPS for edge in EDGES},
             cell_key,
             objectives,
-            sampler=study.sampler(sampler_name, seed, trials),
+            sampler=samplers.SAMPLERS[sampler_name](seed=seed, trials=trials).build(),
             trials=trials,
-            rungs=rungs,
+            judge=judge,
         )
         keys = [cell_key([t.params[e] for e in EDGES]) for t in result.study.trials]
     return [(t.state, t.epochs, t.metrics, k) for t, k in zip(result.trials, keys, strict=True)]
@@ -127,7 +131,6 @@ def _points(trials: int) -> list[int]:
 
 def _curve(records, objectives, ref, exact: float, front_keys: set) -> list[dict]:
     """Hypervolume ratio at each read point, with evaluations and epochs spent so far."""
-    from search.results.pareto import hypervolume_at
 
     rows, completed, evaluations, epochs, pruned_front = [], [], 0, 0, set()
     points = set(_points(len(records)))
@@ -180,7 +183,6 @@ _TABLES: dict = {}  # per worker process
 def _random_far(table, objectives, ref, exact: float, seed: int, draws: int) -> list[dict]:
     """Plain uniform draws over the table (RandomSampler's distribution, without Optuna's
     per-trial cost), far past the bench budget: where random search reaches a threshold."""
-    from search.results.pareto import hypervolume_at
 
     drawn = np.random.default_rng(seed).integers(0, len(table.rows), size=draws)
     rows, seen, kept, before = [], set(), [], 0
@@ -305,7 +307,6 @@ def run(out: Path, *, quick: bool = False, console=None, workers: int = 2, seeds
         draws = 3000 if quick else RANDOM_FAR
         far["nb201"] = [_random_far(table, objectives, ref, exact, seed, draws) for seed in range(seeds)]
     curve_rows = [row for by_seed in curves.values() for rows in by_seed.values() for row in rows]
-    from bench.common import Env
 
     env = Env.current("cpu", 1)
     write_csv(out / "search_curves.csv", curve_rows, env)
@@ -313,7 +314,6 @@ def run(out: Path, *, quick: bool = False, console=None, workers: int = 2, seeds
     write_csv(out / "search.csv", summary, env)
     _plot(curves, tables, out / "search.png")
     say(f"bench search: {len(jobs)} replayed sweeps in {time.perf_counter() - started:.0f} s on {workers} processes")
-    from search.tables.table import seed_noise
 
     for name, (table, _, ref, exact, front_keys, _) in tables.items():
         say(f"  {name}: reference point {ref}, exact hypervolume {exact:.6g}, {len(front_keys)} front members")

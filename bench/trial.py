@@ -16,8 +16,10 @@ import yaml
 from bench.common import Env, pyplot, save_figure, write_csv
 from blocks import ArchSpec, EmbeddingSpec, MixerSpec, StageSpec, build
 from runs.data import DataSpec, load
-from runs.tracking import MODEL_TAG
+from runs.tags import MODEL_TAG
 from runs.train import TrainConfig, train
+from search.backends import backend_for
+from search.spec import load as load_spec
 
 
 def _arch() -> ArchSpec:
@@ -81,7 +83,6 @@ def loop_comparison(device: str, repeats: int, epochs: int) -> list[dict]:
 def sweep_overhead(trials: int, epochs: int, device: str, backend: dict, label: str, models: str = "pareto") -> dict:
     """One short-trial sweep on ``backend``: its set-up, the trials' wall time against the
     sum of their training time, and the wrap-up (``models``: tracking.models)."""
-    from search.spec import load as load_spec
 
     spec_data = {
         "name": "bench-overhead",
@@ -98,11 +99,7 @@ def sweep_overhead(trials: int, epochs: int, device: str, backend: dict, label: 
         path = Path(tmp) / "spec.yaml"
         path.write_text(yaml.safe_dump({**spec_data, "tracking": {"dir": str(Path(tmp) / "store"), "models": models}}))
         spec = load_spec(path)
-        if spec.backend.kind == "ray":
-            from search.sweep.ray.driver import RaySweep as Backend
-        else:
-            from search.sweep.local import LocalSweep as Backend
-        sweep = Backend(spec, device=device)
+        sweep = backend_for(spec.backend.kind)(spec, device=device)
         try:
             t0 = time.perf_counter()
             sweep.open()

@@ -18,6 +18,13 @@ from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 
+
+class StoreError(Exception):
+    """A sweep that must not open as things are, its store (MLflow's database, the journal,
+    the folders) being what it is; the message says why and what to do (``main`` prints it
+    as ``error: ...``, exit 2)."""
+
+
 LOCK = ".archsweep.lock"
 # Every column in which MLflow 3 records an artifact location (a table may be absent in
 # an older schema). Tags, params and metrics hold none.

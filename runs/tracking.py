@@ -1,4 +1,6 @@
-"""The MLflow adapter: the only module that imports mlflow.
+"""The MLflow adapter's client side, through which the rest of archsweep reads and writes
+MLflow: with runs.server (the servers, started as processes of their own) the MLflow
+adapter, and the only module that imports mlflow. runs.tags names archsweep's tags.
 
 One parent run per sweep, one nested child run per trial, addressed by run id through
 ``MlflowClient``: no process-global active run, so a failing trial cannot leave the
@@ -6,83 +8,68 @@ wrong run open, and MLflow's exit hook (which ends a fluent API's active run FIN
 whatever happened, mlflow#3932) has nothing to mark as a success. The embedded store is
 SQLite plus a folder of artifacts under the sweep's store directory; ``uri`` points at a
 tracking server instead.
+
+Importing this module imports no mlflow and changes nothing: mlflow is imported on first
+use, through ``_mlflow``, after ``mlflow_environment`` has set what it reads.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
+import functools
 import logging
 import os
 import re
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 import urllib.parse
-import urllib.request
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
-
-# MLflow 3 sends usage telemetry unless told not to (it looks up config.mlflow-telemetry.io
-# and keeps an installation id in ~/.config/mlflow): a sweep talks to loopback only. Set
-# before mlflow is imported, which is when it starts its client; a user may opt back in.
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-
-from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
+from typing import TYPE_CHECKING
 
 from runs import store as stores
+from runs.tags import ATTEMPT_TAG, FLAG_TAGS, MODEL_TAG, PARETO_TAG, REASON_TAG, STATE_TAG, SWEEP_TAG, TRIAL_TAG
 
-os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # the sweep prints where to look
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per download fills logs
-logging.getLogger("mlflow").setLevel(logging.WARNING)
-logging.getLogger("alembic").setLevel(logging.WARNING)
-# A failing database is reported by the sweep, in one line (see failure_line), not as MLflow's traceback.
-logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
-# It warns on every pickled model. Pickle it is: it gives back the model's own class
-# (blocks' VisionModel, trainable further), where MLflow's "pt2" gives an exported graph;
-# and a model is only loaded from one's own store.
-logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
-# Every tag archsweep writes, here only: the MLflow UI filters on them and review reads them.
-# On every run:
-SWEEP_TAG = "archsweep.sweep"
-TRIAL_TAG = "archsweep.trial"  # "parent", or the trial's number
-# On the sweep's parent run:
-SPEC_SHA_TAG = "archsweep.spec_sha"
-GIT_COMMIT_TAG = "archsweep.git_commit"
-BACKEND_TAG = "archsweep.backend"
-SAMPLER_TAG = "archsweep.sampler"
-DEVICE_TAG = "archsweep.device"
-OBJECTIVES_TAG = "archsweep.objectives"  # metric:direction,...
-HYPERVOLUME_REF_TAG = "archsweep.hypervolume_ref"
-# On a trial's run:
-ARCH_TAG = "archsweep.arch"  # the one-line summary of its architecture
-STATE_TAG = "archsweep.state"
-REASON_TAG = "archsweep.reason"
-PARETO_TAG = "archsweep.pareto"
-MODEL_TAG = "archsweep.model"  # the id of the trial's logged MLflow model
-MODEL_ERROR_TAG = "archsweep.model_error"  # why its model could not be logged
-DUPLICATE_TAG = "archsweep.duplicate_of"  # the trial whose result a repeated draw reuses
-ARM_TAG = "archsweep.arm"  # an ablation's arm and seed
-SEED_TAG = "archsweep.seed"
-ATTEMPT_TAG = "archsweep.attempt_key"  # which backend trial owns a run (a retry continues it)
-ATTEMPTS_TAG = "archsweep.attempts"
-RETRY_REASON_TAG = "archsweep.retry_reason"
-RESUMED_TAG = "archsweep.resumed_from_epoch"
-TIMEOUT_TAG = "archsweep.timed_out"  # set by a Ray trial's watchdog (its worker may not survive it)
-NODE_TAG = "archsweep.node"  # the Ray node a trial ran on
-RUNG_TAG = "archsweep.rung"  # the MO-ASHA rung (epochs trained) a pruned trial stopped at
-WARM_TAG = "archsweep.warm_start"  # what a warm-started sweep took from which earlier one
-OUTSIDE_TAG = "archsweep.outside_space"  # why an earlier trial is outside an amended space
-# Metrics that are flags (1.0 or 0.0) are tags too, "true" or "false", for filtering runs.
-FLAG_TAGS = {"latency_unreliable": "archsweep.latency_unreliable"}
 BLOCKS = Path(__file__).resolve().parents[1] / "blocks"  # travels with a logged model: it unpickles from it
+
+
+def mlflow_environment() -> None:
+    """Set what MLflow reads from the environment, each as a default a user may override:
+    in this process before mlflow is imported (``_mlflow``), and in the ``mlflow server``
+    and ``mlflow ui`` processes runs.server starts, which inherit it."""
+    # MLflow 3 sends usage telemetry unless told not to (it looks up config.mlflow-telemetry.io
+    # and keeps an installation id in ~/.config/mlflow): a sweep talks to loopback only. Read
+    # when mlflow is imported, which is when it starts its client; a user may opt back in.
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # the sweep prints where to look
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per download fills logs
+
+
+@functools.cache
+def _mlflow():
+    """mlflow, imported once ``mlflow_environment`` is set, with its loggers quietened
+    (after the import, which sets the level of its own). Every use of mlflow here comes
+    after this: directly, or through a Tracker or client it made."""
+    mlflow_environment()
+    import mlflow
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    # A failing database is reported by the sweep, in one line (see failure_line), not as MLflow's traceback.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+    # It warns on every pickled model. Pickle it is: it gives back the model's own class
+    # (blocks' VisionModel, trainable further), where MLflow's "pt2" gives an exported graph;
+    # and a model is only loaded from one's own store.
+    logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
+    return mlflow
+
+
+def _client(uri: str) -> MlflowClient:
+    return _mlflow().MlflowClient(uri)
 
 
 def with_credentials(uri: str, user: str | None, password: str | None) -> str:
@@ -126,10 +113,11 @@ def embedded_store(store: Path) -> str:
 
 def forget_locations() -> None:
     """MLflow keeps each run's artifact location, by run id, for the life of the process:
-    after a store was rewritten (moved), those point at its old place."""
-    from mlflow.tracking._tracking_service import utils
-
-    getattr(utils, "_artifact_repos_cache", {}).clear()
+    after a store was rewritten (moved), those point at its old place. Not imported yet:
+    none kept."""
+    utils = sys.modules.get("mlflow.tracking._tracking_service.utils")
+    if utils is not None:
+        getattr(utils, "_artifact_repos_cache", {}).clear()
 
 
 def _build(store: Path, db: Path) -> None:
@@ -138,6 +126,7 @@ def _build(store: Path, db: Path) -> None:
             stale.unlink(missing_ok=True)
     side = store / f"mlflow.db.init-{os.getpid()}"
     side.unlink(missing_ok=True)
+    _mlflow()
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore  # sqlalchemy: only when building
 
     side_uri = f"sqlite:///{side.resolve()}"
@@ -171,10 +160,13 @@ def tracking_failed(err: BaseException) -> bool:
 
     import requests
     import sqlalchemy.exc
-    from mlflow.exceptions import MlflowException
 
-    failures = MlflowException | sqlalchemy.exc.SQLAlchemyError | sqlite3.Error | requests.RequestException
-    return isinstance(err, failures | TrackingUnreachable)
+    failures = sqlalchemy.exc.SQLAlchemyError | sqlite3.Error | requests.RequestException | TrackingUnreachable
+    if "mlflow" in sys.modules:  # not imported: none of its errors can exist (nor is it imported to check)
+        from mlflow.exceptions import MlflowException
+
+        failures |= MlflowException
+    return isinstance(err, failures)
 
 
 # What a file system says when the store cannot be written: not the trial's fault.
@@ -210,160 +202,23 @@ def failure_line(err: BaseException) -> str:
 
 
 class TrackingUnreachable(ConnectionError):
-    """No tracking server answers at the spec's ``tracking.uri``; the message is one line."""
-
-
-SERVER_WAIT_S = 15.0  # how long a sweep waits for its tracking server to answer at start
-
-
-def check_server(uri: str, timeout: float | None = None) -> None:
-    """Raise ``TrackingUnreachable`` when nothing answers at the tracking server
-    ``uri`` within ``timeout`` seconds: MLflow's client would retry for minutes in silence.
-    Any HTTP answer counts (a server with authentication answers 401)."""
-    import urllib.error
-
-    timeout = SERVER_WAIT_S if timeout is None else timeout
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=min(5.0, timeout)).close()
-            return
-        except urllib.error.HTTPError:
-            return
-        except (OSError, ValueError) as err:
-            if time.monotonic() > deadline:
-                reason = getattr(err, "reason", None) or err
-                raise TrackingUnreachable(
-                    f"no MLflow tracking server answers at {uri} ({reason}; waited {timeout:.0f} s): "
-                    "start it, or fix tracking.uri"
-                ) from None
-            time.sleep(0.5)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _die_with_parent() -> None:
-    """In the server's process: SIGTERM when the sweep's process dies, even by SIGKILL
-    (``mlflow server`` forwards it to its web server), so no server outlives its sweep."""
-    if sys.platform == "linux":
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-@contextmanager
-def private_server(store: Path, timeout: float = 120.0) -> Iterator[Callable[[], str]]:
-    """An ``mlflow server`` on 127.0.0.1 over the embedded store, for worker processes
-    that log runs themselves: one process owns the SQLite file, so concurrent trials do
-    not meet SQLite's "database is locked". Stopped on exit.
-
-    Yields ``ready``, which waits until the server answers and gives its URI: it takes
-    seconds to start, time the caller can spend starting something else."""
-    store.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    artifacts = (store / "artifacts").resolve().as_uri()
-    cmd += ["--backend-store-uri", embedded_store(store), "--default-artifact-root", artifacts]
-    log = open(store / "mlflow-server.log", "ab")  # noqa: SIM115 (closed below)
-    # No job runner (GenAI evaluation jobs: a dozen processes this store never uses).
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    proc = subprocess.Popen(
-        cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True, preexec_fn=_die_with_parent
-    )
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.time() + timeout
-
-    def ready() -> str:
-        while True:
-            try:
-                urllib.request.urlopen(f"{uri}/health", timeout=2).close()
-                return uri
-            except OSError:
-                if proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(f"the MLflow server did not start; see {store / 'mlflow-server.log'}") from None
-                time.sleep(0.3)
-
-    try:
-        yield ready
-    finally:
-        _end(proc)
-        log.close()
-
-
-def _end(proc: subprocess.Popen) -> None:
-    """Stop a server started in a session of its own, with everything it started."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
-def port_taken(port: int) -> bool:
-    """Whether something listens on 127.0.0.1:``port`` (as a server binds: SO_REUSEADDR)."""
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return True
-    return False
-
-
-def serve_ui(db: Path, port: int, on_ready: Callable[[str], None]) -> int:
-    """``mlflow ui`` on 127.0.0.1:``port`` over the database ``db`` until it ends, or until
-    this process gets SIGINT or SIGTERM: passed on to the server's process group, and 0.
-    ``on_ready(url)`` once it answers. Killed, this process takes the server along
-    (PDEATHSIG). Returns the server's exit code when it ends by itself."""
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", f"sqlite:///{db.resolve()}"]
-    # MLflow's default 4 workers, and a job runner with 7 consumers: ~2.5 GB idle for one reader.
-    cmd += ["--host", "127.0.0.1", "--port", str(port), "--workers", "2"]
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True, preexec_fn=_die_with_parent)
-    asked: list[int] = []
-
-    def stop(signum, frame) -> None:
-        asked.append(signum)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-
-    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    url = f"http://127.0.0.1:{port}"
-    try:
-        while proc.poll() is None and not asked:
-            try:
-                urllib.request.urlopen(f"{url}/health", timeout=2).close()
-                on_ready(url)
-                break
-            except OSError:
-                time.sleep(0.3)
-        code = proc.wait()
-    finally:
-        _end(proc)
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-    return 0 if asked else code
+    """No tracking server answers at the spec's ``tracking.uri`` (runs.server.check_server);
+    the message is one line."""
 
 
 def experiment_names(uri: str) -> list[str]:
     """The experiments of a store or server, MLflow's empty "Default" left out."""
-    found = MlflowClient(uri).search_experiments()
+    found = _client(uri).search_experiments()
     return [e.name for e in found if not (e.name == "Default" and e.experiment_id == "0")]
 
 
 def get_run(uri: str, run_id: str):
     """A run by id; LookupError when the store has none."""
+    client = _client(uri)
     from mlflow.exceptions import MlflowException
 
     try:
-        return MlflowClient(uri).get_run(run_id)
+        return client.get_run(run_id)
     except MlflowException:
         raise LookupError(run_id) from None
 
@@ -371,14 +226,14 @@ def get_run(uri: str, run_id: str):
 def pareto_runs(uri: str, experiment_id: str, sweep: str) -> list:
     """The runs of ``sweep`` tagged Pareto-optimal."""
     query = f"tags.`{SWEEP_TAG}` = '{sweep}' and tags.`{PARETO_TAG}` = 'true'"
-    return MlflowClient(uri).search_runs([experiment_id], filter_string=query)
+    return _client(uri).search_runs([experiment_id], filter_string=query)
 
 
 def download_model(uri: str, model_id: str, into: Path) -> Path:
     """A logged model's folder (see Tracker.log_model), downloaded into ``into``."""
+    location = _client(uri).get_logged_model(model_id).artifact_location
     import mlflow.artifacts
 
-    location = MlflowClient(uri).get_logged_model(model_id).artifact_location
     return Path(mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=str(into), tracking_uri=uri))
 
 
@@ -398,7 +253,26 @@ def artifact_text(client: MlflowClient, run_id: str, name: str) -> str | None:
             return None
 
 
+def sweep_text(uri: str, sweep: str, name: str, credentials: tuple = (None, None)) -> str | None:
+    """A text artifact of ``sweep``'s parent run, in whichever experiment of the store at
+    ``uri`` it ran; None when the store has no such run, or the run no such artifact."""
+    client = _client(with_credentials(uri, *credentials))
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    query = f"tags.`{SWEEP_TAG}` = '{sweep}' and tags.`{TRIAL_TAG}` = 'parent'"
+    parents = client.search_runs(experiments, filter_string=query) if experiments else []
+    return artifact_text(client, parents[0].info.run_id, name) if parents else None
+
+
+def mlflow_version() -> str:
+    """The version of MLflow this process uses (recorded with a benchmark table)."""
+    return _mlflow().__version__
+
+
 class Tracker:
+    """One experiment of a store or server: its sweeps' parent runs, their trials' runs and
+    logged models. Made, it has imported mlflow (``_mlflow``); its methods import the
+    entities they use from it."""
+
     def __init__(
         self,
         uri: str,
@@ -409,7 +283,7 @@ class Tracker:
     ) -> None:
         """The ``experiment`` in the store at ``uri``, created unless ``create`` is False
         (then LookupError when it does not exist)."""
-        self.client = MlflowClient(with_credentials(uri, *credentials))
+        self.client = _client(with_credentials(uri, *credentials))
         found = self.client.get_experiment_by_name(experiment)
         if found is None and not create:
             raise LookupError(experiment)
@@ -435,6 +309,8 @@ class Tracker:
             run_id = found.info.run_id
             self.client.update_run(run_id, status="RUNNING")
             return run_id
+        from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
+
         all_tags = {SWEEP_TAG: sweep, TRIAL_TAG: "parent", **tags}
         if description:
             all_tags[MLFLOW_RUN_NOTE] = description
@@ -449,6 +325,8 @@ class Tracker:
         self.client.set_terminated(run_id, status=status)
 
     def log_params(self, run_id: str, params: Mapping[str, object]) -> None:
+        from mlflow.entities import Param
+
         items = [Param(k, str(v)[:6000]) for k, v in params.items()]
         for i in range(0, len(items), 100):
             self.client.log_batch(run_id, params=items[i : i + 100])
@@ -467,6 +345,8 @@ class Tracker:
         return dict(self.client.get_run(run_id).data.tags)
 
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        from mlflow.entities import RunTag
+
         self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def delete_tag(self, run_id: str, key: str) -> None:
@@ -525,6 +405,8 @@ class Tracker:
     def _link_metrics(self, run_id: str, model_id: str, step: int) -> None:
         """The run's metrics of ``step``, logged again as they are plus the model id (as
         MLflow's own log_model does): the store keeps one entry each, now the model's too."""
+        from mlflow.entities import Metric
+
         linked = [
             Metric(m.key, m.value, m.timestamp, m.step, model_id=model_id)
             for key in self.client.get_run(run_id).data.metrics
@@ -559,6 +441,8 @@ class Tracker:
                 self.client.update_run(run_id, status="RUNNING")
                 return run_id
             tags = {**tags, ATTEMPT_TAG: key}
+        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
         run = self.client.create_run(
             self.experiment_id,
             run_name=name,
@@ -568,6 +452,8 @@ class Tracker:
         return run.info.run_id
 
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
+        from mlflow.entities import Metric, RunTag
+
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
         flags = [RunTag(tag, str(bool(metrics[k])).lower()) for k, tag in FLAG_TAGS.items() if k in metrics]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Mapping, Sequence
 
 import torch
+import yaml
 
 from blocks import ArchSpec, build, check, from_dict, to_dict
 from blocks.cost import counted_cost, timed_cost
@@ -97,14 +99,18 @@ def _refuse_over_budget(cost: dict[str, float], constraints: Sequence) -> None:
 PROBE_IMAGES = 8
 
 
-@torch.no_grad()
 def trained_record(arch: ArchSpec, model: torch.nn.Module, data: Dataset) -> dict:
-    """What a trained trial leaves behind, on the CPU: its architecture (plain data), its
-    weights, and a probe: the first validation images with the logits this very module
-    gave them, so a model logged, exported and reloaded elsewhere can be checked against
-    the one that was trained."""
+    """What a trained trial leaves behind: its ``model_record`` probed with the first
+    validation images."""
+    return model_record(arch, model, data.val_x[:PROBE_IMAGES])
+
+
+@torch.no_grad()
+def model_record(arch: ArchSpec, model: torch.nn.Module, probe: torch.Tensor) -> dict:
+    """A model as plain data on the CPU: its architecture, its weights, and a probe: the
+    ``probe`` images with the logits this very module gave them (in eval mode), so a model
+    logged, exported and reloaded elsewhere can be checked against the original."""
     model.eval()
-    probe = data.val_x[:PROBE_IMAGES]
     logits = model(probe).float()
     return {
         "arch": to_dict(arch),
@@ -119,3 +125,22 @@ def rebuild(record: dict) -> torch.nn.Module:
     model = build(from_dict(record["arch"]))
     model.load_state_dict(record["state_dict"])
     return model.eval()
+
+
+def model_files(record: Mapping) -> dict[str, bytes]:
+    """A ``model_record`` as the files a model is taken away in, by name: ``arch.yaml``
+    (the architecture), ``weights.pt`` (the state dict) and ``probe.pt`` (the probe images
+    and their logits). A sweep logs them beside each MLflow model (``export`` hands them
+    over) and ``import-timm`` writes them."""
+    probe = {"x": record["probe_x"], "logits": record["probe_logits"]}
+    return {
+        "arch.yaml": yaml.safe_dump(record["arch"], sort_keys=False).encode(),
+        "weights.pt": _saved(record["state_dict"]),
+        "probe.pt": _saved(probe),
+    }
+
+
+def _saved(obj) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 
 from search.spec import load
-from search.tables.record import enumerate_draws
+from search.sweep.record import enumerate_draws
 from search.tables.table import Row, Table
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from blocks.registry import describe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,6 +26,7 @@ def test_blocks_lists_every_registered_block():
             assert (kind, name) in rows
 
 
+@pytest.mark.slow
 def test_cost_of_a_preset_and_refusal_of_an_unknown_one():
     out = run("cost", "vix-fnet", "gfnet-ti", "vit-b16", "--markdown")
     assert out.returncode == 0, out.stderr
@@ -37,6 +40,7 @@ def test_cost_of_a_preset_and_refusal_of_an_unknown_one():
     assert "Traceback" not in bad.stderr
 
 
+@pytest.mark.slow
 def test_the_same_spec_samples_the_same_models_in_any_process():
     """Python salts string hashes per process: nothing that orders the sampling (and so
     what trial N is) may depend on it."""

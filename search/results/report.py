@@ -9,6 +9,8 @@ from html import escape
 
 import yaml
 
+from search.results.stats import markdown
+
 STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 24px; color: #1b1f24; }
 h1 { font-size: 22px; margin-bottom: 4px; } h2 { font-size: 17px; margin-top: 28px; }
@@ -67,8 +69,6 @@ def html(
         table(ordered_front, ["trial", *objectives, *costs, "arch"]),
     ]
     if ablation_rows:
-        from search.results.stats import markdown
-
         shown = list(dict.fromkeys([*objectives, "params", "gmacs"]))
         parts += ["<h2>Ablation</h2>", f"<pre>{escape(markdown(ablation_rows, shown))}</pre>"]
     on_front = {r["trial"] for r in front}

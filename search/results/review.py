@@ -13,16 +13,11 @@ from pathlib import Path
 from blocks.builder import did_you_mean
 from runs import store as stores
 from runs.metrics import Objective
+from runs.server import check_server
+from runs.tags import ARCH_TAG, MODEL_TAG, OBJECTIVES_TAG, PARETO_TAG, SWEEP_TAG, TRIAL_TAG
 from runs.tracking import (
-    ARCH_TAG,
-    MODEL_TAG,
-    OBJECTIVES_TAG,
-    PARETO_TAG,
-    SWEEP_TAG,
-    TRIAL_TAG,
     Tracker,
     TrackingUnreachable,
-    check_server,
     download_model,
     experiment_names,
     forget_locations,

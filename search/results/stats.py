@@ -10,8 +10,6 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from search.spec.ablation import Ablation
-
 
 def paired(arm: Sequence[float], base: Sequence[float], confidence: float = 0.95) -> dict[str, float]:
     """Mean difference arm - base over paired seeds, its confidence interval (Student's t)
@@ -31,15 +29,16 @@ def paired(arm: Sequence[float], base: Sequence[float], confidence: float = 0.95
     return {**out, "ci_low": float(interval.low), "ci_high": float(interval.high), "p": float(test.pvalue)}
 
 
-def report(ablation: Ablation, trials: Sequence[Mapping], metrics: Sequence[str]) -> list[dict]:
-    """One row per arm: mean and std of each metric, and for each the paired difference to
-    the base arm; refused arms with their reason. ``trials`` rows carry arm, seed, metrics."""
+def report(arms: Sequence[Any], trials: Sequence[Mapping], metrics: Sequence[str]) -> list[dict]:
+    """One row per arm (an ablation's arms, base first: each with ``name`` and ``refused``):
+    mean and std of each metric, and for each the paired difference to the base arm;
+    refused arms with their reason. ``trials`` rows carry arm (an index), seed, metrics."""
     by_arm: dict[int, dict[int, Mapping]] = {}
     for t in trials:
         by_arm.setdefault(t["arm"], {})[t["seed"]] = t
     base = by_arm.get(0, {})
     rows = []
-    for i, arm in enumerate(ablation.arms):
+    for i, arm in enumerate(arms):
         row: dict[str, Any] = {"arm": arm.name, "seeds": len(by_arm.get(i, {})), "refused": arm.refused}
         runs = by_arm.get(i, {})
         for m in metrics:
@@ -72,25 +71,25 @@ def markdown(rows: Sequence[Mapping], metrics: Sequence[str]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["arm"], str(r["seeds"])]
-        cells += [_pm(r[f"{m}_mean"], r[f"{m}_std"]) for m in metrics]
+        cells += [plus_minus(r[f"{m}_mean"], r[f"{m}_std"]) for m in metrics]
         m = metrics[0]
         cells.append(
             "-"
             if f"{m}_diff" not in r
-            else f"{r[f'{m}_diff']:+.4g} [{r[f'{m}_ci_low']:+.4g}, {r[f'{m}_ci_high']:+.4g}], {_p(r[f'{m}_p'])}"
+            else f"{r[f'{m}_diff']:+.4g} [{r[f'{m}_ci_low']:+.4g}, {r[f'{m}_ci_high']:+.4g}], {p_value(r[f'{m}_p'])}"
         )
         cells.append(r["refused"] or "-")
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def _pm(mean: float, std: float) -> str:
+def plus_minus(mean: float, std: float) -> str:
     if math.isnan(mean):
         return "-"
     return f"{mean:.4g}" if math.isnan(std) else f"{mean:.4g} ± {std:.2g}"
 
 
-def _p(p: float) -> str:
+def p_value(p: float) -> str:
     return "p n/a" if math.isnan(p) else f"p={p:.3g}"
 
 

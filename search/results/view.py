@@ -11,7 +11,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from search.sweep.base import Progress
+from search.results.progress import Progress
+from search.results.stats import p_value, plus_minus
 
 
 def front_table(front: list[dict], objectives, title: str = "Pareto front", run_ids: bool = False) -> Table:
@@ -69,7 +70,6 @@ def tally(rows: list[dict]) -> list[str]:
 
 def ablation_table(rows: list[dict], metrics: list[str], title: str) -> Table:
     """Per arm: mean ± std of each metric; the first metric's paired difference to base."""
-    from search.results.stats import _p, _pm
 
     first = metrics[0]
     table = Table("arm", "seeds", *metrics, f"Δ{first} [95% CI]", "p", "refused", title=title)
@@ -77,8 +77,8 @@ def ablation_table(rows: list[dict], metrics: list[str], title: str) -> Table:
         diff = "-"
         if f"{first}_diff" in r and r["seeds"]:
             diff = f"{r[f'{first}_diff']:+.4g} [{r[f'{first}_ci_low']:+.4g}, {r[f'{first}_ci_high']:+.4g}]"
-        p = _p(r[f"{first}_p"]) if f"{first}_p" in r else "-"
-        cells = [_pm(r[f"{m}_mean"], r[f"{m}_std"]) for m in metrics]
+        p = p_value(r[f"{first}_p"]) if f"{first}_p" in r else "-"
+        cells = [plus_minus(r[f"{m}_mean"], r[f"{m}_std"]) for m in metrics]
         table.add_row(Text(r["arm"]), str(r["seeds"]), *cells, diff, p, Text(r["refused"] or "-"))
     return table
 

@@ -23,7 +23,7 @@ from search.spec.yamlio import join
 
 if TYPE_CHECKING:
     from runs.data import Geometry
-    from search.spec.schema import Checker
+    from search.spec.checker import Checker
 
 
 class RandomTrial:

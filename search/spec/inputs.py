@@ -13,10 +13,11 @@ from runs import data as datasets
 from runs import files
 from runs.data import DataSpec
 from search.spec import schema as F
+from search.spec.checker import Checker
 from search.spec.yamlio import Issue
 
 
-def data(c: F.Checker, raw: dict, base: Path, check_data: bool = True) -> DataSpec:
+def data(c: Checker, raw: dict, base: Path, check_data: bool = True) -> DataSpec:
     """The ``DataSpec`` of the data section, its path resolved from the spec's folder ``base``.
     Without ``check_data`` (validate) data that is not there yet is a warning."""
     d = c.section(raw, "data", F.DATA_FIELDS)
@@ -33,7 +34,7 @@ def data(c: F.Checker, raw: dict, base: Path, check_data: bool = True) -> DataSp
     return spec
 
 
-def _folder_holds_data(c: F.Checker, spec: DataSpec, check_data: bool) -> bool:
+def _folder_holds_data(c: Checker, spec: DataSpec, check_data: bool) -> bool:
     """Whether ``spec.path`` holds the dataset's files, each read as loading will read it.
     Files missing fail (at validate, a warning: data not there yet); with none missing,
     one that cannot be loaded (a FIFO, a crafted pickle, a truncated image) fails, at
@@ -88,7 +89,7 @@ def _missing_data(dataset: str, folder: Path) -> str | None:
     return None
 
 
-def _memory(c: F.Checker, spec) -> None:
+def _memory(c: Checker, spec) -> None:
     """Refuse a dataset that cannot be loaded into this machine's memory at its size
     (the driver loads it whole, before any trial and its memory cap)."""
     need, have = datasets.bytes_to_load(spec), datasets.physical_memory()
@@ -109,7 +110,7 @@ def _memory(c: F.Checker, spec) -> None:
     )
 
 
-def store(c: F.Checker, folder: str | None) -> None:
+def store(c: Checker, folder: str | None) -> None:
     """``tracking.dir`` must be a folder this process can write: a sweep writes its
     journal, MLflow store and checkpoints there (show, export and ui only read it)."""
     path = Path(folder or "out")

@@ -17,20 +17,30 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import optuna
+
 from blocks import check as check_arch
 from blocks.builder import did_you_mean
 from runs import data as datasets
 from runs.data import DataSpec
+from runs.journal import journal_path, read_study
 from runs.metrics import COST_METRICS, METRICS, Constraint, Objective
+from runs.store import StoreError
+from search.pruners import PRUNERS
+from search.samplers import SAMPLERS
 from search.spec import ablation as ab
-from search.spec import inputs
+from search.spec import checks, inputs
 from search.spec import schema as F
 from search.spec.ablation import Ablation
 from search.spec.arch import RandomTrial, check_buildable, check_sizes, to_arch
+from search.spec.checker import Checker
+from search.spec.model_space import model_space, train_space
 from search.spec.schema import BackendSpec, SearchSpec
 from search.spec.space import Choice, FloatRange, IntRange, as_written, dimensions, sample
 from search.spec.yamlio import Document, Issue, Where, join, printable
 from search.spec.yamlio import load as load_yaml
+from search.tables.table import TableError
+from search.tables.table import load as load_table
 
 _CONSTRAINT = re.compile(r"^\s*([A-Za-z_][\w]*)\s*(<=|>=|<|>)\s*(\S+)\s*$")
 
@@ -118,7 +128,7 @@ def _load_chain(
     if parent is None:
         return doc.data, [doc], []
     where = doc.where("extends")
-    if (problem := F.path_text(parent)) is not None:
+    if (problem := checks.path_text(parent)) is not None:
         return None, [doc], [Issue(where, "extends", problem)]
     target = (path.parent / parent).resolve()
     if target in seen or target == path.resolve():
@@ -225,10 +235,12 @@ def _override(data: dict, text: str, where: Where, overridden: dict[str, Where])
     key, raw = text.split("=", 1)
     parts, node, created = _parse_path(key), data, []
     if not parts:
-        return Issue(where, "", f"an override names a key path before '=', e.g. search.trials=50; got {F.shown(key)}")
+        return Issue(
+            where, "", f"an override names a key path before '=', e.g. search.trials=50; got {checks.shown(key)}"
+        )
     doc = load_yaml("-o", raw)
     if doc.issues:
-        return Issue(where, printable(key), f"the value {F.shown(raw)} is not valid YAML")
+        return Issue(where, printable(key), f"the value {checks.shown(raw)} is not valid YAML")
     for i, part in enumerate(parts[:-1]):
         nxt = node[part] if isinstance(node, dict) and part in node else None
         if isinstance(node, list) and isinstance(part, int) and part < len(node):
@@ -254,7 +266,7 @@ def _override(data: dict, text: str, where: Where, overridden: dict[str, Where])
 # -- the sections ------------------------------------------------------------------------
 
 
-def _objectives(c: F.Checker, raw: Any) -> tuple[Objective, ...]:
+def _objectives(c: Checker, raw: Any) -> tuple[Objective, ...]:
     if raw is None:
         return (Objective("val_accuracy", "max"),)
     items = raw if isinstance(raw, list) else [raw]
@@ -284,7 +296,7 @@ def _objectives(c: F.Checker, raw: Any) -> tuple[Objective, ...]:
     return tuple(out)
 
 
-def _constraints(c: F.Checker, raw: Any) -> tuple[Constraint, ...]:
+def _constraints(c: Checker, raw: Any) -> tuple[Constraint, ...]:
     if raw is not None and not isinstance(raw, list):
         c.fail("constraints", f"expected a list of strings such as 'params <= 2e6', got {raw!r}")
         return ()
@@ -308,12 +320,9 @@ def _constraints(c: F.Checker, raw: Any) -> tuple[Constraint, ...]:
     return tuple(out)
 
 
-def _search(c: F.Checker, raw: dict, objectives, *, ray: bool, folder: Path) -> SearchSpec:
+def _search(c: Checker, raw: dict, objectives, *, ray: bool, folder: Path) -> SearchSpec:
     s = SearchSpec(**c.section(raw, "search", F.SEARCH_FIELDS))
     if s.replay is not None:  # read now: a table that cannot be trusted is refused before anything runs
-        from search.tables.table import TableError
-        from search.tables.table import load as load_table
-
         table = (folder / s.replay).resolve()
         try:
             load_table(table)
@@ -326,14 +335,10 @@ def _search(c: F.Checker, raw: dict, objectives, *, ray: bool, folder: Path) -> 
         if (why := _earlier_spec_problem(source, warm["from"])) is not None:
             c.fail("search.warm_start", f"from: {why}")
         s = replace(s, warm_start={**warm, "from": str(source)})
-    single = s.pruner in ("median", "asha", "hyperband")
-    if single and len(objectives) > 1 and not ray:  # Tune's schedulers stop on the first
-        c.fail(
-            "search.pruner",
-            "Optuna's pruners take a single objective; use pruner: mo_asha (every objective), none, or one objective",
-        )
-    if s.sampler == "grid" and c.has_free_floats:
-        c.fail("search.sampler", "grid needs finite dimensions; give every float range a step")
+    if s.pruner in PRUNERS and (why := PRUNERS[s.pruner].problem(objectives=len(objectives), ray=ray)):
+        c.fail("search.pruner", why)
+    if s.sampler in SAMPLERS and (why := SAMPLERS[s.sampler].problem(finite=not c.has_free_floats)):
+        c.fail("search.sampler", why)
     return s
 
 
@@ -350,7 +355,7 @@ def _earlier_spec_problem(source: Path, name: str) -> str | None:
     return why
 
 
-def _backend(c: F.Checker, raw: dict, tracking: dict, search: SearchSpec, objectives, folder: Path) -> BackendSpec:
+def _backend(c: Checker, raw: dict, tracking: dict, search: SearchSpec, objectives, folder: Path) -> BackendSpec:
     b = BackendSpec(**c.section(raw, "backend", F.BACKEND_FIELDS))
     if b.kind != "ray":
         return b
@@ -360,8 +365,6 @@ def _backend(c: F.Checker, raw: dict, tracking: dict, search: SearchSpec, object
             "the workers of a cluster cannot reach this machine's embedded store; "
             "set tracking.uri to an MLflow server that every node reaches",
         )
-    if search.pruner == "hyperband":
-        c.fail("search.pruner", "on the ray backend early stopping is asha or median (Ray Tune's schedulers)")
     if b.storage_path and urllib.parse.urlsplit(b.storage_path).password:
         c.fail(
             "backend.storage_path",
@@ -373,15 +376,13 @@ def _backend(c: F.Checker, raw: dict, tracking: dict, search: SearchSpec, object
     return b
 
 
-def _trial_base(c: F.Checker, base: Any, folder: Path) -> tuple[dict, dict] | None:
+def _trial_base(c: Checker, base: Any, folder: Path) -> tuple[dict, dict] | None:
     """``ablation.base: {spec: other.yaml, trial: N}``: the model and train settings of
     trial N of that spec's finished sweep, as the base of this ablation."""
-    import optuna  # here: at the top it adds 0.1-0.16 s to every validate (measured with -X importtime)
-
     if not isinstance(base, Mapping) or set(base) != {"spec", "trial"} or not isinstance(base["trial"], int):
         c.fail("ablation.base", f"expected {{spec: sweep.yaml, trial: N}}, got {base!r}")
         return None
-    if (problem := F.path_text(base["spec"])) is not None:
+    if (problem := checks.path_text(base["spec"])) is not None:
         c.fail("ablation.base.spec", problem)
         return None
     try:
@@ -389,9 +390,6 @@ def _trial_base(c: F.Checker, base: Any, folder: Path) -> tuple[dict, dict] | No
     except SpecError as err:
         c.fail("ablation.base.spec", f"{base['spec']} does not load: {err.issues[0]}")
         return None
-    # A finished sweep read back: the study module, here only (it imports optuna, see above).
-    from search.sweep.study import StoreError, journal_path, read_study
-
     journal = journal_path(other.store, other.name)
     if not journal.exists():
         c.fail("ablation.base.trial", f"no sweep of {other.name} in {other.store}/; run it first")
@@ -410,7 +408,7 @@ def _trial_base(c: F.Checker, base: Any, folder: Path) -> tuple[dict, dict] | No
     return as_written(sample(other.model, fixed, "model")), as_written(sample(other.train, fixed, "train"))
 
 
-def _in_base(c: F.Checker, data: dict, target: str, where: str) -> None:
+def _in_base(c: Checker, data: dict, target: str, where: str) -> None:
     """Refuse a factor on a key path the base does not have: it would set nothing, and
     its arms would train copies of the base (a difference of +0)."""
     section, _, rest = target.partition(".")
@@ -421,7 +419,7 @@ def _in_base(c: F.Checker, data: dict, target: str, where: str) -> None:
         c.fail(where, f"{problem}{did_you_mean(target, known)}; a factor varies a key path of the base")
 
 
-def _ablation(c: F.Checker, raw: Any, data: dict, model: Mapping, train: Mapping, geo) -> Ablation | None:
+def _ablation(c: Checker, raw: Any, data: dict, model: Mapping, train: Mapping, geo) -> Ablation | None:
     """Validate the ablation section and build its arms (``None`` after an issue)."""
     section = c.section(raw, "ablation", F.ABLATION_FIELDS)
     factors = section["factors"]
@@ -454,8 +452,8 @@ def _ablation(c: F.Checker, raw: Any, data: dict, model: Mapping, train: Mapping
         return None
     built = []
     for name, levels, m, t in ab.arms(factors, section["design"], data.get("model") or {}, data.get("train") or {}):
-        sub = F.Checker(c.docs)
-        m_space, t_space = F.model_space(sub, m), F.train_space(sub, t)
+        sub = Checker(c.docs)
+        m_space, t_space = model_space(sub, m), train_space(sub, t)
         check_sizes(sub, m_space)  # before check_arch builds the arm
         for issue in sub.issues:
             path = next((p for p in levels if issue.path.startswith(p.split("[*]")[0])), next(iter(levels)))
@@ -475,7 +473,7 @@ def _ablation(c: F.Checker, raw: Any, data: dict, model: Mapping, train: Mapping
     return ab.Ablation(dict(factors), section["design"], section["seeds"], tuple(built))
 
 
-def _models_to_log(c: F.Checker, models: Any, trials: int) -> str | tuple[int, ...]:
+def _models_to_log(c: Checker, models: Any, trials: int) -> str | tuple[int, ...]:
     if not isinstance(models, list):
         return models
     beyond = sorted(n for n in models if isinstance(n, int) and n >= trials)
@@ -484,18 +482,18 @@ def _models_to_log(c: F.Checker, models: Any, trials: int) -> str | tuple[int, .
     return tuple(models)
 
 
-def _name(c: F.Checker, top: dict, data: dict, file: str) -> str:
+def _name(c: Checker, top: dict, data: dict, file: str) -> str:
     """The sweep's name: ``name``, or else the spec file's stem, which must be one too."""
     if "name" in data:
         return top.get("name") or ""
     stem = Path(file).stem
-    if F.sweep_name(stem) is not None:
-        message = f"the spec's file name makes the sweep name {F.shown(stem)}, which cannot name files"
-        c.fail("name", f"{message}; set name: in the spec ({F.NAME_RULE})")
+    if checks.sweep_name(stem) is not None:
+        message = f"the spec's file name makes the sweep name {checks.shown(stem)}, which cannot name files"
+        c.fail("name", f"{message}; set name: in the spec ({checks.NAME_RULE})")
     return stem
 
 
-def _refuse_count_objectives(c: F.Checker, objectives) -> None:
+def _refuse_count_objectives(c: Checker, objectives) -> None:
     for o in objectives:
         if o.metric == "epochs":
             c.fail("objectives", "epochs is a count, not something to optimise")
@@ -512,7 +510,7 @@ def build_spec(
 ) -> Spec:
     """Validate merged YAML data into a ``Spec`` (raises ``SpecError``); ``overridden``:
     the key paths set by overrides, located there rather than in the file."""
-    c = F.Checker(docs, overridden)
+    c = Checker(docs, overridden)
     top = c.section(data, "", F.TOP_FIELDS)
     base = data["ablation"].get("base") if isinstance(data.get("ablation"), Mapping) else None
     if base is not None:
@@ -525,11 +523,11 @@ def build_spec(
         c.fail("", "needs a model section (the space of architectures)")
     spec_data = inputs.data(c, data.get("data") or {}, Path(file).parent, check_data)
     geo = datasets.geometry(spec_data) if not c.issues else None
-    model = F.model_space(c, data.get("model") or {})
+    model = model_space(c, data.get("model") or {})
     check_sizes(c, model)  # by arithmetic, whatever else is wrong: nothing is built
     if not c.issues and geo is not None:
         check_buildable(c, model, geo)
-    train = F.train_space(c, data.get("train") or {})
+    train = train_space(c, data.get("train") or {})
     objectives = _objectives(c, data.get("objectives"))
     constraints = _constraints(c, data.get("constraints"))
     on_ray = isinstance(data.get("backend"), Mapping) and data["backend"].get("kind") == "ray"

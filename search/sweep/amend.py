@@ -44,6 +44,8 @@ from runs.data import geometry
 from search.spec import Spec
 from search.spec import schema as F
 from search.spec.arch import to_arch
+from search.spec.checker import Checker
+from search.spec.model_space import model_space, train_space
 from search.spec.space import DIMENSIONS, flatten, sample
 from search.sweep.pipeline import draw_key
 from search.sweep.study import OUTSIDE_ATTR
@@ -121,8 +123,8 @@ def settle(storage, archive: str) -> None:
 
 def _spaces(resolved: Mapping) -> tuple[dict, dict]:
     """The model and train spaces of a resolved spec (as logged: it validated when it ran)."""
-    c = F.Checker([])
-    model, train = F.model_space(c, resolved.get("model") or {}), F.train_space(c, resolved.get("train") or {})
+    c = Checker([])
+    model, train = model_space(c, resolved.get("model") or {}), train_space(c, resolved.get("train") or {})
     if c.issues:
         raise ValueError("; ".join(str(i) for i in c.issues[:3]))
     return model, train

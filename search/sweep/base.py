@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import io
 import subprocess
-from dataclasses import dataclass, field
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 import torch
 import yaml
 
+from runs.journal import journal_path, journal_storage
 from runs.metrics import METRICS
-from runs.tracking import (
+from runs.server import check_server
+from runs.tags import (
     BACKEND_TAG,
     DEVICE_TAG,
     GIT_COMMIT_TAG,
@@ -28,34 +30,14 @@ from runs.tracking import (
     PARETO_TAG,
     SAMPLER_TAG,
     SPEC_SHA_TAG,
-    Tracker,
-    check_server,
-    embedded_store,
 )
-from runs.trial import rebuild
+from runs.tracking import Tracker, embedded_store
+from runs.trial import model_files, rebuild
 from search.results import pareto, report, stats
+from search.results.progress import COUNTERS, Progress
 from search.spec import Spec
 from search.sweep import amend, preflight
-from search.sweep.study import feasible, journal_path, journal_storage, state_of
-
-
-@dataclass
-class Progress:
-    """What the live view shows; updated by the objective as trials run."""
-
-    requested: int
-    done: int = 0
-    duplicate: int = 0
-    failed: int = 0
-    infeasible: int = 0
-    pruned: int = 0
-    running: dict[int, str] = field(default_factory=dict)  # trial number -> what it is doing
-    front: list[dict] = field(default_factory=list)
-    ended: list[dict] = field(default_factory=list)  # a row per trial ended, in order (see Sweep.ended)
-
-
-# The states a trial ends in, and Progress's counter of each.
-COUNTERS = dict(complete="done", duplicate="duplicate", infeasible="infeasible", pruned="pruned", failed="failed")
+from search.sweep.study import feasible, state_of
 
 
 class SweepBusy(Exception):
@@ -67,12 +49,6 @@ class TrackingFailed(Exception):
     uncounted (the next run of the sweep runs it again)."""
 
 
-def _saved(obj) -> bytes:
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    return buffer.getvalue()
-
-
 def _git_commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False)
@@ -81,8 +57,11 @@ def _git_commit() -> str:
         return "unknown"
 
 
-class Sweep:
-    """The parts of a sweep that do not depend on where trials run."""
+class Sweep(ABC):
+    """A sweep on some backend (``search.backends.BACKENDS`` names each backend's class).
+    What every backend shares is here; a backend implements the four abstract methods,
+    and its caller goes: ``open``, ``remaining``, ``run``, ``finish``, and ``close`` always
+    (``abandon`` instead of ``finish`` when the store failed)."""
 
     def __init__(self, spec: Spec, *, device: str | None = None, on_change=lambda progress: None) -> None:
         self.spec, self.on_change = spec, on_change
@@ -93,11 +72,25 @@ class Sweep:
         self.tracking_failure = ""  # why the tracking store stopped the sweep (see TrackingFailed)
         self.amendment = None  # an amended resume's plan (search.sweep.amend), set by preflight
 
+    @abstractmethod
     def resumable(self) -> bool:
         """Whether a stopped sweep of this spec left state to continue from."""
-        raise NotImplementedError
 
-    def close(self) -> None:
+    @abstractmethod
+    def open(self) -> None:
+        """Refuse what must not run (``preflight``), then open the study, the data the
+        trials need and the tracking (``open_tracking``): nothing runs yet."""
+
+    @abstractmethod
+    def remaining(self) -> int:
+        """The trials still to run of the spec's budget."""
+
+    @abstractmethod
+    def run(self) -> None:
+        """Run the remaining trials. KeyboardInterrupt after Ctrl-C, once every running
+        trial is recorded; TrackingFailed when the store failed under a trial."""
+
+    def close(self) -> None:  # noqa: B027 (a backend that starts nothing has nothing to stop)
         """Stop whatever the backend started (servers, runtimes)."""
 
     def preflight(self) -> None:
@@ -304,18 +297,12 @@ class Sweep:
                 self.tracker.set_tags(row["run_id"], {MODEL_ERROR_TAG: f"{type(err).__name__}: {err}"})
 
     def _log_model(self, row: dict, record: dict) -> None:
-        probe = {"x": record["probe_x"], "logits": record["probe_logits"]}
-        files = {
-            "arch.yaml": yaml.safe_dump(record["arch"], sort_keys=False).encode(),
-            "weights.pt": _saved(record["state_dict"]),
-            "probe.pt": _saved(probe),
-        }
         self.tracker.log_model(
             row["run_id"],
             rebuild(record),
             name=f"{self.spec.name}-t{row['trial']:02d}",
-            example=(probe["x"].numpy(), probe["logits"].numpy()),
-            files=files,
+            example=(record["probe_x"].numpy(), record["probe_logits"].numpy()),
+            files=model_files(record),
             step=int(row["epochs"]),
             register=self.spec.register,
         )
@@ -341,7 +328,7 @@ class Sweep:
             for t in feasible(self.study)
         ]
         metrics = self.ablation_metrics()
-        rows = stats.report(self.spec.ablation, trials, metrics)
+        rows = stats.report(self.spec.ablation.arms, trials, metrics)
         columns = list(dict.fromkeys(k for row in rows for k in row))
         self.tracker.log_text(self.parent, pareto.to_csv(rows, columns), "ablation.csv")
         self.tracker.log_text(self.parent, stats.markdown(rows, metrics), "ablation.md")

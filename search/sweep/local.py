@@ -14,7 +14,6 @@ import contextlib
 import fcntl
 import hashlib
 import json
-import math
 import os
 import signal
 import threading
@@ -25,23 +24,16 @@ from optuna.trial import TrialState
 
 from runs import data as datasets
 from runs import faults, worker
-from runs.tracking import (
-    ATTEMPTS_TAG,
-    PARETO_TAG,
-    RESUMED_TAG,
-    RETRY_REASON_TAG,
-    RUNG_TAG,
-    STATE_TAG,
-    WARM_TAG,
-    failure_line,
-    tracking_failed,
-)
-from runs.worker import Done, Failed, Final, Job, Pruned, Refused
+from runs.executor import RETRYABLE, Done, Failed, Final, Job, Pruned, Refused
+from runs.journal import journal_path, journal_storage
+from runs.store import StoreError
+from runs.tags import ATTEMPTS_TAG, PARETO_TAG, RETRY_REASON_TAG, RUNG_TAG, STATE_TAG, WARM_TAG
+from runs.tracking import failure_line, tracking_failed
 from search.spec import Spec
 from search.sweep import amend, pipeline, replay, study, warm
 from search.sweep.base import Sweep, SweepBusy, TrackingFailed
 from search.sweep.pipeline import Outcome
-from search.sweep.preflight import StoreError, own, remove_own
+from search.sweep.preflight import own, remove_own
 from search.sweep.study import counted
 from search.tables.table import load as load_table
 
@@ -70,7 +62,7 @@ class LocalSweep(Sweep):
         self.workers = spec.backend.max_concurrent or 1
 
     def resumable(self) -> bool:
-        return study.journal_path(self.store, self.spec.name).exists()
+        return journal_path(self.store, self.spec.name).exists()
 
     # -- set-up ------------------------------------------------------------------------
 
@@ -83,10 +75,10 @@ class LocalSweep(Sweep):
         (self.store / "optuna").mkdir(parents=True, exist_ok=True)
         self._lock()
         worker.start_server()  # it warms up while the study and the tracking open
-        storage = study.journal_storage(study.journal_path(self.store, spec.name), owned=True)
+        storage = journal_storage(journal_path(self.store, spec.name), owned=True)
         if self.amendment is not None:  # the spec changed since the sweep began
             amend.rebuild(storage, spec, self.amendment, study.directions(spec))
-        self.study = study.create(spec, storage, sampler=study.make_sampler(spec), pruner=study.make_pruner(spec))
+        self.study = study.create(spec, storage, pruner=study.pruner_of(spec).optuna())
         # Optuna leaves a killed process's trials RUNNING forever (its heartbeat needs an RDB
         # storage and optimize()); the lock says no other process runs this sweep, so they
         # are dead: FAIL without a reason, not counted, run again.
@@ -105,13 +97,15 @@ class LocalSweep(Sweep):
             line = f"{given} given as completed, {queued} queued to train, {outside} outside this space"
             self.tracker.set_tags(self.parent, {WARM_TAG: f"{spec.search.warm_start['from']}: {line}"})
         # MO-ASHA's, with the records of a resumed sweep's trials and of those a warm start gave
-        self.rungs = study.rungs(spec, self.study)
+        self.judge = study.rung_judge(spec, self.study.get_trials(deepcopy=False))
         self.checkpoints = own(self.store, "checkpoints", spec.name)
         remove_own(self.store, "checkpoints", spec.name)  # of trials whose sweep was killed
         self.checkpoints.mkdir(parents=True, exist_ok=True)
         self.weights = own(self.store, "weights", spec.name)  # kept until finish() logs the models
         self.weights.mkdir(parents=True, exist_ok=True)
         self.stop, self.faults = threading.Event(), faults.plan()
+        # Built once, last: seeded by how far the sweep got (its own, a warm start's trials)
+        self.study.sampler = study.sampler_for(spec, len(self.study.get_trials(deepcopy=False)))
 
     def _end_stale_runs(self, stale: list) -> None:
         """The runs of trials a dead process left RUNNING in the journal, ended interrupted.
@@ -208,75 +202,53 @@ class LocalSweep(Sweep):
             tuple(spec.constraints),
             str(self.device),
             max(1, torch.get_num_threads() // self.workers),
-            str(checkpoint) if checkpoint else None,
-            str(self.weights / f"t{trial.number}.pt"),
             b.memory_per_trial,
             self.faults,
             row,
         )
+        files = worker.Files(str(checkpoint) if checkpoint else None, str(self.weights / f"t{trial.number}.pt"))
         self._show(trial.number, line)
         try:
-            final = self._attempts(trial, run, job, line)
+            final = self._attempts(trial, run, job, files, line)
         finally:
             self.progress.running.pop(trial.number, None)
             if checkpoint:
                 checkpoint.unlink(missing_ok=True)
         return self._outcome(trial, run, final)
 
-    def _attempts(self, trial: optuna.Trial, run: str, job: Job, line: str) -> Final:
+    def _attempts(self, trial: optuna.Trial, run: str, job: Job, files: worker.Files, line: str) -> Final:
         """Run the trial's process; again from its last checkpoint after a crash or an
         unexpected exception, up to backend.max_failures more times."""
-        single = len(self.spec.objectives) == 1
-        logged = -1
-
+        log = pipeline.TrialLog(self.tracker, run)
         cost: dict = {}  # measured before training; a retry that resumes does not send it again
 
         def on_epoch(epoch: int, metrics: dict, measured: dict) -> bool:
-            nonlocal logged
-            self.tracker.log_metrics(run, metrics, step=epoch)
-            logged = epoch
+            log.epoch(epoch, metrics)
             cost.update(measured)
             accuracy = metrics["val_accuracy"]
             self._show(trial.number, f"{line} epoch {epoch + 1}/{job.cfg.epochs}, val_accuracy {accuracy:.3f}")
-            if self.rungs is not None:
-                return self._rung(trial, run, epoch + 1, {**cost, **metrics})
-            if not single:
-                return True
-            trial.report(metrics.get(self.spec.objectives[0].metric, math.nan), epoch)
-            return not trial.should_prune()
+            stop = study.after_epoch(trial, self.spec, self.judge, epoch + 1, {**cost, **metrics})
+            if stop is not None and stop.rung is not None:  # MO-ASHA's: why, and the rung, on the run
+                trial.set_user_attr("reason", stop.reason)
+                self.tracker.set_tags(run, {RUNG_TAG: str(stop.rung)})
+            return stop is None
 
         def on_resumed(epoch: int, metrics: dict) -> None:
-            self.tracker.set_tags(run, {RESUMED_TAG: str(epoch + 1)})
-            if epoch > logged:  # checkpointed, but the crash came before it was logged
+            if epoch > log.logged:  # checkpointed, but the crash came before it was logged
                 on_epoch(epoch, metrics, {})
+            log.resumed(epoch, metrics)
 
         retries = self.spec.backend.max_failures
         for attempt in range(retries + 1):
             final = worker.run(
-                job, self.data, on_epoch, on_resumed, timeout=self.spec.backend.trial_timeout, stop=self.stop
+                job, files, self.data, on_epoch, on_resumed, timeout=self.spec.backend.trial_timeout, stop=self.stop
             )
-            if not isinstance(final, Failed) or final.kind not in worker.RETRYABLE or attempt == retries:
+            if not isinstance(final, Failed) or final.kind not in RETRYABLE or attempt == retries:
                 break
             self.tracker.set_tags(run, {RETRY_REASON_TAG: final.reason})
         trial.set_user_attr("attempts", attempt + 1)
         self.tracker.set_tags(run, {ATTEMPTS_TAG: str(attempt + 1)})
         return final
-
-    def _rung(self, trial: optuna.Trial, run: str, epochs: int, metrics: dict) -> bool:
-        """MO-ASHA: whether the trial goes on after ``epochs`` epochs. At a rung the
-        objective vector is recorded on the trial (a resumed sweep reads the rungs back)
-        and a pruned trial's run is tagged with the rung and why."""
-        if any(o.metric not in metrics for o in self.spec.objectives):
-            return True  # a retry's replayed epoch, its costs not measured yet: judged before
-        vector = [metrics[o.metric] for o in self.spec.objectives]
-        decision = self.rungs.judge(str(trial.number), epochs, vector)
-        if decision is None:
-            return True
-        study.record_rung(trial, epochs, vector)
-        if not decision.proceed:
-            trial.set_user_attr("reason", decision.reason)
-            self.tracker.set_tags(run, {RUNG_TAG: str(epochs)})
-        return decision.proceed
 
     def _outcome(self, trial: optuna.Trial, run: str, final: Final) -> tuple[float, ...]:
         if isinstance(final, Done):
@@ -340,7 +312,6 @@ class LocalSweep(Sweep):
 
         Ctrl-C stops the running trials' processes and raises KeyboardInterrupt once every
         trial is recorded (interrupted trials are not counted and run again next time)."""
-        self.study.sampler = study.make_sampler(self.spec, len(self.study.get_trials(deepcopy=False)))
         main = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGINT, self._interrupt) if main else None
         try:

@@ -21,7 +21,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from blocks import ArchSpec, summary
 from runs.data import Dataset
-from runs.tracking import ARCH_TAG, ARM_TAG, DUPLICATE_TAG, SEED_TAG, Tracker
+from runs.tags import ARCH_TAG, ARM_TAG, DUPLICATE_TAG, RESUMED_TAG, SEED_TAG
+from runs.tracking import Tracker
 from runs.train import TrainConfig
 from runs.trial import Infeasible
 from search.spec import Spec
@@ -211,6 +212,28 @@ def open_run(tracker: Tracker, parent: str, spec: Spec, drawn: Draw, line: str, 
     params = trial_params(drawn.model, drawn.train, drawn.seed)
     tags = {ARCH_TAG: line, **drawn.tags}
     return tracker.trial_run(parent, spec.name, drawn.number, run_name(drawn, line), params, tags, key=key)
+
+
+class TrialLog:
+    """A trial's MLflow run as its epochs arrive, kept the same way on either backend (by
+    the local sweep's process, by a Ray worker): each epoch's metrics at its step, once
+    (``logged``: the last epoch already logged, by this process or before a retry), and
+    the epoch a retry resumed from."""
+
+    def __init__(self, tracker: Tracker, run: str, logged: int = -1) -> None:
+        self.tracker, self.run, self.logged = tracker, run, logged
+
+    def epoch(self, epoch: int, metrics: dict) -> None:
+        """Epoch ``epoch`` (0-based) ended with ``metrics``."""
+        if epoch > self.logged:
+            self.tracker.log_metrics(self.run, metrics, step=epoch)
+            self.logged = epoch
+
+    def resumed(self, epoch: int, metrics: dict) -> None:
+        """A retry continues from the checkpoint of ``epoch``, whose metrics these were
+        (logged now if the crash came between the checkpoint and its logging)."""
+        self.tracker.set_tags(self.run, {RESUMED_TAG: str(epoch + 1)})
+        self.epoch(epoch, metrics)
 
 
 def close_run(tracker: Tracker, run: str, outcome: Outcome) -> None:

@@ -4,7 +4,7 @@ A sweep's record is two stores that must agree: the Optuna study (``optuna/NAME.
 on Ray also Tune's saved state) and the MLflow runs. A sweep whose MLflow store or
 journal is gone, or that is run again with a changed spec, would crash later or mix
 trials that cannot be compared; so would a journal damaged before its last record (a
-torn last record is set aside when the sweep opens it: ``study.mend_journal``). Each is
+torn last record is set aside when the sweep opens it: ``runs.journal.mend_journal``). Each is
 refused with what to do (``StoreError``, exit 2), and a folder the sweep deletes must be
 provably its own.
 """
@@ -18,9 +18,12 @@ from pathlib import Path
 import optuna
 import yaml
 
-from runs.tracking import Tracker, check_server, embedded_store
+from runs.journal import journal_path, journal_storage
+from runs.server import check_server
+from runs.store import StoreError
+from runs.tracking import Tracker, embedded_store
 from search.spec import Spec
-from search.sweep.study import StoreError, journal_path, journal_storage  # StoreError: see its docstring
+from search.sweep import amend
 
 # What may change between runs of one sweep: how many trials and for how long, where and
 # how they run, what is logged and where the store is, the description.
@@ -108,7 +111,6 @@ def continuation(spec: Spec):
 def amendment(sweep, earlier: dict, changes: list[str], journal: Path):
     """The plan of an amended resume (``search.sweep.amend``), or StoreError when the
     changes cannot continue this sweep."""
-    from search.sweep import amend
 
     spec, store = sweep.spec, sweep.store
     if spec.ablation is not None:

@@ -1,7 +1,7 @@
 """Replay: a sweep whose trials read their results from a recorded table instead of
 training. The same spec grammar, sampler, duplicate answers, constraints, outcomes and
 study as a real sweep (``search.sweep.pipeline``), with per-epoch accuracy from the
-table, optional multi-objective successive halving (``search.sweep.moasha``) and a
+table, the spec's pruner (MO-ASHA's rung judge, or Optuna's pruner fed one objective) and a
 simulated clock (each trial costs its recorded training time, per epoch run). Nothing
 is logged to MLflow: a 1,000-trial sweep runs in seconds, for tests and ``bench search``.
 """
@@ -10,17 +10,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 import optuna
 from optuna.trial import TrialState
 
 from blocks import check as check_arch
+from runs.data import geometry
 from runs.metrics import Objective
 from runs.trial import Infeasible
+from search.pruners.mo_asha import RungJudge
 from search.spec import Spec
 from search.spec.arch import to_arch
-from search.sweep import moasha, pipeline, study
+from search.sweep import pipeline, study
 from search.sweep.pipeline import Outcome
+from search.sweep.study import Stop
 from search.tables.table import Row, Table, TableError
 
 
@@ -68,15 +72,12 @@ def row_for(rows: Mapping[str, Row], drawn: pipeline.Draw) -> Row:
     return rows[key]
 
 
-def _run(rungs: moasha.Rungs, objectives, number: int, row: Row) -> tuple[int, moasha.RungDecision | None]:
-    """Epochs trained until the trial is pruned at a rung (with the decision) or completes."""
-    for epochs in rungs.epochs:
-        if epochs >= len(row.curve):
-            break
-        vector = [row.metrics(epochs)[o.metric] for o in objectives]
-        decision = rungs.judge(str(number), epochs, vector)
-        if decision is not None and not decision.proceed:
-            return epochs, decision
+def _trained(row: Row, stops: Callable[[int, dict], Stop | None]) -> tuple[int, Stop | None]:
+    """Epochs trained until ``stops`` stops the trial after one (and why) or it completes."""
+    for epochs in range(1, len(row.curve) + 1):
+        stop = stops(epochs, row.metrics(epochs))
+        if stop is not None:
+            return epochs, stop
     return len(row.curve), None
 
 
@@ -93,25 +94,29 @@ def replay(
 ) -> Replay:
     """Replay ``trials`` (default: the spec's) trials of ``spec`` on ``table`` (rows of
     ``seed``), with the spec's sampler unless another is given, pruned by MO-ASHA with
-    ``halving`` (default: the spec's own ``search.pruner``). The study is in memory: a new
-    one, or ``into`` (an amended or warm-started study, its sampler already set)."""
+    ``halving`` (default: the spec's own ``search.pruner``, as the local backend runs it).
+    The study is in memory: a new one, or ``into`` (an amended or warm-started study, its
+    sampler and pruner already set)."""
     rows = table.by_key(seed)
-    sweep = into or study.create(spec, optuna.storages.InMemoryStorage(), sampler=sampler or study.make_sampler(spec))
     if halving is not None:
         search = replace(spec.search, pruner="mo_asha", min_epochs=halving.min_epochs)
         spec = replace(spec, search=replace(search, reduction_factor=halving.reduction_factor))
-    rungs = study.rungs(spec)  # the spec's own pruner: mo_asha, or none
+    pruner = study.pruner_of(spec).optuna()
+    sweep = into or study.create(
+        spec, optuna.storages.InMemoryStorage(), sampler=sampler or study.sampler_for(spec), pruner=pruner
+    )
+    judge = study.rung_judge(spec)  # MO-ASHA's, or None
     result = Replay(spec, table, sweep)
     for _ in range(trials or spec.search.trials):
         trial = sweep.ask()
         drawn = pipeline.draw(spec, sweep, trial)
-        replayed = _one(spec, sweep, trial, drawn, rows, rungs)
+        replayed = _one(spec, sweep, trial, drawn, rows, judge)
         result.trials.append(replayed)
         on_trial(replayed)
     return result
 
 
-def _one(spec: Spec, sweep: optuna.Study, trial, drawn: pipeline.Draw, rows, rungs: moasha.Rungs | None) -> Replayed:
+def _one(spec: Spec, sweep: optuna.Study, trial, drawn: pipeline.Draw, rows, judge: RungJudge | None) -> Replayed:
     if drawn.repeat is not None:  # answered from the earlier trial: no training
         pipeline.tell(sweep, trial, spec, drawn.repeat)
         return Replayed(trial.number, "duplicate", 0, 0.0, drawn.repeat.metrics, drawn.repeat.reason)
@@ -130,14 +135,13 @@ def _one(spec: Spec, sweep: optuna.Study, trial, drawn: pipeline.Draw, rows, run
         outcome = pipeline.refused(spec, Infeasible("breaks " + ", ".join(broken), costs, violations))
         pipeline.tell(sweep, trial, spec, outcome)
         return Replayed(trial.number, outcome.state, 0, 0.0, costs, outcome.reason)
-    epochs, decision = _run(rungs, spec.objectives, trial.number, row) if rungs else (len(row.curve), None)
+    epochs, stop = _trained(row, lambda done, metrics: study.after_epoch(trial, spec, judge, done, metrics))
     seconds = row.train_s * epochs / len(row.curve)
-    if decision is not None:
-        study.record_rung(trial, epochs, [row.metrics(epochs)[o.metric] for o in spec.objectives])
+    if stop is not None:
         metrics = {**row.metrics(epochs), "epochs": float(epochs)}
-        outcome = Outcome("pruned", decision.reason, metrics, None, (*([0.0] * len(spec.constraints)), 0.0))
+        outcome = Outcome("pruned", stop.reason, metrics, None, (*([0.0] * len(spec.constraints)), 0.0))
         pipeline.tell(sweep, trial, spec, outcome)
-        return Replayed(trial.number, "pruned", epochs, seconds, metrics, decision.reason)
+        return Replayed(trial.number, "pruned", epochs, seconds, metrics, stop.reason)
     metrics = {**row.metrics(), "epochs": float(epochs), "train_time_s": row.train_s}
     outcome = pipeline.completed(spec, metrics)
     pipeline.tell(sweep, trial, spec, outcome)
@@ -152,7 +156,7 @@ def replay_cells(
     *,
     sampler: optuna.samplers.BaseSampler,
     trials: int,
-    rungs: moasha.Rungs | None = None,
+    judge: RungJudge | None = None,
 ) -> Replay:
     """Replay on a table whose space is not an archsweep model (NAS-Bench-201's cells):
     each trial picks one option per dimension and ``key`` names the row. The same
@@ -171,13 +175,11 @@ def replay_cells(
             result.trials.append(Replayed(trial.number, "duplicate", 0, 0.0, metrics))
             continue
         row = rows[picked]
-        epochs, decision = _run(rungs, objectives, trial.number, row) if rungs else (len(row.curve), None)
+        epochs, stop = _trained(row, partial(_rung_stop, judge, trial.number))
         seconds = row.train_s * epochs / len(row.curve)
-        if decision is not None:
+        if stop is not None:
             sweep.tell(trial, state=TrialState.PRUNED)
-            result.trials.append(
-                Replayed(trial.number, "pruned", epochs, seconds, row.metrics(epochs), decision.reason)
-            )
+            result.trials.append(Replayed(trial.number, "pruned", epochs, seconds, row.metrics(epochs), stop.reason))
             continue
         metrics = {**row.metrics(), "epochs": float(epochs)}
         done[picked] = ([metrics[o.metric] for o in objectives], metrics)
@@ -186,8 +188,13 @@ def replay_cells(
     return result
 
 
+def _rung_stop(judge: RungJudge | None, number: int, epochs: int, metrics: dict) -> Stop | None:
+    """MO-ASHA's decision on a table's own space (no spec: no Optuna pruner there)."""
+    decision = judge.after_epoch(number, epochs, metrics) if judge is not None else None
+    return Stop(decision.reason, epochs) if decision is not None and not decision.proceed else None
+
+
 def _geometry(spec: Spec) -> tuple[tuple[int, int], int, int]:
-    from runs.data import geometry
 
     geo = geometry(spec.data)
     return geo.image_size, geo.num_classes, geo.channels

@@ -16,16 +16,17 @@ from pathlib import Path
 
 import optuna
 import yaml
-from mlflow import MlflowClient
 from optuna.trial import FrozenTrial, TrialState
 
-from runs.tracking import SWEEP_TAG, TRIAL_TAG, artifact_text, embedded_store, with_credentials
+from runs.journal import read_study
+from runs.store import StoreError
+from runs.tracking import embedded_store, sweep_text
 from search.results import pareto
 from search.spec import Spec, load
 from search.spec.space import sample
 from search.sweep import amend
-from search.sweep.preflight import StoreError, spec_changes
-from search.sweep.study import feasible_of, read_study
+from search.sweep.preflight import spec_changes
+from search.sweep.study import feasible_of
 
 WARM_ATTR = "warm_from"  # "<sweep>:t<number>": the earlier trial a given (untrained) one is
 QUEUED_ATTR = "warm_queued"  # the same, on a queued trial that trains
@@ -48,11 +49,7 @@ def _earlier(spec: Spec) -> tuple[str, dict, list[FrozenTrial]]:
     except (KeyError, FileNotFoundError, ValueError):
         raise StoreError(f"search.warm_start: no sweep {name!r} in {store} to start from") from None
     uri = reach.tracking_uri or embedded_store(store)
-    client = MlflowClient(with_credentials(uri, reach.tracking_user, reach.tracking_password))
-    experiments = [e.experiment_id for e in client.search_experiments()]
-    query = f"tags.`{SWEEP_TAG}` = '{name}' and tags.`{TRIAL_TAG}` = 'parent'"
-    parents = client.search_runs(experiments, filter_string=query) if experiments else []
-    started = artifact_text(client, parents[0].info.run_id, "spec.yaml") if parents else None
+    started = sweep_text(uri, name, "spec.yaml", (reach.tracking_user, reach.tracking_password))
     if started is None:
         raise StoreError(f"search.warm_start: sweep {name!r} in {store} has no spec.yaml on its parent run")
     return name, yaml.safe_load(started), trials

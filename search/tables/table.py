@@ -23,6 +23,7 @@ from types import MappingProxyType
 from typing import Any
 
 from runs import files
+from search.results import pareto
 
 FORMAT = 1
 # Bounds on a table file, within which a FIFO, /dev/zero or a gzip bomb is refused (validate
@@ -144,7 +145,6 @@ def load(path: Path) -> Table:
 
 def exact_front(table: Table, objectives, seed: int | None = 0) -> list[Row]:
     """The table's true Pareto front over ``objectives`` (final accuracy and costs)."""
-    from search.results import pareto
 
     rows = list(table.by_key(seed).values())
     return [rows[i] for i in pareto.nondominated([r.metrics() for r in rows], objectives)]

@@ -1,6 +1,8 @@
 """Each bench runs at a tiny size and writes well-formed CSV and PNG. No timing is checked."""
 
 import csv
+import re
+from pathlib import Path
 
 import pytest
 
@@ -8,6 +10,7 @@ import main
 from bench.common import fit_exponent, predicted_over_cap, timed
 from bench.conv import crossover_kernel
 
+ROOT = Path(__file__).resolve().parents[2]
 EXPECTED = {
     "scaling": {
         "scaling.csv": ["mixer", "tokens", "gmacs", "forward_ms", "step_ms", "peak_mb", "status"],
@@ -40,7 +43,12 @@ EXPECTED = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED))
+SLOW_BENCHES = {"trial", "search", "funnel", "amend", "scaling"}  # 2-30 s each at --quick, under load
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow if n in SLOW_BENCHES else ()) for n in sorted(EXPECTED)]
+)
 def test_bench_quick_writes_csv_and_png(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main.main(["bench", name, "--quick", "--repeats", "1", "--out", str(tmp_path)]) == 0
@@ -78,9 +86,25 @@ def test_crossover_is_the_kernel_from_which_fft_stays_faster():
 
 
 def test_sizes_cover_the_papers_settings():
-    from bench.scaling import SIZES
+    """The scaling bench times the settings its results are held against: the FiT spec's
+    ViT (its dataset's image size at its patch), every "At NxN, patch P" that BENCHMARKS.md
+    compares with the papers, and the rows of BENCHMARKS.md's table are the bench's own
+    mixers and sizes (a changed SIZES leaves no stale table)."""
+    from bench.scaling import MIXERS, SIZES
+    from runs.data import geometry
+    from search.spec import load
 
-    assert (32, 4) in SIZES and (224, 4) in SIZES and (1072, 16) in SIZES
+    fit = load(ROOT / "spaces" / "reproduce" / "fit.yaml", check_data=False)
+    height, width = geometry(fit.data).image_size
+    assert height == width and (height, fit.model["patch_size"]) in SIZES
+
+    text = (ROOT / "BENCHMARKS.md").read_text()
+    section = text.split("## Scaling with the token count")[1].split("\n## ")[0]
+    compared = {(int(n.replace(",", "")), int(p)) for n, p in re.findall(r"At ([\d,]+)x\1, patch (\d+)", section)}
+    assert len(compared) >= 2 and compared <= set(SIZES), compared
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in section.splitlines() if line.startswith("| ")]
+    rows = [(c[0], int(c[1].replace(",", "")), int(c[2])) for c in cells if c[0] in MIXERS and len(c) > 2]
+    assert rows == [(m, size, patch) for size, patch in SIZES for m in MIXERS]
 
 
 def test_search_curves_count_evaluations_epochs_and_the_front_found():

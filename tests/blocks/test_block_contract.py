@@ -70,7 +70,10 @@ def test_every_registered_block_is_covered():
     assert set(TRANSITION_OPTIONS) == set(TRANSITIONS) and set(EMBEDDING_OPTIONS) == set(EMBEDDINGS)
 
 
-@pytest.mark.parametrize("head", ["cls", "gap", "seq_pool"])
+# The class-token head in the fast tier; the other two are `slow` (about 1 s each).
+@pytest.mark.parametrize(
+    "head", ["cls", pytest.param("gap", marks=pytest.mark.slow), pytest.param("seq_pool", marks=pytest.mark.slow)]
+)
 @pytest.mark.parametrize("name", sorted(TRANSITIONS))
 def test_transition_makes_the_planned_grid_and_trains_every_parameter(name, head):
     torch.manual_seed(0)

@@ -82,6 +82,7 @@ def _qkv(n=64, d=16):
     return [torch.randn(4, 2, n, d) * 0.5 for _ in range(3)]
 
 
+@pytest.mark.slow
 def test_performer_approaches_softmax_attention_as_features_grow():
     q, k, v = _qkv()
     exact = F.scaled_dot_product_attention(q, k, v)
@@ -234,6 +235,7 @@ def _gfnet_reference(state: dict, images: torch.Tensor, *, depth: int, eps: floa
     return F.linear(x, state["head.weight"], state["head.bias"])
 
 
+@pytest.mark.slow
 def test_gfnet_ti_is_the_papers_function_with_the_same_weights():
     torch.manual_seed(0)
     arch = presets.gfnet("ti")

@@ -48,7 +48,10 @@ def n_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-@pytest.mark.parametrize("timm_name", PAPER_MODELS)
+# deit-ti in the fast tier; the larger models take about 3 s each
+@pytest.mark.parametrize(
+    "timm_name", [pytest.param(n, marks=() if n == "deit_tiny_patch16_224" else pytest.mark.slow) for n in PAPER_MODELS]
+)
 def test_paper_models_have_timms_counts_and_logits(timm, timm_name):
     reference = randomised(timm.create_model(timm_name, pretrained=False))
     arch, model = import_timm(reference.state_dict())

@@ -78,6 +78,14 @@ def wait_for_health(url: str, proc, what: str, timeout: float = 120) -> None:
 
 
 ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test under tests/e2e is ``e2e`` (pytest hands this hook every test collected)."""
+    for item in items:
+        if Path(item.path).resolve().is_relative_to(HERE):
+            item.add_marker(pytest.mark.e2e)
 
 
 @pytest.fixture(scope="session")
@@ -103,7 +111,7 @@ def quickstart_ui(quickstart):
     import subprocess
     import sys
 
-    from runs.tracking import free_port
+    from runs.server import free_port
 
     port = free_port()
     server = subprocess.Popen(

@@ -13,6 +13,7 @@ import pytest
 from optuna.trial import TrialState
 
 import main
+from runs.journal import journal_storage, read_study
 from search.results import pareto
 from search.spec import load
 from search.sweep import amend, study
@@ -29,7 +30,7 @@ def stage(spec: dict) -> dict:
 
 
 def trials(folder) -> list:
-    return study.read_study(folder / "store", "tiny").get_trials(deepcopy=False)
+    return read_study(folder / "store", "tiny").get_trials(deepcopy=False)
 
 
 def run(folder, spec: dict) -> int:
@@ -59,7 +60,7 @@ def test_a_sweep_continues_through_amendments_of_its_space(workdir, monkeypatch)
     assert all(study.state_of(t) in ("complete", "duplicate") for t in after)  # a repeat is PRUNED to Optuna
     assert all(t.params["model.stages.0.block"] == "pre" for t in after[:3])  # the default they trained with
     archive = amend.archive_name("tiny", load(write_spec(workdir, **SPEC)).resolved)
-    kept = optuna.load_study(study_name=archive, storage=study.journal_storage(workdir / "store/optuna/tiny.journal"))
+    kept = optuna.load_study(study_name=archive, storage=journal_storage(workdir / "store/optuna/tiny.journal"))
     assert [t.values for t in kept.trials] == [t.values for t in after[:3]]  # the earlier study, kept whole
 
     # A removed choice and a narrowed range: earlier trials of either are outside the space.
@@ -126,7 +127,7 @@ def test_a_sweep_warm_starts_from_an_earlier_one(workdir):
     stage(related)["mixer"]["choice"].append("global_filter")
     related["search"] |= {"trials": 2, "warm_start": {"from": "tiny", "take": "front"}}
     assert run(workdir, related) == 0
-    warm = study.read_study(workdir / "store", "warm").get_trials(deepcopy=False)
+    warm = read_study(workdir / "store", "warm").get_trials(deepcopy=False)
     given = [t for t in warm if "warm_from" in t.user_attrs]
     _, parents, children = runs_of(workdir, "warm")
     front = {
@@ -141,6 +142,6 @@ def test_a_sweep_warm_starts_from_an_earlier_one(workdir):
     longer = copy.deepcopy(related)
     longer["name"], longer["train"] = "longer", {**related["train"], "epochs": 2}
     assert run(workdir, longer) == 0
-    queued = study.read_study(workdir / "store", "longer").get_trials(deepcopy=False)
+    queued = read_study(workdir / "store", "longer").get_trials(deepcopy=False)
     assert [t.user_attrs.get("warm_queued") for t in queued[: len(given)]] == [t.user_attrs["warm_from"] for t in given]
     assert len(queued) == 2 and all(t.state == TrialState.COMPLETE for t in queued)  # trained, and counted

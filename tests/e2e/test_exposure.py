@@ -19,7 +19,8 @@ import pytest
 from mlflow import MlflowClient
 
 import main
-from runs.tracking import free_port
+import search.sweep.ray.driver  # noqa: F401  sets Ray's environment before ray is imported
+from runs.server import free_port
 from tests.e2e.conftest import wait_for_health, write_spec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -132,10 +133,8 @@ def _files_holding(folder: Path, text: str) -> list[str]:
     return [str(p) for p in folder.rglob("*") if p.is_file() and text.encode() in p.read_bytes()]
 
 
-@pytest.mark.parametrize("kind", ["local", "ray"])
+@pytest.mark.parametrize("kind", ["local", pytest.param("ray", marks=pytest.mark.ray)])
 def test_a_password_in_the_tracking_uri_is_used_and_never_written(kind, auth_server, workdir, capfd, monkeypatch):
-    if kind == "ray":
-        pytest.importorskip("search.sweep.ray.driver")  # sets Ray's environment before ray is imported
     uri, server_folder = auth_server
     with pytest.raises(urllib.error.HTTPError) as refused:  # the server does check
         urllib.request.urlopen(f"{uri}/api/2.0/mlflow/experiments/search?max_results=1", timeout=10)

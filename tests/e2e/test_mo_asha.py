@@ -17,15 +17,15 @@ import optuna
 import pytest
 
 import main
+import search.sweep.ray.driver  # noqa: F401  sets Ray's environment before ray is imported
 from runs.metrics import Objective
+from search.pruners.rungs import Rungs, rung_epochs
 from search.results import pareto
 from search.sweep import study
-from search.sweep.moasha import Rungs, rung_epochs
 from search.tables.table import save
 from tests.e2e.conftest import ROOT, runs_of
 from tests.made_up import DIGITS_SPEC, digits_table
 
-pytest.importorskip("search.sweep.ray.driver")
 BACKENDS = ("local", "ray")
 
 
@@ -59,6 +59,7 @@ def _check_runs(folder, kind: str, experiment: str, trials: int) -> dict:
     return by_number
 
 
+@pytest.mark.ray
 def test_a_replayed_sweep_prunes_identically_on_local_and_on_ray(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     spec, table = digits_table()
@@ -130,6 +131,7 @@ def _assert_the_rules_decisions(journal: optuna.Study, table) -> None:
             assert t.state == optuna.trial.TrialState.COMPLETE
 
 
+@pytest.mark.ray
 def test_a_trained_sweep_prunes_at_rungs_keeps_its_front_and_continues_amended(tmp_path, monkeypatch):
     """Real training on both backends: trials pruned at rungs, the front made of complete
     trials only and equal to the front of the runs' own metrics. Then the sweep continues

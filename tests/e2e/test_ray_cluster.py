@@ -20,16 +20,16 @@ import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
+import search.sweep.ray.driver  # noqa: F401  sets Ray's environment before ray is imported
 from runs import faults
 from runs.metrics import Objective
-from runs.tracking import free_port, private_server
+from runs.server import free_port, private_server
 from search.results import pareto
-from tests.e2e.conftest import write_spec
-
-pytest.importorskip("search.sweep.ray.driver")  # sets Ray's environment before ray is imported
 from search.sweep.ray import cluster as ray_cluster
 from search.sweep.ray.worker import TRAINED
+from tests.e2e.conftest import write_spec
 
+pytestmark = pytest.mark.ray  # every test here starts a Ray runtime
 ROOT = Path(__file__).resolve().parents[2]
 OBJECTIVES = (Objective("val_accuracy", "max"), Objective("gmacs", "min"))
 

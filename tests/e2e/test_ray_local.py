@@ -18,9 +18,10 @@ import psutil
 import pytest
 
 import main
+import search.sweep.ray.driver  # noqa: F401  sets Ray's environment before ray is imported
 from tests.e2e.conftest import runs_of, write_spec
 
-pytest.importorskip("search.sweep.ray.driver")  # sets Ray's environment before ray is imported
+pytestmark = pytest.mark.ray  # every test here starts a Ray runtime
 ROOT = Path(__file__).resolve().parents[2]
 
 

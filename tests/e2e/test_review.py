@@ -1,7 +1,8 @@
 """Reviewing a sweep as a person does, on the quickstart's results: the MLflow UI in a
 real headless Chromium (Debian's package, driven by Playwright), the terminal's ``show``,
 and a Pareto model taken away with ``export`` and used in a fresh process. Screenshots
-are kept under out/test-artifacts/ (the README's come from here)."""
+go to the test's tmp folder, or to the folder ``ARCHSWEEP_SHOTS`` names, to keep them
+(``ARCHSWEEP_SHOTS=docs`` retakes the README's)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import main
 from tests.e2e.conftest import runs_of
 
 ROOT = Path(__file__).resolve().parents[2]
-SHOTS = ROOT / "out" / "test-artifacts"
+SHOTS_ENV = "ARCHSWEEP_SHOTS"  # a folder to keep the screenshots in (default: the test's tmp_path)
 MODEL_TAG = "archsweep.model"
 
 
@@ -38,8 +39,9 @@ def _chromium() -> str:
     return path
 
 
-def test_the_sweep_reads_in_the_mlflow_ui(quickstart_ui, quickstart):
+def test_the_sweep_reads_in_the_mlflow_ui(quickstart_ui, quickstart, tmp_path):
     ui = quickstart_ui
+    shots = Path(os.environ.get(SHOTS_ENV) or tmp_path)
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in requirements-dev.txt")
     client, parents, children = runs_of(quickstart, "quickstart", "out")
     parent = parents[0]
@@ -47,7 +49,7 @@ def test_the_sweep_reads_in_the_mlflow_ui(quickstart_ui, quickstart):
     front = [c for c in children if c.data.tags.get("archsweep.pareto") == "true"]
     behind = [c for c in children if c.data.tags.get("archsweep.pareto") == "false"]
     assert front and behind
-    SHOTS.mkdir(parents=True, exist_ok=True)
+    shots.mkdir(parents=True, exist_ok=True)
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1500, "height": 950})
@@ -68,7 +70,7 @@ def test_the_sweep_reads_in_the_mlflow_ui(quickstart_ui, quickstart):
             page.get_by_text(name, exact=True).last.click()  # the menu's entry (the table's header comes first)
         page.keyboard.press("Escape")
         sync_api.expect(page.get_by_role("columnheader", name="val_accuracy").first).to_be_visible()
-        page.screenshot(path=str(SHOTS / "review-runs.png"))
+        page.screenshot(path=str(shots / "review-runs.png"))
         # The Pareto tag as a filter: only the front's trials remain.
         search = page.get_by_test_id("search-box")
         search.fill("tags.`archsweep.pareto` = 'true'")
@@ -79,7 +81,7 @@ def test_the_sweep_reads_in_the_mlflow_ui(quickstart_ui, quickstart):
             sync_api.expect(page.get_by_text(child.info.run_name, exact=True).first).to_be_visible()
             model = f"quickstart-t{int(child.data.tags['archsweep.trial']):02d}"
             sync_api.expect(page.get_by_text(model, exact=True).first).to_be_visible()
-        page.screenshot(path=str(SHOTS / "review-pareto-filter.png"))
+        page.screenshot(path=str(shots / "review-pareto-filter.png"))
         # The Pareto plot among the parent run's artifacts, drawn by the browser.
         page.goto(f"{ui}/#/experiments/{experiment}/runs/{parent.info.run_id}/artifacts/pareto.png")
         image = page.locator("img[src^='blob:']").first  # the viewer fetches the file into a blob
@@ -89,7 +91,7 @@ def test_the_sweep_reads_in_the_mlflow_ui(quickstart_ui, quickstart):
         png = Image.open(client.download_artifacts(parent.info.run_id, "pareto.png", str(quickstart)))
         drawn = image.evaluate("img => [img.complete, img.naturalWidth, img.naturalHeight]")
         assert drawn == [True, *png.size]  # the browser decoded our plot, pixel size for pixel size
-        page.screenshot(path=str(SHOTS / "review-pareto-plot.png"))
+        page.screenshot(path=str(shots / "review-pareto-plot.png"))
         # The HTML report in the artifact viewer: every front run named in its front table.
         page.get_by_text("report.html", exact=True).click()
         report = page.frame_locator("iframe").first
@@ -98,7 +100,7 @@ def test_the_sweep_reads_in_the_mlflow_ui(quickstart_ui, quickstart):
         for child in front:
             sync_api.expect(first_table.get_by_text(child.data.tags["archsweep.arch"], exact=True)).to_have_count(1)
         sync_api.expect(report.locator("svg").first).to_be_visible()
-        page.screenshot(path=str(SHOTS / "review-report.png"))
+        page.screenshot(path=str(shots / "review-report.png"))
         browser.close()
 
 

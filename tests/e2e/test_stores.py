@@ -24,10 +24,12 @@ from mlflow.exceptions import MlflowException
 from optuna.trial import TrialState
 
 import main
-from runs.store import LOCATIONS
-from runs.tracking import Tracker, free_port, port_taken
-from search.sweep.preflight import StoreError, own
-from search.sweep.study import read_study, state_of
+from runs.journal import read_study
+from runs.server import free_port, port_taken
+from runs.store import LOCATIONS, StoreError
+from runs.tracking import Tracker
+from search.sweep.preflight import own
+from search.sweep.study import state_of
 from tests.e2e.conftest import inject, runs_of, wait_for_health, write_spec
 from tests.e2e.test_sweep import study
 
@@ -421,9 +423,9 @@ def test_a_damaged_mlflow_db_is_refused_in_one_line_and_left_as_it_was(copied, c
 
 
 def test_a_tracking_server_that_is_not_there_is_said_at_start_with_exit_4(workdir, monkeypatch, capsys):
-    from runs import tracking
+    from runs import server
 
-    monkeypatch.setattr(tracking, "SERVER_WAIT_S", 1.0)
+    monkeypatch.setattr(server, "SERVER_WAIT_S", 1.0)
     uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     started = time.monotonic()
     assert main.main(["run", str(write_spec(workdir, **QUICK)), "-o", f"tracking.uri={uri}"]) == 4

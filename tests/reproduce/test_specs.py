@@ -117,6 +117,7 @@ def test_gfnet_hybrid_wires_each_stage_as_its_mixer_family():
     assert len(spec.ablation.arms) == 4
 
 
+@pytest.mark.slow  # 7-110 s each
 @pytest.mark.parametrize("path", SMOKE_HERE, ids=lambda p: p.stem)
 def test_reproduction_runs_in_smoke_mode(path, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

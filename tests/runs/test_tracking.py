@@ -6,12 +6,15 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from runs.tracking import Tracker, embedded_store
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = "import sys, pathlib, runs.tracking; runs.tracking.embedded_store(pathlib.Path(sys.argv[1]))"
 
 
+@pytest.mark.slow
 def test_a_store_whose_creator_was_killed_mid_schema_opens_and_takes_runs(tmp_path):
     store = tmp_path / "store"
     proc = subprocess.Popen([sys.executable, "-c", BUILD, str(store)], cwd=ROOT)
@@ -29,6 +32,7 @@ def test_a_store_whose_creator_was_killed_mid_schema_opens_and_takes_runs(tmp_pa
     assert sorted(p.name for p in store.iterdir()) == [".archsweep.lock", "mlflow.db"]  # the side file is gone
 
 
+@pytest.mark.slow
 def test_a_moved_store_is_rewritten_to_where_it_is_and_a_read_only_one_is_read_through_a_copy(tmp_path, monkeypatch):
     from runs import store as stores
 

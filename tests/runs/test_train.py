@@ -23,6 +23,7 @@ def _model(width=16, data=None):
     return build(data.normalising(arch) if data else arch)  # with data: it normalises its input
 
 
+@pytest.mark.slow
 def test_training_learns_digits_and_reports_every_epoch():
     torch.manual_seed(0)
     data = load(DataSpec("digits"))

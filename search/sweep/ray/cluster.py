@@ -12,6 +12,8 @@ import time
 from contextlib import suppress
 from pathlib import Path
 
+from runs.server import free_port
+
 HEAD_NODE, WORKER_NODES = "127.0.0.2", "127.0.0.{}"  # loopback: Ray keeps these, not 127.0.0.1
 
 
@@ -33,7 +35,6 @@ def _ray_cli() -> str:
 def cluster_up(workers: int = 1, cpus: int = 1, port: int = 6390) -> str:
     """A head (127.0.0.2) and ``workers`` worker nodes (127.0.0.3, ...) on this machine,
     token authentication on, dashboard off. Returns the head's address."""
-    from runs.tracking import free_port
 
     ensure_token()
     address = f"{HEAD_NODE}:{port}"

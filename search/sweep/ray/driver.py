@@ -33,12 +33,17 @@ from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 
 from runs import faults
-from runs.tracking import ATTEMPT_TAG, RUNG_TAG, WARM_TAG, private_server
+from runs.journal import journal_path, journal_storage, read_study
+from runs.server import private_server
+from runs.store import StoreError
+from runs.tags import ATTEMPT_TAG, RUNG_TAG, WARM_TAG
+from search.pruners.mo_asha import RUNGS_ATTR, RungJudge
+from search.results.progress import COUNTERS
 from search.spec import BackendSpec, Spec
 from search.sweep import amend, study, warm
-from search.sweep.base import COUNTERS, Sweep
+from search.sweep.base import Sweep
 from search.sweep.pipeline import Outcome
-from search.sweep.preflight import StoreError, changed, own
+from search.sweep.preflight import changed, own
 from search.sweep.ray.cluster import HEAD_NODE, ended, ensure_token
 from search.sweep.ray.searcher import ArchSearch, _Portable
 from search.sweep.ray.worker import TRAINED, trainable
@@ -50,15 +55,13 @@ EXCLUDES = [".git", ".venv", "out", "data", "mlruns", "*.db", "*.journal", "__py
 SEARCHER_COPY = ".archsweep-searcher.pkl"  # the searcher's own copy of its state (see _repair_searcher_state)
 RUNTIME_LOST = 4  # the exit code when the sweep's Ray runtime stops under it
 
-_ACTIVE: list[RaySweep] = []  # the sweep this driver runs (Tune pickles its callbacks; this one holds nothing)
-
 
 def _trials_of(journal: Path, name: str) -> list:
     """The trials of study ``name`` in the sweep's journal (none before its first end)."""
     if not journal.exists():
         return []
     try:
-        return study.read_study(journal.parent.parent, name).get_trials(deepcopy=True)
+        return read_study(journal.parent.parent, name).get_trials(deepcopy=True)
     except KeyError:
         return []
 
@@ -74,28 +77,35 @@ def _reason(error: BaseException | None) -> str:
 
 class _Bookkeeper(_Portable, tune.Callback):
     """Ends MLflow runs whose worker could not: a trial stopped early by the scheduler, or
-    one whose worker died after its last retry; and keeps the live view current."""
+    one whose worker died after its last retry; and keeps the live view current. Holds the
+    driver's sweep, which its saved form leaves out (Tune pickles its callbacks)."""
+
+    _unsaved = ("sweep",)
+
+    def __init__(self, sweep: RaySweep) -> None:
+        self.sweep = sweep
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        if not _ACTIVE:
+        sweep = getattr(self, "sweep", None)
+        if sweep is None:
             return
         # The rung records so far and, once pruned, why: into the result itself (Tune lets
         # callbacks amend it), so that the searcher's study keeps them like the local one's.
-        number = result.get("number")
-        if number in _ACTIVE[0].rung_log:
-            result[study.RUNGS_ATTR] = json.dumps(_ACTIVE[0].rung_log[number])
-        if number in _ACTIVE[0].rung_pruned:
-            result["rung"], result["pruned_reason"] = _ACTIVE[0].rung_pruned[number]
+        number, judge = result.get("number"), sweep.judge
+        if judge is not None and number in judge.reached:
+            result[RUNGS_ATTR] = json.dumps(judge.reached[number])
+        if judge is not None and number in judge.pruned:
+            result["rung"], result["pruned_reason"] = judge.pruned[number].epoch, judge.pruned[number].reason
         if result.get("state") == "running":
-            progress = _ACTIVE[0].progress
+            progress = sweep.progress
             doing = f"{result['arch']} epoch {result['epoch']}, val_accuracy {result['val_accuracy']:.3f}"
             progress.running[result["number"]] = doing
-            _ACTIVE[0].on_change(progress)
+            sweep.on_change(progress)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        if not _ACTIVE:
+        sweep, last = getattr(self, "sweep", None), trial.last_result or {}
+        if sweep is None:
             return
-        sweep, last = _ACTIVE[0], trial.last_result or {}
         sweep.progress.running.pop(last.get("number"), None)
         state, reason = last.get("state"), last.get("reason", "")
         if state == "running":  # the scheduler stopped it
@@ -112,9 +122,9 @@ class _Bookkeeper(_Portable, tune.Callback):
             sweep.on_change(sweep.progress)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        if not _ACTIVE:
+        sweep = getattr(self, "sweep", None)
+        if sweep is None:
             return
-        sweep = _ACTIVE[0]
         for run in sweep.tracker.runs_with_key(sweep.spec.name, trial.trial_id):
             if run.info.status == "RUNNING":  # its worker died; else the worker recorded why
                 sweep.tracker.end_trial(run.info.run_id, "failed", _reason(trial.get_pickled_error()))
@@ -124,13 +134,22 @@ class _Bookkeeper(_Portable, tune.Callback):
 
 class _RungScheduler(_Portable, FIFOScheduler):
     """MO-ASHA on Ray: after each epoch Tune asks whether a trial goes on, and the sweep's
-    rung book answers (``moasha.Rungs``, as on the local backend: one worker and one seed
-    decide identically). It holds nothing: Tune pickles its scheduler into saved state."""
+    rung judge answers (``search.pruners.mo_asha.RungJudge``, the local backend's and a
+    replay's: one worker and one seed decide identically). Its saved form (Tune pickles its
+    scheduler) leaves the judge out."""
+
+    _unsaved = ("judge",)
+
+    def __init__(self, judge: RungJudge) -> None:
+        super().__init__()
+        self.judge = judge
 
     def on_trial_result(self, tune_controller, trial, result) -> str:
-        if _ACTIVE and result.get("state") == "running" and not _ACTIVE[0].judge(result):
-            return self.STOP
-        return self.CONTINUE
+        judge = getattr(self, "judge", None)
+        if judge is None or result.get("state") != "running":
+            return self.CONTINUE
+        decision = judge.after_epoch(result["number"], result["epoch"], result)
+        return self.STOP if decision is not None and not decision.proceed else self.CONTINUE
 
 
 # -- in the driver: the sweep --------------------------------------------------------------
@@ -158,6 +177,16 @@ def _restore_deleted_checkpoint(result) -> None:
     newer = sorted(c for c in named.parent.glob("checkpoint_[0-9]*") if c.name > named.name)
     if newer:
         newer[-1].rename(named)
+
+
+def _reattach(tuner: tune.Tuner, scheduler, callbacks: list) -> None:
+    """A restored Tuner runs with the scheduler and callbacks its saved state held, which
+    left out their handles on the sweep (``_Portable._unsaved``): this driver's take their
+    place. Tune has no public way to give a restored Tuner either (the only reach into
+    Tuner's internals here)."""
+    internal = tuner._local_tuner
+    internal._tune_config.scheduler = scheduler or FIFOScheduler()
+    internal._run_config.callbacks = callbacks
 
 
 @contextmanager
@@ -226,6 +255,7 @@ class RaySweep(Sweep):
         self.storage = str(Path(spec.backend.storage_path or (self.store / "ray")).resolve())
         self.experiment_path = Path(self.storage) / spec.name
         self.stack = ExitStack()
+        self.judge: RungJudge | None = None  # MO-ASHA's, for the scheduler and the bookkeeper (_tuner)
 
     def resumable(self) -> bool:
         return tune.Tuner.can_restore(str(self.experiment_path))
@@ -238,10 +268,10 @@ class RaySweep(Sweep):
 
     def open(self) -> None:
         self.preflight()  # its refusals come before anything is written
-        journal = study.journal_path(self.store, self.spec.name)
+        journal = journal_path(self.store, self.spec.name)
         if self.amendment is not None:  # the spec changed since the sweep began
             journal.parent.mkdir(parents=True, exist_ok=True)
-            storage = study.journal_storage(journal, owned=True)
+            storage = journal_storage(journal, owned=True)
             amend.rebuild(storage, self.spec, self.amendment, study.directions(self.spec))
         self.earlier = _trials_of(journal, self.spec.name)  # what a new Tune experiment starts from
         # Tune's saved state resumes a stopped driver; a sweep continued past it starts anew
@@ -327,32 +357,24 @@ class RaySweep(Sweep):
         return tune.with_resources(fn, resources)
 
     def _scheduler(self):
-        spec, first, s = self.spec, self.spec.objectives[0], self.spec.search
-        if s.pruner == "mo_asha":
-            return _RungScheduler()
-        if s.pruner == "asha":
-            return tune.schedulers.ASHAScheduler(
-                metric=first.metric,
-                mode=first.direction,
-                max_t=study.max_epochs(spec),
-                grace_period=s.halving()[0],
-                reduction_factor=s.halving()[1],
-                time_attr="epoch",
-            )
-        if spec.search.pruner == "median":
-            return tune.schedulers.MedianStoppingRule(
-                metric=first.metric, mode=first.direction, time_attr="epoch", grace_period=1
-            )
-        return None
+        """Tune's scheduler: MO-ASHA's rung judge where the pruner has one (it holds this
+        sweep's judge), else the pruner's Tune scheduler on the first objective (or none)."""
+        if self.judge is not None:
+            return _RungScheduler(self.judge)
+        first = self.spec.objectives[0]
+        return study.pruner_of(self.spec).tune_scheduler(first.metric, first.direction)
 
-    def _tuner(self) -> tuple[tune.Tuner, optuna.Study]:
-        """The Tuner, and the searcher's study as it starts (MO-ASHA's rungs come from it)."""
+    def _tuner(self) -> tune.Tuner:
+        """The Tuner, and this sweep's rung judge (``self.judge``, when its pruner has one)
+        with the rungs the searcher's study holds as it starts."""
         path = str(self.experiment_path)
         if self.restoring:  # the driver stopped mid-sweep: Tune's state and the searcher's
             tuner = tune.Tuner.restore(path, trainable=self._trainable(), resume_unfinished=True, resume_errored=False)
             for result in tuner.get_results():  # what the saved state names, before anything runs
                 _restore_deleted_checkpoint(result)
-            return tuner, self._saved_study()
+            self.judge = study.rung_judge(self.spec, self._saved_study().get_trials(deepcopy=False))
+            _reattach(tuner, self._scheduler(), [_Bookkeeper(self)])
+            return tuner
         spec, b = self.spec, self.spec.backend
         searcher = ArchSearch(spec, self.earlier)
         searcher.mirror = str(self.experiment_path / SEARCHER_COPY)
@@ -360,8 +382,10 @@ class RaySweep(Sweep):
             given, queued, outside = warm.start(searcher.study, spec)
             line = f"{given} given as completed, {queued} queued to train, {outside} outside this space"
             self.tracker.set_tags(self.parent, {WARM_TAG: f"{spec.search.warm_start['from']}: {line}"})
+        known = searcher.study.get_trials(deepcopy=False)
         # as the local backend seeds a resumed sweep's sampler: by how far the study got
-        searcher.study.sampler = study.make_sampler(spec, len(searcher.study.get_trials(deepcopy=False)))
+        searcher.study.sampler = study.sampler_for(spec, len(known))
+        self.judge = study.rung_judge(spec, known)
         search_alg = ConcurrencyLimiter(searcher, b.max_concurrent) if b.max_concurrent else searcher
         return tune.Tuner(
             self._trainable(),
@@ -378,35 +402,17 @@ class RaySweep(Sweep):
                 storage_path=self.storage,
                 failure_config=tune.FailureConfig(max_failures=b.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                callbacks=[_Bookkeeper()],
+                callbacks=[_Bookkeeper(self)],
                 verbose=0,
             ),
-        ), searcher.study
-
-    def judge(self, result: dict) -> bool:
-        """MO-ASHA's decision on a running trial's epoch result: whether it goes on. Its
-        rung records and, when pruned, the rung and reason are kept for the bookkeeper."""
-        number, epochs = result["number"], result["epoch"]
-        vector = [result[o.metric] for o in self.spec.objectives]
-        decision = self.rungs.judge(str(number), epochs, vector)
-        if decision is None:
-            return True
-        self.rung_log.setdefault(number, []).append(study.rung_entry(epochs, vector))
-        if not decision.proceed:
-            self.rung_pruned[number] = (epochs, decision.reason)
-        return decision.proceed
+        )
 
     def run(self) -> None:
-        tuner, known = self._tuner()
-        # MO-ASHA's book, with the rungs that a resumed sweep's finished trials reached
-        self.rungs = study.rungs(self.spec, known) if self.spec.search.pruner == "mo_asha" else None
-        self.rung_log: dict[int, list] = {}
-        self.rung_pruned: dict[int, tuple[int, str]] = {}
+        tuner = self._tuner()
         # Tune keeps one trial pending at a time for a searcher; worker start-up would then
         # serialise the sweep. As many pending as can run at once.
         slots = self.spec.backend.max_concurrent or max(1, int(ray.cluster_resources().get("CPU", 1)))
         os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(slots)
-        _ACTIVE[:] = [self]
         self.stack.callback(_watch(_lifelines(), self._runtime_lost).set)  # before Ray is stopped on purpose
         main = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGINT, _stop_now) if main else None
@@ -417,7 +423,6 @@ class RaySweep(Sweep):
             # (ours), which otherwise stays replaced. Said as the local backend says it.
             pressed = main and signal.getsignal(signal.SIGINT) is _stop_now
         finally:
-            _ACTIVE.clear()
             if main:
                 signal.signal(signal.SIGINT, previous)
         if self._record(grid) and pressed:
@@ -455,9 +460,9 @@ class RaySweep(Sweep):
         reasons = {r.config["number"]: _reason(r.error) for r in grid if r.error is not None and r.config}
         ran = {r.config["number"] for r in grid if r.config}  # by this Tune experiment
         self.last_checkpoints = {r.config["number"]: r.checkpoint for r in grid if r.checkpoint and r.config}
-        journal = study.journal_path(self.store, self.spec.name)
+        journal = journal_path(self.store, self.spec.name)
         journal.parent.mkdir(parents=True, exist_ok=True)
-        storage = study.journal_storage(journal, owned=True)
+        storage = journal_storage(journal, owned=True)
         with contextlib.suppress(KeyError):  # the sweep's study only: an amendment's archives stay
             optuna.delete_study(study_name=self.spec.name, storage=storage)
         self.study = study.create(self.spec, storage, load=False)

@@ -13,6 +13,7 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
+from search.pruners.mo_asha import RUNGS_ATTR
 from search.spec import Spec
 from search.sweep import pipeline, study
 from search.sweep.pipeline import Outcome
@@ -39,10 +40,15 @@ class _Portable:
     a class by reference: ``Tuner.restore(path, trainable=...)`` would need archsweep
     importable just to read a finished sweep's results. Pickled instead as bytes (the
     usual pickle) and a loader that cloudpickle stores by value (a nested function is not
-    importable by name): it gives the object back where archsweep imports, None elsewhere."""
+    importable by name): it gives the object back where archsweep imports, None elsewhere.
+    ``_unsaved``: attributes left out (handles on this driver's sweep: a restored driver
+    hands its own to the restored objects, ``driver._reattach``)."""
+
+    _unsaved: tuple[str, ...] = ()
 
     def __reduce__(self):
-        return _loader(), (pickle.dumps((type(self), self.__dict__)),)
+        state = {k: v for k, v in self.__dict__.items() if k not in self._unsaved}
+        return _loader(), (pickle.dumps((type(self), state)),)
 
 
 class _Space:
@@ -82,7 +88,7 @@ class ArchSearch(_Portable, OptunaSearch):
             space=_Space(spec),
             metric=[o.metric for o in spec.objectives],
             mode=[o.direction for o in spec.objectives],
-            sampler=study.make_sampler(spec),
+            sampler=None,  # the driver sets the spec's, once its trials are known (study.sampler_for)
         )
         self.study.add_trials(earlier)  # before the arms are queued: numbers go on from these
         for arm in arms:
@@ -127,8 +133,8 @@ class ArchSearch(_Portable, OptunaSearch):
         trial, result = self._trial(trial_id), result or {}
         if trial is None:
             return
-        if study.RUNGS_ATTR in result:  # MO-ASHA's records of it (the driver's _Bookkeeper)
-            trial.set_user_attr(study.RUNGS_ATTR, json.loads(result[study.RUNGS_ATTR]))
+        if RUNGS_ATTR in result:  # MO-ASHA's records of it (the driver's _Bookkeeper)
+            trial.set_user_attr(RUNGS_ATTR, json.loads(result[RUNGS_ATTR]))
         if "run_id" in result:
             trial.set_user_attr("mlflow_run_id", result["run_id"])
             trial.set_user_attr("arch", result["arch"])

@@ -1,7 +1,8 @@
-"""In a Ray worker: one trial (``trainable``), through the same pipeline as the local
-backend. It logs its own MLflow child run (keyed by Tune's trial id, so a retry continues
-it), reports every epoch with a checkpoint (a retry resumes from it) and ends with one
-result holding its ``pipeline.Outcome``, which the driver's searcher tells the study."""
+"""In a Ray worker: one trial (``trainable``), through the same pipeline and the same
+executor (``runs.executor.execute``) as the local backend. It logs its own MLflow child
+run (keyed by Tune's trial id, so a retry continues it) through ``pipeline.TrialLog``,
+reports every epoch with a checkpoint (a retry resumes from it) and ends with one result
+holding its ``pipeline.Outcome``, which the driver's searcher tells the study."""
 
 from __future__ import annotations
 
@@ -17,9 +18,9 @@ import torch
 from ray import tune
 
 from runs import data as datasets
-from runs import faults, worker
-from runs.tracking import NODE_TAG, RESUMED_TAG, TIMEOUT_TAG, Tracker
-from runs.trial import Infeasible, replay_trial, run_trial
+from runs import executor, faults
+from runs.tags import NODE_TAG, TIMEOUT_TAG
+from runs.tracking import Tracker
 from search.spec import Spec
 from search.sweep import pipeline, replay
 from search.sweep.pipeline import Draw
@@ -58,7 +59,6 @@ def trainable(config: dict, *, spec: Spec, parent: str, uri: str, credentials: t
         return _answer_repeat(drawn, spec, tracker, parent, key)
     b = spec.backend
     device = torch.device("cuda" if b.gpus_per_trial and torch.cuda.is_available() else "cpu")
-    torch.set_num_threads(max(1, int(b.cpus_per_trial)))
     data = _dataset(spec, device)
     arch, cfg, line = pipeline.materialise(spec, drawn, data)
     run = pipeline.open_run(tracker, parent, spec, drawn, line, key=key)
@@ -70,75 +70,66 @@ def trainable(config: dict, *, spec: Spec, parent: str, uri: str, credentials: t
         tune.report({**base, "state": "failed", "reason": reason})
 
     if TIMEOUT_TAG in tracker.tags(run):  # the watchdog ended the last attempt's worker
-        return fail(worker.timeout_reason(b.trial_timeout))
-    resume = _resume(tracker, run, device)
-    epochs = _Reporter(tracker, run, base, drawn.number, resume)
-    trained: dict = {}
+        return fail(executor.timeout_reason(b.trial_timeout))
+    resume = _resume(device)
+    # A retry's checkpointed epochs were logged before Tune had them (_Reporter.report)
+    log = pipeline.TrialLog(tracker, run, logged=resume["epoch"] if resume else -1)
+    if resume:
+        log.resumed(resume["epoch"], resume["metrics"])
+    row = replay.row_for(_table(spec.search.replay), drawn).as_dict() if spec.search.replay else None
+    threads = max(1, int(b.cpus_per_trial))
+    job = executor.Job(
+        drawn.number, arch, cfg, drawn.seed, tuple(spec.constraints), str(device), threads,
+        b.memory_per_trial, os.environ.get(faults.ENV), row,
+    )  # fmt: skip
+    epochs, trained = _Reporter(log, base), {}
     try:
-        with _watchdog(b.trial_timeout, tracker, run), worker.memory_cap(b.memory_per_trial):
-            if spec.search.replay:  # read from a recorded table, nothing trains
-                row = replay.row_for(_table(spec.search.replay), drawn).as_dict()
-                report = epochs.report
-                metrics = replay_trial(
-                    arch, row, constraints=spec.constraints, report=report, on_cost=epochs.cost.update
-                )
-            else:
-                metrics = run_trial(
-                    arch,
-                    cfg,
-                    data,
-                    seed=drawn.seed,
-                    constraints=spec.constraints,
-                    report=epochs.report,
-                    resume=resume,
-                    on_cost=epochs.cost.update,
-                    on_trained=trained.update,
-                )
-        outcome = pipeline.completed(spec, metrics)
-    except Infeasible as err:
-        outcome = pipeline.refused(spec, err)
-    except TrialTimeout:
-        return fail(worker.timeout_reason(b.trial_timeout))
-    except Exception as err:
-        if worker.failure_kind(err) in ("oom", "failed"):  # it would happen again: not retried
+        with _watchdog(b.trial_timeout, tracker, run):
+            final = executor.execute(job, data, resume=resume, on_epoch=epochs.report, on_trained=trained.update)
+    except executor.TrialTimeout:  # it came between the trial's end and the watchdog's
+        final = executor.Failed("timeout", "")
+    if isinstance(final, executor.Failed):
+        if final.kind == "timeout":
+            return fail(executor.timeout_reason(b.trial_timeout))
+        if final.kind in ("oom", "failed"):  # it would happen again: not retried
             if device.type == "cuda":
                 torch.cuda.empty_cache()  # the next trial of this worker gets the memory back
-            return fail(worker.failure_reason(err))
-        tracker.end_trial(run, "failed", worker.failure_reason(err))  # Tune retries it; a retry reopens this run
-        raise
+            return fail(final.reason)
+        tracker.end_trial(run, "failed", final.reason)  # Tune retries it; a retry reopens this run
+        raise final.error
+    if isinstance(final, executor.Refused):
+        outcome = pipeline.refused(spec, final.error())
+    else:
+        outcome = pipeline.completed(spec, final.metrics)
     pipeline.close_run(tracker, run, outcome)
     _report_outcome(base, outcome, trained, epochs.last)
 
 
-def _resume(tracker: Tracker, run: str, device: torch.device) -> dict | None:
+def _resume(device: torch.device) -> dict | None:
     """The training state of Tune's last checkpoint, when this attempt is a retry."""
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
         return None
     with checkpoint.as_directory() as folder:
-        resume = torch.load(Path(folder) / "state.pt", map_location=device, weights_only=True)
-    tracker.set_tags(run, {RESUMED_TAG: str(resume["epoch"] + 1)})
-    return resume
+        return torch.load(Path(folder) / "state.pt", map_location=device, weights_only=True)
 
 
 class _Reporter:
-    """Each epoch to MLflow, then to Tune with a checkpoint of the training state."""
+    """Each epoch to MLflow (``pipeline.TrialLog``, as the local backend logs it), then to
+    Tune with a checkpoint of the training state."""
 
-    def __init__(self, tracker: Tracker, run: str, base: dict, number: int, resume: dict | None) -> None:
-        self.tracker, self.run, self.base, self.number = tracker, run, base, number
-        self.first = resume["epoch"] + 1 if resume else 0
-        self.cost: dict = {}  # measured before training, reported with every epoch
+    def __init__(self, log: pipeline.TrialLog, base: dict) -> None:
+        self.log, self.base = log, base
         self.last = None  # the last epoch's snapshot function
 
-    def report(self, epoch: int, metrics: dict, snapshot) -> None:
+    def report(self, epoch: int, metrics: dict, cost: dict, snapshot) -> bool:
         self.last = snapshot
-        # Before Tune: a crash may repeat a step, never skip one.
-        self.tracker.log_metrics(self.run, metrics, step=epoch)
+        self.log.epoch(epoch, metrics)  # before Tune: a crash may repeat a step, never skip one
         with tempfile.TemporaryDirectory() as folder:
             torch.save(snapshot(), Path(folder) / "state.pt")
-            result = {**self.base, **self.cost, **metrics, "epoch": epoch + 1, "state": "running"}
+            result = {**self.base, **cost, **metrics, "epoch": epoch + 1, "state": "running"}
             tune.report(result, checkpoint=tune.Checkpoint.from_directory(folder))
-        faults.fire(os.environ.get(faults.ENV), self.number, epoch, self.first)
+        return True  # Tune's scheduler stops a trial itself
 
 
 def _report_outcome(base: dict, outcome: pipeline.Outcome, trained: dict, snapshot) -> None:
@@ -161,13 +152,9 @@ def _answer_repeat(drawn: Draw, spec: Spec, tracker: Tracker, parent: str, key: 
     tune.report({**base, **answer.metrics, "state": answer.state, "reason": answer.reason, "outcome": answer.as_text()})
 
 
-class TrialTimeout(Exception):
-    """Raised in a trial's thread by its watchdog."""
-
-
 @contextmanager
 def _watchdog(seconds: float | None, tracker: Tracker, run: str):
-    """After ``seconds``, raise TrialTimeout in the trial's thread (Tune runs trials in a
+    """After ``seconds``, raise ``executor.TrialTimeout`` in the trial's thread (Tune runs trials in a
     thread, which cannot be killed). A thread stuck in native code never sees it; then the
     worker process ends itself after a grace period, and the retry Tune starts finds the
     run's timeout tag and records the timeout instead of training again."""
@@ -178,7 +165,7 @@ def _watchdog(seconds: float | None, tracker: Tracker, run: str):
 
     def expire() -> None:
         tracker.set_tags(run, {TIMEOUT_TAG: f"{seconds:g}"})
-        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(target), ctypes.py_object(TrialTimeout))
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(target), ctypes.py_object(executor.TrialTimeout))
         if not done.wait(30):
             os._exit(1)
 

@@ -12,10 +12,10 @@ import matplotlib.pyplot as plt
 import yaml
 from rich.console import Console
 
+from search.results.progress import Progress
 from search.results.report import html
 from search.results.view import LiveView, tally
 from search.spec import load
-from search.sweep.base import Progress
 
 
 class Page(HTMLParser):

@@ -1,4 +1,5 @@
-"""Ablation arms, the paired statistics, and the report."""
+"""The paired statistics of an ablation's arms, and its report (the arms themselves:
+tests/search/spec/test_ablation.py)."""
 
 import math
 
@@ -7,7 +8,7 @@ import pytest
 from scipy import stats
 
 from search.results.stats import paired, report
-from search.spec.ablation import Ablation, Arm, arms, set_path
+from search.spec.ablation import Ablation, Arm
 
 
 def test_paired_statistics_match_the_textbook_formulas():
@@ -29,23 +30,6 @@ def test_paired_statistics_with_one_seed_have_no_interval():
     assert out["diff"] == pytest.approx(0.1) and math.isnan(out["p"])
 
 
-def test_set_path_reaches_every_stage():
-    model = {"stages": [{"mixer": "a"}, {"mixer": "b"}], "patch_size": 4}
-    set_path(model, "stages[*].mixer", "fourier")
-    set_path(model, "stages[1].width", 32)
-    assert model == {"stages": [{"mixer": "fourier"}, {"mixer": "fourier", "width": 32}], "patch_size": 4}
-
-
-def test_one_at_a_time_and_factorial_designs():
-    factors = {"model.positional": ["learned", "rope", "none"], "model.stages[*].mixer": ["attention", "fourier"]}
-    model = {"stages": [{"depth": 1, "width": 8, "mixer": "attention"}], "positional": "learned"}
-    one = arms(factors, "one-at-a-time", model, {})
-    assert [a[0] for a in one] == ["base", "positional=rope", "positional=none", "stages[*].mixer=fourier"]
-    assert one[3][2]["stages"][0]["mixer"] == "fourier" and one[3][2]["positional"] == "learned"
-    full = arms(factors, "factorial", model, {})
-    assert len(full) == 6 and full[0][1] == {"model.positional": "learned", "model.stages[*].mixer": "attention"}
-
-
 def test_report_means_diffs_and_refused_arms():
     ablation = Ablation(
         {}, "one-at-a-time", 2, (Arm("base", {}, {}, {}), Arm("b", {}, {}, {}), Arm("c", {}, {}, {}, "refused: no"))
@@ -56,7 +40,7 @@ def test_report_means_diffs_and_refused_arms():
         {"arm": 1, "seed": 0, "acc": 0.6},
         {"arm": 1, "seed": 1, "acc": 0.9},
     ]
-    rows = report(ablation, trials, ["acc"])
+    rows = report(ablation.arms, trials, ["acc"])
     assert rows[0]["acc_mean"] == pytest.approx(0.6) and rows[0]["acc_std"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
     assert rows[1]["acc_diff"] == pytest.approx(0.15)
     assert rows[2]["refused"] == "refused: no" and rows[2]["seeds"] == 0

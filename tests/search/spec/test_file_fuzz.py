@@ -336,6 +336,7 @@ CLI_CASES = [
 ]
 
 
+@pytest.mark.slow  # a process of main.py each, 2-3 s
 @pytest.mark.parametrize(("command", "target", "kind"), CLI_CASES, ids=[f"{c} {t}: {k}" for c, t, k in CLI_CASES])
 def test_the_command_line_refuses_with_exit_2_in_one_line_per_problem(tmp_path, command, target, kind):
     work = tmp_path / "work"

@@ -87,6 +87,7 @@ def mutants(count: int, seed: int):
         yield i, data
 
 
+@pytest.mark.slow
 def test_a_thousand_mutated_specs_load_or_are_refused_cleanly(tmp_path):
     refused = 0
     for i, data in mutants(1000, seed=0):

@@ -12,7 +12,6 @@ from optuna.trial import TrialState
 from runs.tracking import Tracker, embedded_store
 from search.spec import load
 from search.sweep import study
-from search.sweep.base import Sweep
 from search.sweep.pipeline import draw_key, trial_params
 
 STAGE = {"depth": 1, "width": 8, "mlp_ratio": 2, "mixer": {"name": "fourier", "options": {}}}
@@ -86,9 +85,8 @@ def test_on_ray_the_driver_spots_a_repeat_and_the_trainable_answers_it_untrained
     assert run.data.tags["archsweep.duplicate_of"] == "0" and run.data.tags["archsweep.state"] == "duplicate"
     assert run.data.tags["archsweep.trial"] == "1" and run.data.params["seed"] == str(spec.search.seed)
 
-    sweep = Sweep(spec)  # the driver's bookkeeping counts it, and has its line to print
-    monkeypatch.setattr(driver, "_ACTIVE", [sweep])
-    driver._Bookkeeper().on_trial_complete(0, [], SimpleNamespace(last_result=reported[-1]))
+    sweep = driver.RaySweep(spec)  # the driver's bookkeeping counts it, and has its line to print
+    driver._Bookkeeper(sweep).on_trial_complete(0, [], SimpleNamespace(last_result=reported[-1]))
     assert sweep.progress.duplicate == 1 and sweep.progress.done == 0
     line = sweep.progress.ended[0]
     assert (line["trial"], line["state"], line["duplicate_of"], line["reason"]) == (

@@ -18,6 +18,8 @@ from mlflow import MlflowClient
 from optuna.trial import TrialState
 
 import main
+import runs.journal
+from runs.journal import DamagedJournal, journal_path, mend_journal, read_study
 from runs.metrics import Objective
 from search.results import pareto
 from search.sweep import study
@@ -56,7 +58,7 @@ def swept(table, tmp_path_factory) -> Path:
 def _copy(swept: Path, folder: Path) -> tuple[Path, Path]:
     """(a copy of the swept store in ``folder``, its journal)."""
     store = Path(shutil.copytree(swept, folder / "store"))
-    return store, study.journal_path(store, NAME)
+    return store, journal_path(store, NAME)
 
 
 def _last_line_start(data: bytes) -> int:
@@ -89,6 +91,7 @@ def _torn_variants() -> list[tuple[str, int | bytes]]:
     return [*cuts, ("garbage", b"\xff\xfe{not utf-8\n"), ("garbage", b"\x00" * 512)]
 
 
+@pytest.mark.slow  # a resumed sweep for each of CUTS + 2 variants
 @pytest.mark.parametrize(("kind", "how"), _torn_variants(), ids=lambda v: str(v)[:12])
 def test_a_journal_whose_last_record_was_cut_is_continued_from_its_whole_records(
     table, swept, tmp_path, capsys, kind, how
@@ -103,7 +106,7 @@ def test_a_journal_whose_last_record_was_cut_is_continued_from_its_whole_records
     else:
         torn = how
     journal.write_bytes(whole[:start] + torn)
-    before = study.read_study(store, NAME).get_trials(deepcopy=False)  # the torn line left out
+    before = read_study(store, NAME).get_trials(deepcopy=False)  # the torn line left out
     capsys.readouterr()
 
     assert _run(table, store, TRIALS + 1) == 0
@@ -138,16 +141,16 @@ def test_each_torn_record_is_kept_in_a_file_of_its_own(swept, tmp_path, monkeypa
     """Never over an earlier one, even at the same instant."""
     _, journal = _copy(swept, tmp_path)
     instant = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
-    monkeypatch.setattr(study, "datetime", type("Frozen", (), {"now": staticmethod(lambda tz: instant)}))
+    monkeypatch.setattr(runs.journal, "datetime", type("Frozen", (), {"now": staticmethod(lambda tz: instant)}))
     whole = journal.read_bytes()
     for torn in (b'{"op_code":', b'{"op_code":4,"wor'):
         journal.write_bytes(whole + torn)
-        assert "continuing from its" in study.mend_journal(journal)
+        assert "continuing from its" in mend_journal(journal)
         assert journal.read_bytes() == whole
     kept = sorted(journal.parent.glob(f"{journal.name}.torn-*"))
     assert [p.name.split(".torn-")[1] for p in kept] == ["20260102T030405000000Z", "20260102T030405000000Z-2"]
     assert [p.read_bytes() for p in kept] == [b'{"op_code":', b'{"op_code":4,"wor']
-    assert study.mend_journal(journal) is None  # whole: nothing to do
+    assert mend_journal(journal) is None  # whole: nothing to do
 
 
 @pytest.mark.parametrize("tail", [b'{"op_code":6,"wor', b"\xff\xfe\x00garbage\n", b"[1, 2]\n"])
@@ -155,9 +158,9 @@ def test_a_reader_leaves_out_a_last_line_that_is_no_record(swept, tmp_path, tail
     """Optuna's own reader skips a last line without its newline, but raises on one that
     is not UTF-8: archsweep's reader (``show``, ``validate``, warm starts) skips either."""
     store, journal = _copy(swept, tmp_path)
-    expected = [(t.number, t.state, t.values) for t in study.read_study(store, NAME).trials]
+    expected = [(t.number, t.state, t.values) for t in read_study(store, NAME).trials]
     journal.write_bytes(journal.read_bytes() + tail)
-    assert [(t.number, t.state, t.values) for t in study.read_study(store, NAME).trials] == expected
+    assert [(t.number, t.state, t.values) for t in read_study(store, NAME).trials] == expected
     assert journal.read_bytes().endswith(tail)  # a reader mends nothing
 
 
@@ -180,8 +183,8 @@ def test_a_damaged_line_before_the_last_is_a_located_refusal(table, swept, tmp_p
     store, journal = _copy(swept, tmp_path)
     number = _damage_middle(journal, how)
     damaged = journal.read_bytes()
-    with pytest.raises(study.DamagedJournal, match=f"damaged at line {number} "):
-        study.read_study(store, NAME)
+    with pytest.raises(DamagedJournal, match=f"damaged at line {number} "):
+        read_study(store, NAME)
     capsys.readouterr()
 
     assert _run(table, store, TRIALS + 1) == 2
@@ -209,10 +212,11 @@ TINY_SPACE = [
 ]
 
 
+@pytest.mark.slow
 def test_a_repeated_draw_stands_once_on_optunas_front_and_still_counts(table, tmp_path):
     store = tmp_path / "store"
     assert _run(table, store, 12, *TINY_SPACE) == 0
-    found = _plain_study(study.journal_path(store, "tiny"), "tiny")
+    found = _plain_study(journal_path(store, "tiny"), "tiny")
     client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id], max_results=1000)
     runs = {int(r.data.tags["archsweep.trial"]): r for r in runs if r.data.tags["archsweep.trial"] != "parent"}
@@ -226,4 +230,4 @@ def test_a_repeated_draw_stands_once_on_optunas_front_and_still_counts(table, tm
     assert all(runs[t.number].data.tags["archsweep.duplicate_of"] == str(t.user_attrs["duplicate_of"]) for t in repeats)
 
     assert _run(table, store, 14, *TINY_SPACE) == 0  # repeats count: two more trials, none run again
-    assert len(_plain_study(study.journal_path(store, "tiny"), "tiny").trials) == 14
+    assert len(_plain_study(journal_path(store, "tiny"), "tiny").trials) == 14

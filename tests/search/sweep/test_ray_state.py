@@ -4,19 +4,15 @@ which Tune copies to storage non-atomically, repaired from the searcher's own co
 from __future__ import annotations
 
 import optuna
-import pytest
 from optuna.trial import TrialState
 
 from search.spec import load
+from search.sweep.ray.driver import SEARCHER_COPY, RaySweep
+from search.sweep.ray.searcher import ArchSearch
 from tests.e2e.conftest import write_spec
-
-pytest.importorskip("search.sweep.ray.driver")
 
 
 def test_a_searcher_state_emptied_by_a_killed_copy_is_restored_from_its_own_copy(tmp_path):
-    from search.sweep.ray.driver import SEARCHER_COPY, RaySweep
-    from search.sweep.ray.searcher import ArchSearch
-
     spec = load(write_spec(tmp_path, backend={"kind": "ray"}, tracking={"dir": str(tmp_path / "store")}))
     done = optuna.trial.create_trial(state=TrialState.FAIL, user_attrs={"fail_reason": "x"})
     searcher = ArchSearch(spec, [done])

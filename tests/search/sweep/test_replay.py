@@ -11,6 +11,7 @@ import pytest
 from optuna.trial import TrialState
 
 from search.results import pareto
+from search.samplers import SAMPLERS
 from search.spec import load
 from search.sweep.replay import Halving, replay
 from search.tables.table import Table, TableError, exact_front
@@ -94,14 +95,18 @@ def test_the_same_seed_replays_the_same_sweep(digits):
 
 def test_a_table_of_cells_replays_through_the_same_samplers():
     from runs.metrics import Objective
-    from search.sweep import study
     from search.sweep.replay import replay_cells
     from search.tables.nb201 import EDGES, OPS, cell_key, load_nb201
 
     table = load_nb201()
     objectives = (Objective("val_accuracy", "max"), Objective("cost", "min"))
     result = replay_cells(
-        table, {e: OPS for e in EDGES}, cell_key, objectives, sampler=study.sampler("nsga2", 0, 300), trials=300
+        table,
+        {e: OPS for e in EDGES},
+        cell_key,
+        objectives,
+        sampler=SAMPLERS["nsga2"](seed=0, trials=300).build(),
+        trials=300,
     )
     rows, first = table.by_key(), {}
     for frozen, replayed in zip(result.study.trials, result.trials, strict=True):

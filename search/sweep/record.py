@@ -16,6 +16,9 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
+from runs import data as datasets
+from runs import tracking
+from runs.trial import Infeasible, run_trial
 from search.spec import Spec
 from search.spec.space import FloatRange, sample
 from search.sweep import pipeline
@@ -85,9 +88,6 @@ def _check_finite(spec: Spec) -> None:
 def _train_one(spec: Spec, key: str, model: dict, train: dict, seed: int, threads: int) -> dict | str:
     """One row's data, trained in a worker process; a string when it cannot be trained."""
     import torch
-
-    from runs import data as datasets
-    from runs.trial import Infeasible, run_trial
 
     torch.set_num_threads(threads)
     data = _DATA.get(seed) or _DATA.setdefault(seed, datasets.load(spec.data, seed=spec.search.seed))
@@ -183,7 +183,6 @@ def _read_partial(path: Path, kind: str = "key") -> list[dict]:
 
 
 def _versions() -> dict[str, str]:
-    import mlflow
     import optuna
     import torch
 
@@ -191,5 +190,5 @@ def _versions() -> dict[str, str]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "optuna": optuna.__version__,
-        "mlflow": mlflow.__version__,
+        "mlflow": tracking.mlflow_version(),
     }

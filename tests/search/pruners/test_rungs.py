@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from search.sweep.moasha import RungDecision, decide, order, promotable, rung_epochs
+from search.pruners.rungs import RungDecision, decide, order, promotable, rung_epochs
 
 ACC_GMACS = ["max", "min"]  # (accuracy at the rung, cost known before training)
 
