@@ -1,5 +1,6 @@
-"""The Optuna study a sweep owns: where its journal lives, how it is opened, its sampler
-and pruner, and what a trial's state in it means to archsweep.
+"""The Optuna study a sweep owns: how it is created, its sampler and pruner (built from the
+registries, ``search.samplers`` and ``search.pruners``), the per-epoch decision both the
+local backend and a replay take, and what a trial's state in it means to archsweep.
 
 A study holds every trial with the user attributes ``arch``, ``mlflow_run_id``,
 ``metrics`` and ``state`` (see ``state_of``); a sampled trial's ``draw``, and
