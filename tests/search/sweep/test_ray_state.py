@@ -7,7 +7,8 @@ import optuna
 from optuna.trial import TrialState
 
 from search.spec import load
-from search.sweep.ray.driver import SEARCHER_COPY, RaySweep
+from search.sweep import study
+from search.sweep.ray.driver import SEARCHER_COPY, RaySweep, _Bookkeeper, _reattach, _RungScheduler, tune
 from search.sweep.ray.searcher import ArchSearch
 from tests.e2e.conftest import write_spec
 
@@ -25,3 +26,31 @@ def test_a_searcher_state_emptied_by_a_killed_copy_is_restored_from_its_own_copy
     saved.write_bytes(b"")  # as a driver killed while Tune copied it leaves it
     assert [t.user_attrs for t in sweep._saved_study().trials] == [{"fail_reason": "x"}]
     assert saved.read_bytes() == (sweep.experiment_path / SEARCHER_COPY).read_bytes()
+
+
+def test_tunes_saved_state_leaves_the_sweep_out_and_a_restored_driver_hands_in_its_own(tmp_path):
+    """The Tune scheduler and callbacks hold this driver's rung judge and sweep (no module
+    global); tuner.pkl keeps neither, and a restored Tuner runs with the new driver's."""
+    spec = load(write_spec(tmp_path, backend={"kind": "ray"}, search={"pruner": "mo_asha"}))
+    sweep = RaySweep(spec)
+    sweep.judge = study.rung_judge(spec)
+    folder = tmp_path / "ray"
+    tune.Tuner(  # writes tuner.pkl, as the driver's does; no Ray runtime needed
+        _trainable,
+        tune_config=tune.TuneConfig(scheduler=_RungScheduler(sweep.judge)),
+        run_config=tune.RunConfig(name="x", storage_path=str(folder), callbacks=[_Bookkeeper(sweep)]),
+    )
+    restored = tune.Tuner.restore(str(folder / "x"), trainable=_trainable)
+    internal = restored._local_tuner  # what _reattach reaches into
+    saved_scheduler, (saved_callback,) = internal._tune_config.scheduler, internal._run_config.callbacks
+    assert isinstance(saved_scheduler, _RungScheduler) and not hasattr(saved_scheduler, "judge")
+    assert isinstance(saved_callback, _Bookkeeper) and not hasattr(saved_callback, "sweep")
+    again = RaySweep(spec)
+    again.judge = study.rung_judge(spec)
+    _reattach(restored, _RungScheduler(again.judge), [_Bookkeeper(again)])
+    assert internal._tune_config.scheduler.judge is again.judge
+    assert [c.sweep for c in internal._run_config.callbacks] == [again]
+
+
+def _trainable(config):
+    """A Tune trainable by name (never run here)."""
