@@ -55,6 +55,12 @@ def one_of(*allowed: str) -> Check:
     return check
 
 
+def registered(registry: Mapping[str, Any]) -> Check:
+    """A name in ``registry`` as it is when the spec is checked (a sampler, pruner or
+    backend registered after this module was imported is a name too)."""
+    return lambda v: one_of(*registry)(v)
+
+
 def boolean(v: Any) -> str | None:
     return None if isinstance(v, bool) else f"expected true or false, got {v!r}"
 

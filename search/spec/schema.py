@@ -28,6 +28,7 @@ from search.spec.checks import (
     one_of,
     optional,
     path_text,
+    registered,
     registered_name,
     stride,
     sweep_name,
@@ -155,9 +156,9 @@ TRAIN_FIELDS = with_defaults(
 )
 SEARCH_FIELDS = with_defaults(
     {
-        "sampler": Field(one_of(*SAMPLERS)),
+        "sampler": Field(registered(SAMPLERS)),
         "trials": Field(integer()),
-        "pruner": Field(one_of(*PRUNERS)),
+        "pruner": Field(registered(PRUNERS)),
         "seed": Field(integer(0)),
         "timeout": Field(optional(number())),
         "min_epochs": Field(optional(integer())),
@@ -171,7 +172,7 @@ SEARCH_FIELDS = with_defaults(
 
 BACKEND_FIELDS = with_defaults(
     {
-        "kind": Field(one_of(*BACKENDS)),
+        "kind": Field(registered(BACKENDS)),
         "address": Field(address),
         "cpus_per_trial": Field(number()),
         "gpus_per_trial": Field(fraction),

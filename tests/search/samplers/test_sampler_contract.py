@@ -76,3 +76,24 @@ def test_a_sampler_that_needs_a_finite_space_refuses_a_free_float_at_validate(na
     if SAMPLERS[name].finite:
         with pytest.raises(SpecError, match=f"search.sampler: {name} needs finite dimensions"):
             load(DIGITS_SPEC, [f"search.sampler={name}", "train.lr={float: [0.001, 0.01]}"])
+
+
+class _EveryOther(Sampler):
+    """A sampler of a user's own: one class, registered, nothing else touched."""
+
+    name = "every-other"
+
+    def build(self) -> optuna.samplers.BaseSampler:
+        return optuna.samplers.RandomSampler(seed=self.seed + 1)
+
+
+def test_a_sampler_registered_from_outside_is_a_spec_value_and_runs(digits, monkeypatch):
+    spec, table = digits
+    with pytest.raises(SpecError, match=r"search\.sampler: expected one of"):
+        load(DIGITS_SPEC, ["search.sampler=every-other"])
+    monkeypatch.setitem(SAMPLERS, _EveryOther.name, _EveryOther)
+    loaded = load(DIGITS_SPEC, ["search.sampler=every-other", f"search.trials={TRIALS}"])
+    result = replay(loaded, table)
+    assert len(result.trials) == TRIALS
+    expected = replay(_with(spec, "random", seed=1), table)  # what it builds: Optuna's random, seeded + 1
+    assert [t.params for t in result.study.trials] == [t.params for t in expected.study.trials]
