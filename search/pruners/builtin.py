@@ -51,6 +51,9 @@ class ASHA(Pruner):
             grace_period=self.min_epochs,
             reduction_factor=self.reduction_factor,
             time_attr="epoch",
+            # Tune's default stops a trial at its last epoch's report, before the worker
+            # reports how the trial ended: every complete trial would be recorded pruned.
+            stop_last_trials=False,
         )
 
 
