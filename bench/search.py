@@ -8,6 +8,9 @@ trials dominate is taken at a fixed reference point and compared with the table'
 front's: regret = exact - found, as a function of trials, of evaluations (trials that
 trained: a repeated draw is answered free) and of cumulative training epochs.
 
+Strategies: the registered samplers (with and without MO-ASHA on digits) and, as peers,
+pymoo's SMS-EMOA and NSGA-II (``bench.peers``), all counted in distinct evaluations.
+
 Tables:
 - ``digits``: archsweep's own recorded table (``spaces/tables/digits.jsonl.gz``, its space
   ``spaces/tables/digits.yaml``), val_accuracy up and GMACs down, reference point the
@@ -24,18 +27,24 @@ from __future__ import annotations
 import math
 import multiprocessing
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import optuna
 
+from bench import peers
 from bench.common import Env, pyplot, save_figure, write_csv
 from runs.metrics import Objective
 from search import samplers
 from search.pruners.mo_asha import MOASHA
 from search.results.pareto import hypervolume_at
 from search.spec import load as load_spec
+from search.spec.space import sample
+from search.sweep import study
+from search.sweep.pipeline import draw_key
 from search.sweep.replay import Halving, replay, replay_cells
 from search.tables.nb201 import EDGES, OPS, cell_key, load_nb201
 from search.tables.table import Table, exact_front, nadir, seed_noise
@@ -96,6 +105,9 @@ def _replay(name: str, tables: dict, sampler_name: str, halving: tuple | None, s
     """One replayed sweep: its trials (state, epochs trained, metrics, row key)."""
 
     table, objectives, *_, spec = tables[name]
+    if sampler_name in peers.ALGORITHMS:
+        choices, key = _encoding(spec)
+        return peers.replay(sampler_name, table.by_key(), choices, key, objectives, seed=seed, evaluations=trials)
     if spec is not None:
         search = replace(spec.search, sampler=sampler_name, seed=seed, trials=trials)
         result = replay(replace(spec, search=search), table, halving=Halving(*halving) if halving else None)
@@ -122,6 +134,21 @@ def _replay(name: str, tables: dict, sampler_name: str, halving: tuple | None, s
         )
         keys = [cell_key([t.params[e] for e in EDGES]) for t in result.study.trials]
     return [(t.state, t.epochs, t.metrics, k) for t, k in zip(result.trials, keys, strict=True)]
+
+
+def _encoding(spec) -> tuple[list[int], Callable[[list[int]], str]]:
+    """How the peers see a table's space: option counts per dimension, and the row key of
+    a vector of option indices (NB201: an op per edge; a spec: its finite grid, each
+    vector made into the draw a sweep would make of those parameters)."""
+    if spec is None:
+        return [len(OPS)] * len(EDGES), lambda x: cell_key([OPS[i] for i in x])
+    grid = study.grid_space(spec)
+
+    def key(x: list[int]) -> str:
+        fixed = optuna.trial.FixedTrial({name: values[i] for (name, values), i in zip(grid.items(), x, strict=True)})
+        return draw_key(sample(spec.model, fixed, "model"), sample(spec.train, fixed, "train"))
+
+    return [len(values) for values in grid.values()], key
 
 
 def _points(trials: int) -> list[int]:
@@ -288,6 +315,8 @@ def run(out: Path, *, quick: bool = False, console=None, workers: int = 2, seeds
             trials = min(trials, 12 if sampler_name == "gp" else 30) if quick else trials
             for halving in (None, _default_halving()) if name == "digits" else (None,):
                 jobs += [(name, sampler_name, halving, seed, trials, quick) for seed in range(seeds)]
+        for peer in peers.ALGORITHMS:  # budgets in distinct evaluations, as the samplers' trials
+            jobs += [(name, peer, None, seed, 30 if quick else BUDGET[name], quick) for seed in range(seeds)]
     if "digits" in tables and not quick:
         for halving in set(HALVINGS) - {_default_halving()}:
             jobs += [("digits", "random", halving, seed, SMALLER["digits", "random"], quick) for seed in range(seeds)]

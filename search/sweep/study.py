@@ -63,7 +63,9 @@ def name_metrics(study: optuna.Study, spec: Spec) -> None:
 # -- sampler and pruner: built from the registries, once per sweep ------------------------
 
 
-def _grid_space(spec: Spec) -> dict[str, list]:
+def grid_space(spec: Spec) -> dict[str, list]:
+    """Every value of every dimension of a finite space, by Optuna's parameter name (a
+    float range by its step): the grid sampler's, and ``bench search``'s peers' encoding."""
     space = {}
     for path, dim in {**dimensions(spec.model, "model"), **dimensions(spec.train, "train")}.items():
         path = param(path)
@@ -85,7 +87,7 @@ def sampler_for(spec: Spec, drawn: int = 0) -> optuna.samplers.BaseSampler:
     s = spec.search
     seed = s.seed if not drawn else int(np.random.SeedSequence([s.seed, drawn]).generate_state(1)[0])
     kind = SAMPLERS[s.sampler]
-    return kind(seed=seed, trials=s.trials, grid=_grid_space(spec) if kind.finite else None).build()
+    return kind(seed=seed, trials=s.trials, grid=grid_space(spec) if kind.finite else None).build()
 
 
 def max_epochs(spec: Spec) -> int:

@@ -129,3 +129,28 @@ def test_search_curves_count_evaluations_epochs_and_the_front_found():
     curve = list(rows.values())
     assert _reached(curve, 0.99, "epochs") == 31 and _reached(curve, 0.5, "evaluations") == 1
     assert _reached(curve[:3], 0.99, "evaluations") == float("inf")
+
+
+@pytest.mark.parametrize("name", ["pymoo-smsemoa", "pymoo-nsga2"])
+def test_the_peers_search_a_spec_space_and_count_distinct_evaluations(name):
+    """pymoo's algorithms on the digits space as bench search runs them: each vector of
+    option indices is the draw a sweep would make of those parameters, a row of the table;
+    a row evaluated before is a repeat (no epochs); the same seed, the same search."""
+    from bench import peers
+    from bench.search import _encoding
+    from tests.made_up import EPOCHS, digits_table
+
+    spec, table = digits_table()
+    rows = table.by_key()
+    choices, key = _encoding(spec)
+    assert len({key([i % n for n in choices]) for i in range(max(choices))}) == max(choices)  # distinct draws
+    records = peers.replay(name, rows, choices, key, spec.objectives, seed=0, evaluations=60)
+    fresh = [r for r in records if r[0] == "complete"]
+    assert len(fresh) == 60 == len({r[3] for r in fresh}) and all(r[1] == EPOCHS for r in fresh)
+    first = {}
+    for i, (state, epochs, metrics, row) in enumerate(records):
+        first.setdefault(row, i)
+        assert metrics == rows[row].metrics()
+        assert (state == "complete") == (first[row] == i) and (epochs == 0) == (state == "duplicate")
+    assert peers.replay(name, rows, choices, key, spec.objectives, seed=0, evaluations=60) == records
+    assert peers.replay(name, rows, choices, key, spec.objectives, seed=1, evaluations=60) != records
