@@ -180,6 +180,8 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         console.print(front_table(front, spec.objectives, f"Pareto front of {spec.name} ({len(rows)} feasible trials)"))
     for line in tally(sweep.trial_rows()):
         console.print(Text(line), soft_wrap=True)
+    if sweep.stopped:  # short of search.trials: the space is exhausted, or the sampler only redraws
+        console.print(Text(f"stopped early: {sweep.stopped}"), soft_wrap=True)
     where = spec.tracking_uri or sweep.store
     ui = "python main.py ui" + ("" if spec.tracking_uri or spec.store == "out" else f" --store {spec.store}")
     console.print(f"results: MLflow experiment {spec.experiment!r} in {where}; open it with: {ui}")

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import optuna
+from optuna.distributions import CategoricalDistribution
 
 from bench import peers
 from bench.common import Env, pyplot, save_figure, write_csv
@@ -41,12 +42,13 @@ from runs.metrics import Objective
 from search import samplers
 from search.pruners.mo_asha import MOASHA
 from search.results.pareto import hypervolume_at
+from search.samplers import Described, Exact, Knowledge
 from search.spec import load as load_spec
 from search.spec.space import sample
-from search.sweep import study
+from search.sweep import budget, study
 from search.sweep.pipeline import draw_key
 from search.sweep.replay import Halving, replay, replay_cells
-from search.tables.nb201 import EDGES, OPS, cell_key, load_nb201
+from search.tables.nb201 import EDGES, OPS, cell_key, load_nb201, path_features
 from search.tables.table import Table, exact_front, nadir, seed_noise
 from search.tables.table import load as load_table
 
@@ -55,12 +57,26 @@ DIGITS_SPEC = ROOT / "spaces" / "tables" / "digits.yaml"
 DIGITS_TABLE = ROOT / "spaces" / "tables" / "digits.jsonl.gz"
 NB201_REFERENCE = (0.80, 55.0)
 THRESHOLDS = (0.90, 0.99, 0.999)
-SAMPLERS = ("random", "tpe", "nsga2", "gp")
-# Trials per run. GP's ask grows with the trials told (a GP fit per ask) and TPE's past a
-# thousand or so: they get fewer, so that the whole matrix runs in minutes.
+SAMPLERS = ("random", "tpe", "tpe_multivariate", "nsga2", "gp", "frontier", "frontier_ehvi")
+# Distinct evaluations per run (a repeated draw is answered free and not counted). GP's ask
+# grows with the trials told (a GP fit per ask) and TPE's past a thousand or so; the
+# frontier sampler's targets are at 800 on NB201: they get fewer, so that the whole matrix
+# runs in minutes.
 BUDGET = {"digits": 400, "nb201": 2000}
 # Random search gets more on digits, to see where it reaches each threshold.
-SMALLER = {("digits", "gp"): 50, ("nb201", "gp"): 50, ("nb201", "tpe"): 1000, ("digits", "random"): 1200}
+SMALLER = {
+    ("digits", "gp"): 50,
+    ("nb201", "gp"): 50,
+    ("nb201", "tpe"): 500,
+    ("nb201", "tpe_multivariate"): 500,
+    ("nb201", "frontier"): 1000,
+    ("nb201", "frontier_ehvi"): 400,
+    ("digits", "random"): 1200,
+    ("digits", "frontier_ehvi"): 200,
+}
+PRUNED_ROWS = ("random", "tpe", "nsga2", "gp", "frontier")  # each also with MO-ASHA on digits
+ASK_AT = 1000  # the sampler's own time per ask is read over the trials just before this many
+REPEATS = 100  # a replay stops after this many repeats in a row (a sweep: budget.REPEATS)
 RANDOM_FAR = 40_000  # plain random draws on nb201, for its thresholds past the budget
 SEEDS = 10
 # MO-ASHA's (min_epochs, reduction_factor): the schema's defaults in the main matrix, and
@@ -107,7 +123,8 @@ def _replay(name: str, tables: dict, sampler_name: str, halving: tuple | None, s
     table, objectives, *_, spec = tables[name]
     if sampler_name in peers.ALGORITHMS:
         choices, key = _encoding(spec)
-        return peers.replay(sampler_name, table.by_key(), choices, key, objectives, seed=seed, evaluations=trials)
+        records = peers.replay(sampler_name, table.by_key(), choices, key, objectives, seed=seed, evaluations=trials)
+        return records, math.nan
     if spec is not None:
         search = replace(spec.search, sampler=sampler_name, seed=seed, trials=trials)
         result = replay(replace(spec, search=search), table, halving=Halving(*halving) if halving else None)
@@ -123,17 +140,52 @@ def _replay(name: str, tables: dict, sampler_name: str, halving: tuple | None, s
                 reduction_factor=halving[1],
             )
             judge = pruner.judge([o.metric for o in objectives])
+        kind = samplers.SAMPLERS[sampler_name]
+        knowledge = nb201_knowledge() if kind.informed else None
         result = replay_cells(
             table,
             {edge: OPS for edge in EDGES},
             cell_key,
             objectives,
-            sampler=samplers.SAMPLERS[sampler_name](seed=seed, trials=trials).build(),
+            sampler=kind(seed=seed, trials=trials, knowledge=knowledge).build(),
             trials=trials,
             judge=judge,
         )
         keys = [cell_key([t.params[e] for e in EDGES]) for t in result.study.trials]
-    return [(t.state, t.epochs, t.metrics, k) for t, k in zip(result.trials, keys, strict=True)]
+    records = [(t.state, t.epochs, t.metrics, k) for t, k in zip(result.trials, keys, strict=True)]
+    return records, _ask_ms(result.study)
+
+
+def _ask_ms(study: optuna.Study) -> float:
+    """The median time from ask to tell (the sampler's own work: a replayed trial costs
+    microseconds) over the 50 trials before the ``ASK_AT``-th; NaN for a shorter run."""
+    trials = study.get_trials(deepcopy=False)
+    if len(trials) < ASK_AT:
+        return math.nan
+    spans = [(t.datetime_complete - t.datetime_start).total_seconds() for t in trials[ASK_AT - 50 : ASK_AT]]
+    return 1e3 * float(np.median(spans))
+
+
+def nb201_knowledge() -> Knowledge:
+    """What an informed sampler knows of an NB201 cell before training: its ops (one
+    choice per edge), its conv cost (the formula, exact), and its routes from input to
+    output as features (``nb201.path_features``)."""
+
+    def ops(params) -> list[str]:
+        return [params[e] for e in EDGES]
+
+    def exact(params) -> Exact:
+        cell = ops(params)
+        return Exact({"cost": 9.0 * cell.count("nor_conv_3x3") + cell.count("nor_conv_1x1")})
+
+    return Knowledge(
+        {e: CategoricalDistribution(OPS) for e in EDGES},
+        (("val_accuracy", "max"), ("cost", "min")),
+        lambda params: Described(cell_key(ops(params)), dict(params)),
+        exact,
+        new_costs_per_ask=len(OPS) ** len(EDGES),  # a formula: every cell costed at once
+        features=lambda params: path_features(ops(params)),
+    )
 
 
 def _encoding(spec) -> tuple[list[int], Callable[[list[int]], str]]:
@@ -189,17 +241,18 @@ def _job(args) -> list[dict]:
     import torch
 
     torch.set_num_threads(1)  # one core per process: GP's fits would oversubscribe the machine
+    budget.REPEATS = REPEATS  # GP redraws its best point, a fit per draw: stop it sooner than a sweep
     name, sampler_name, halving, seed, trials, quick = args
     tables = _TABLES.get(quick) or _TABLES.setdefault(quick, _tables(quick))
     _, objectives, ref, exact, front_keys, _ = tables[name]
     started = time.perf_counter()
-    records = _replay(name, tables, sampler_name, halving, seed, trials)
+    records, ask_ms = _replay(name, tables, sampler_name, halving, seed, trials)
     wall = time.perf_counter() - started
     strategy = sampler_name
     if halving:
         strategy += "+mo_asha" + ("" if halving == _default_halving() else f"({halving[0]},{halving[1]})")
     return [
-        {"table": name, "strategy": strategy, "seed": seed, **row, "wall_s": wall}
+        {"table": name, "strategy": strategy, "seed": seed, **row, "wall_s": wall, "ask_ms": ask_ms}
         for row in _curve(records, objectives, ref, exact, front_keys)
     ]
 
@@ -256,6 +309,7 @@ def _summary(curves: dict, far: dict) -> list[dict]:
             row[f"final_{key}"] = _quartiles([r[key] for r in last])[1]
         row["max_front_pruned"] = max(r["front_pruned"] for r in last)
         row["wall_s_per_run"] = _quartiles([c[-1]["wall_s"] for c in by_seed.values()])[1]
+        row[f"ask_ms_at_{ASK_AT}"] = _quartiles([c[-1]["ask_ms"] for c in by_seed.values()])[1]
         rows.append(row)
     for name, by_seed in far.items():
         row = {"table": name, "strategy": "random (uniform draws, past the budget)", "seeds": len(by_seed)}
@@ -313,7 +367,8 @@ def run(out: Path, *, quick: bool = False, console=None, workers: int = 2, seeds
         for sampler_name in SAMPLERS:
             trials = SMALLER.get((name, sampler_name), BUDGET[name])
             trials = min(trials, 12 if sampler_name == "gp" else 30) if quick else trials
-            for halving in (None, _default_halving()) if name == "digits" else (None,):
+            pruned = name == "digits" and sampler_name in PRUNED_ROWS
+            for halving in (None, _default_halving()) if pruned else (None,):
                 jobs += [(name, sampler_name, halving, seed, trials, quick) for seed in range(seeds)]
         for peer in peers.ALGORITHMS:  # budgets in distinct evaluations, as the samplers' trials
             jobs += [(name, peer, None, seed, 30 if quick else BUDGET[name], quick) for seed in range(seeds)]

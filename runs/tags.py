@@ -3,9 +3,10 @@
 
 - On every run: ``SWEEP_TAG`` (the sweep it belongs to) and ``TRIAL_TAG`` ("parent" on
   the sweep's parent run, the trial's number on a trial's run).
-- On the sweep's parent run: what the sweep ran with (``SPEC_SHA_TAG`` .. ``WARM_TAG``):
+- On the sweep's parent run: what the sweep ran with (``SPEC_SHA_TAG`` .. ``STOPPED_TAG``):
   its spec's hash, the commit, backend, sampler and device, the objectives, the
-  hypervolume's reference point, and what a warm start took from which earlier sweep.
+  hypervolume's reference point, what a warm start took from which earlier sweep, and why
+  the sweep stopped before its budget was used up.
 - On a trial's run: what it was and how it ended (``ARCH_TAG`` .. ``OUTSIDE_TAG``): its
   architecture, state and reason, Pareto membership, logged model (or why not), the
   trial it duplicates, an ablation's arm and seed, the backend's attempts and retries,
@@ -30,6 +31,7 @@ DEVICE_TAG = "archsweep.device"
 OBJECTIVES_TAG = "archsweep.objectives"  # metric:direction,...
 HYPERVOLUME_REF_TAG = "archsweep.hypervolume_ref"
 WARM_TAG = "archsweep.warm_start"  # what a warm-started sweep took from which earlier one
+STOPPED_TAG = "archsweep.stopped"  # why it stopped short of search.trials (an exhausted space...)
 # On a trial's run:
 ARCH_TAG = "archsweep.arch"  # the one-line summary of its architecture
 STATE_TAG = "archsweep.state"

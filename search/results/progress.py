@@ -18,6 +18,7 @@ class Progress:
     running: dict[int, str] = field(default_factory=dict)  # trial number -> what it is doing
     front: list[dict] = field(default_factory=list)
     ended: list[dict] = field(default_factory=list)  # a row per trial ended, in order (Sweep.ended)
+    stopped: str = ""  # why the sweep stopped before its budget was used up (search.sweep.budget)
 
 
 # The states a trial ends in, and Progress's counter of each.

@@ -59,7 +59,8 @@ def tally(rows: list[dict]) -> list[str]:
             lines.append(f"{states[state]} {state}: {groups}")
     repeats = [f"t{r['trial']:02d} = t{int(r['duplicate_of']):02d}" for r in rows if r["state"] == "duplicate"]
     if repeats:
-        lines.append(f"{len(repeats)} duplicate (the same draw again, answered without training): {', '.join(repeats)}")
+        answered = "the same draw again, answered without training, not counted in search.trials"
+        lines.append(f"{len(repeats)} duplicate ({answered}): {', '.join(repeats)}")
     given = Counter(r["warm_from"].split(":")[0] for r in rows if r.get("warm_from"))
     for source, n in given.items():
         lines.append(f"{n} of the complete given by a warm start from sweep {source}, not trained here")
@@ -108,10 +109,12 @@ class LiveView:
             return Text("starting...")
         head = Text(
             f"trials: {p.done} complete, {p.duplicate} duplicate, {p.infeasible} infeasible, {p.pruned} pruned, "
-            f"{p.failed} failed (this session; {p.requested} requested)"
+            f"{p.failed} failed (this session; {p.requested} requested, repeats not counted)"
         )
         for number, doing in sorted(p.running.items()):
             head.append(f"\nnow: t{number:02d} {doing}")
+        if p.stopped:
+            head.append(f"\nstopping: {p.stopped}")
         return Group(head, front_table(p.front, self.objectives, "best front so far")) if p.front else head
 
     def __enter__(self):

@@ -1,6 +1,7 @@
 """The base of every sampler a spec names: what it is told (a seed, the sweep's trial
-budget, the space's finite grid when it needs one) and what it gives (an Optuna sampler,
-which both backends ask from: the local study directly, Ray Tune through OptunaSearch)."""
+budget, the space's finite grid when it needs one, what is known of the space before
+training when it uses that) and what it gives (an Optuna sampler, which both backends ask
+from: the local study directly, Ray Tune through OptunaSearch)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from typing import ClassVar
 
 import optuna
 
+from search.samplers.knowledge import Knowledge
+
 
 class Sampler:
     """One of ``search.sampler``'s values. A subclass sets ``name`` (and ``finite`` when
@@ -16,11 +19,20 @@ class Sampler:
 
     name: ClassVar[str]
     finite: ClassVar[bool] = False  # needs every dimension finite: handed the grid of them
+    informed: ClassVar[bool] = False  # uses what is known before training: handed a Knowledge
 
-    def __init__(self, *, seed: int, trials: int, grid: Mapping[str, list] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        seed: int,
+        trials: int,
+        grid: Mapping[str, list] | None = None,
+        knowledge: Knowledge | None = None,
+    ) -> None:
         """``seed``: the sweep's (a resumed sweep's, moved on by how far it got);
-        ``trials``: the sweep's budget; ``grid``: every dimension's values (``finite`` only)."""
-        self.seed, self.trials, self.grid = seed, trials, grid
+        ``trials``: the sweep's budget; ``grid``: every dimension's values (``finite`` only);
+        ``knowledge``: the space's distributions, keys and exact costs (``informed`` only)."""
+        self.seed, self.trials, self.grid, self.knowledge = seed, trials, grid, knowledge
 
     def build(self) -> optuna.samplers.BaseSampler:
         """A new Optuna sampler; feasibility reaches it through ``trial.set_constraint``

@@ -3,6 +3,8 @@ measures each on recorded tables: BENCHMARKS.md, "Search efficiency")."""
 
 from __future__ import annotations
 
+import warnings
+
 import optuna
 
 from search.samplers.base import Sampler
@@ -20,6 +22,20 @@ class TPE(Sampler):
 
     def build(self) -> optuna.samplers.BaseSampler:
         return optuna.samplers.TPESampler(seed=self.seed, n_startup_trials=_startup(self.trials))
+
+
+class TPEMultivariate(Sampler):
+    """TPE over all dimensions jointly (``multivariate=True``): the fair TPE to compare with
+    a sampler that models the whole architecture (``search.md``)."""
+
+    name = "tpe_multivariate"
+
+    def build(self) -> optuna.samplers.BaseSampler:
+        with warnings.catch_warnings():  # experimental in Optuna 5
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(
+                seed=self.seed, n_startup_trials=_startup(self.trials), multivariate=True, group=True
+            )
 
 
 class NSGA2(Sampler):

@@ -30,6 +30,7 @@ from runs.tags import (
     PARETO_TAG,
     SAMPLER_TAG,
     SPEC_SHA_TAG,
+    STOPPED_TAG,
 )
 from runs.tracking import Tracker, embedded_store
 from runs.trial import model_files, rebuild
@@ -71,6 +72,7 @@ class Sweep(ABC):
         self.model_errors: list[str] = []  # models that could not be logged, and why
         self.tracking_failure = ""  # why the tracking store stopped the sweep (see TrackingFailed)
         self.amendment = None  # an amended resume's plan (search.sweep.amend), set by preflight
+        self.stopped = ""  # why the sweep stopped before its budget was used up (see stopped_early)
 
     @abstractmethod
     def resumable(self) -> bool:
@@ -83,11 +85,14 @@ class Sweep(ABC):
 
     @abstractmethod
     def remaining(self) -> int:
-        """The trials still to run of the spec's budget."""
+        """The trials still to run of the spec's budget (``search.sweep.budget``: distinct
+        architectures; a repeat is answered free): none when the sweep stops short of it
+        (its space exhausted, its sampler only redrawing)."""
 
     @abstractmethod
     def run(self) -> None:
-        """Run the remaining trials. KeyboardInterrupt after Ctrl-C, once every running
+        """Run the remaining trials, or fewer when the space is exhausted or the sampler only
+        redraws (``stopped_early``). KeyboardInterrupt after Ctrl-C, once every running
         trial is recorded; TrackingFailed when the store failed under a trial."""
 
     def close(self) -> None:  # noqa: B027 (a backend that starts nothing has nothing to stop)
@@ -170,6 +175,13 @@ class Sweep(ABC):
                 f"its MLflow runs could not be ended either ({type(err).__name__}); the next run of the sweep ends them"
             )
         return ""
+
+    def stopped_early(self, why: str) -> None:
+        """The sweep stops before its budget is used up (``search.sweep.budget.Budget.stop``):
+        why, on the live view now, on the parent run when it finishes (``STOPPED_TAG``) and
+        in the closing lines (``main.py run``)."""
+        self.stopped = self.progress.stopped = why
+        self.on_change(self.progress)
 
     def failed(self) -> int:
         """Trials that failed with a reason (interrupted ones are not failures: they rerun)."""
@@ -265,6 +277,10 @@ class Sweep(ABC):
             summary["hypervolume"], ref = pareto.hypervolume(rows, objectives)
             self.tracker.set_tags(self.parent, {HYPERVOLUME_REF_TAG: str([round(r, 6) for r in ref])})
         self.tracker.log_metrics(self.parent, summary)
+        if self.stopped:  # this run's reason; a resumed run that used its budget up has none
+            self.tracker.set_tags(self.parent, {STOPPED_TAG: self.stopped})
+        else:
+            self.tracker.delete_tag(self.parent, STOPPED_TAG)
         if self.spec.ablation is not None:
             self.ablation_rows = self._ablation_report()
         self._log_models(rows, front)

@@ -17,6 +17,7 @@ import json
 import os
 import signal
 import threading
+import time
 
 import optuna
 import torch
@@ -32,6 +33,7 @@ from runs.tracking import failure_line, tracking_failed
 from search.spec import Spec
 from search.sweep import amend, pipeline, replay, study, warm
 from search.sweep.base import Sweep, SweepBusy, TrackingFailed
+from search.sweep.budget import Budget
 from search.sweep.pipeline import Outcome
 from search.sweep.preflight import own, remove_own
 from search.sweep.study import counted
@@ -304,26 +306,48 @@ class LocalSweep(Sweep):
                 own(self.store, kind).rmdir()
         return front
 
+    def budget(self) -> Budget:
+        """The budget after the study's trials so far (``search.sweep.budget``)."""
+        return Budget.of(self.spec, self.study.get_trials(deepcopy=False))
+
     def remaining(self) -> int:
-        return max(0, self.spec.search.trials - sum(counted(t) for t in self.study.get_trials(deepcopy=False)))
+        budget = self.budget()
+        return 0 if budget.stop() else budget.left()
 
     def run(self) -> None:
-        """Run trials, ``workers`` at a time, until the requested count has finished.
+        """Run trials, ``workers`` at a time, until the requested count of distinct
+        architectures has finished: in passes of the trials still to run (a pass ends
+        early by as many repeats as it drew, which are answered free), within
+        ``search.timeout`` in all, until the space is exhausted or the sampler only
+        redraws (``stopped_early``). No pass asks more trials than are left, so the
+        budget is never overshot, whatever the workers.
 
         Ctrl-C stops the running trials' processes and raises KeyboardInterrupt once every
         trial is recorded (interrupted trials are not counted and run again next time)."""
         main = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGINT, self._interrupt) if main else None
+        timeout = self.spec.search.timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
         try:
-            self.study.optimize(
-                self.objective,
-                n_trials=self.remaining(),
-                timeout=self.spec.search.timeout,
-                n_jobs=self.workers,
-                catch=(Exception,),
-                callbacks=[lambda study, trial: study.stop() if self.stop.is_set() else None],
-                gc_after_trial=False,
-            )
+            while not self.stop.is_set():
+                budget, before = self.budget(), len(self.study.get_trials(deepcopy=False))
+                if why := budget.stop():
+                    self.stopped_early(why)
+                    break
+                rest = None if deadline is None else deadline - time.monotonic()
+                if not budget.left() or (rest is not None and rest <= 0):
+                    break
+                self.study.optimize(
+                    self.objective,
+                    n_trials=budget.left(),
+                    timeout=rest,
+                    n_jobs=self.workers,
+                    catch=(Exception,),
+                    callbacks=[self._after_trial],
+                    gc_after_trial=False,
+                )
+                if len(self.study.get_trials(deepcopy=False)) == before:  # nothing ran: no pass would
+                    break
         finally:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
@@ -331,6 +355,12 @@ class LocalSweep(Sweep):
             raise TrackingFailed(self.tracking_failure)
         if self.stop.is_set():
             raise KeyboardInterrupt
+
+    def _after_trial(self, study: optuna.Study, trial) -> None:
+        """After each trial: the pass stops at Ctrl-C, and when the budget says the sweep
+        stops (no trial more would be new)."""
+        if self.stop.is_set() or self.budget().stop():
+            study.stop()
 
     def _interrupt(self, signum, frame) -> None:
         if self.stop.is_set():  # a second Ctrl-C: stop now

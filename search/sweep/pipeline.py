@@ -11,7 +11,6 @@ comes back from ``draw`` already answered (``Draw.repeat``): nothing trains.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -27,7 +26,8 @@ from runs.train import TrainConfig
 from runs.trial import Infeasible
 from search.spec import Spec
 from search.spec.arch import to_arch
-from search.spec.space import flatten, sample
+from search.spec.space import sample
+from search.sweep.knowledge import draw_key, trial_params
 from search.sweep.study import state_of
 
 # -- outcomes --------------------------------------------------------------------------
@@ -89,7 +89,7 @@ def refused(spec: Spec, err: Infeasible) -> Outcome:
 
 def repeated(spec: Spec, original: FrozenTrial) -> Outcome:
     """A repeat of ``original``'s draw, answered with its metrics, values and constraints
-    without training (told to Optuna as FAIL: see ``told_as``)."""
+    without training (told to Optuna as PRUNED: see ``told_as``)."""
     reason = f"same draw as t{original.number:02d}"
     if original.user_attrs.get("reason"):
         reason += f": {original.user_attrs['reason']}"
@@ -153,23 +153,6 @@ def draw(spec: Spec, study: optuna.Study, trial) -> Draw:
     answer = repeated(spec, original)
     seed, line = trial_seed(spec, original.number), original.user_attrs.get("arch", "")
     return Draw(trial.number, model_cfg, train_cfg, seed, tags, answer, line)
-
-
-def trial_params(model_cfg: dict, train_cfg: dict, seed: int) -> dict:
-    """The MLflow params of a trial, named as Optuna names its parameters
-    (``search.spec.space.param``); a stage left out (depth 0) by its depth alone."""
-    stages = model_cfg.get("stages")
-    if isinstance(stages, list):
-        model_cfg = {**model_cfg, "stages": [{"depth": 0} if s.get("depth") == 0 else s for s in stages]}
-    return {**flatten(model_cfg, "model"), **flatten(train_cfg, "train"), "seed": seed}
-
-
-def draw_key(model_cfg: dict, train_cfg: dict) -> str:
-    """Equal for two draws that train the same: the same params but the seed (so the
-    values of a stage left out make no difference)."""
-    params = trial_params(model_cfg, train_cfg, 0)
-    del params["seed"]
-    return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def repeat_of(study: optuna.Study, trial) -> FrozenTrial | None:
@@ -269,7 +252,8 @@ def told_as(outcome: Outcome) -> TrialState:
     rather than FAIL: TPE ranks a pruned draw among those to avoid, so it draws something
     new, where a FAIL it never reads (bench search: TPE on digits reaches 99% of the exact
     hypervolume in 92 evaluations told PRUNED, never within 400 told FAIL or COMPLETE).
-    ``study.state_of`` still says duplicate, ``study.counted`` counts it."""
+    ``study.state_of`` still says duplicate; ``study.counted`` does not count it (it uses
+    none of the budget: ``search.sweep.budget``)."""
     return TrialState.PRUNED if outcome.values is None or outcome.duplicate_of is not None else TrialState.COMPLETE
 
 

@@ -22,55 +22,21 @@ from runs.trial import Infeasible, run_trial
 from search.spec import Spec
 from search.spec.space import FloatRange, sample
 from search.sweep import pipeline
+from search.sweep.budget import paths
 from search.tables.table import Row, Table, TableError, save
 
 COSTS = ("params", "gmacs", "latency_ms", "latency_unreliable", "peak_mem_mb")  # measured before training
-
-
-class _Walk:
-    """A trial that takes the choices it is given, then the first option of each further
-    dimension, and notes how many options each had: one path through the space's tree
-    (define-by-run, so an option's own dimensions appear only under it)."""
-
-    def __init__(self, prefix: list[int]) -> None:
-        self.prefix, self.picks, self.sizes = prefix, [], []
-
-    def _pick(self, name: str, options: list) -> Any:
-        i = len(self.picks)
-        pick = self.prefix[i] if i < len(self.prefix) else 0
-        self.picks.append(pick)
-        self.sizes.append(len(options))
-        return options[pick]
-
-    def suggest_categorical(self, name, choices):
-        return self._pick(name, list(choices))
-
-    def suggest_int(self, name, low, high, *, step=1, log=False):
-        return self._pick(name, list(range(low, high + 1, step)))
-
-    def suggest_float(self, name, low, high, *, step=None, log=False):
-        raise TableError(f"{name}: a recorded table needs a finite space, and this is a float range")
 
 
 def enumerate_draws(spec: Spec) -> Iterator[tuple[str, dict, dict]]:
     """(draw key, model section, train section) of every distinct draw of ``spec``'s space,
     in a fixed order; draws that train the same (a left-out stage's values) once."""
     seen: set[str] = set()
-    prefix: list[int] = []
-    while True:
-        walk = _Walk(prefix)
-        model, train = sample(spec.model, walk, "model"), sample(spec.train, walk, "train")
+    for model, train in paths(lambda walk: (sample(spec.model, walk, "model"), sample(spec.train, walk, "train"))):
         key = pipeline.draw_key(model, train)
         if key not in seen:
             seen.add(key)
             yield key, model, train
-        # the next path: advance the last choice that has options left (an odometer)
-        i = len(walk.picks) - 1
-        while i >= 0 and walk.picks[i] + 1 >= walk.sizes[i]:
-            i -= 1
-        if i < 0:
-            return
-        prefix = [*walk.picks[:i], walk.picks[i] + 1]
 
 
 def _check_finite(spec: Spec) -> None:

@@ -4,10 +4,14 @@ study as a real sweep (``search.sweep.pipeline``), with per-epoch accuracy from 
 table, the spec's pruner (MO-ASHA's rung judge, or Optuna's pruner fed one objective) and a
 simulated clock (each trial costs its recorded training time, per epoch run). Nothing
 is logged to MLflow: a 1,000-trial sweep runs in seconds, for tests and ``bench search``.
+Its ``trials`` count as a sweep's budget does (``search.sweep.budget``): distinct
+evaluations, trained or refused; a repeat is answered, recorded and not counted, and a
+replay stops early when the space is exhausted or its sampler only redraws (``stopped``).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -23,6 +27,7 @@ from search.pruners.mo_asha import RungJudge
 from search.spec import Spec
 from search.spec.arch import to_arch
 from search.sweep import pipeline, study
+from search.sweep.budget import Budget
 from search.sweep.pipeline import Outcome
 from search.sweep.study import Stop
 from search.tables.table import Row, Table, TableError
@@ -54,7 +59,8 @@ class Replay:
     spec: Spec | None  # None for a table's own space (replay_cells)
     table: Table
     study: optuna.Study
-    trials: list[Replayed] = field(default_factory=list)
+    trials: list[Replayed] = field(default_factory=list)  # every trial, repeats included
+    stopped: str = ""  # why it stopped before its budget was used up (``budget.Budget.stop``)
 
     def completed(self) -> list[dict[str, float]]:
         """The metrics of every trial that trained to the end (the front's candidates)."""
@@ -92,11 +98,12 @@ def replay(
     on_trial: Callable[[Replayed], None] = lambda t: None,
     into: optuna.Study | None = None,
 ) -> Replay:
-    """Replay ``trials`` (default: the spec's) trials of ``spec`` on ``table`` (rows of
-    ``seed``), with the spec's sampler unless another is given, pruned by MO-ASHA with
-    ``halving`` (default: the spec's own ``search.pruner``, as the local backend runs it).
-    The study is in memory: a new one, or ``into`` (an amended or warm-started study, its
-    sampler and pruner already set)."""
+    """Replay ``trials`` (default: the spec's) distinct evaluations of ``spec`` on
+    ``table`` (rows of ``seed``; repeats answered besides, uncounted), with the spec's
+    sampler unless another is given, pruned by MO-ASHA with ``halving`` (default: the
+    spec's own ``search.pruner``, as the local backend runs it). The study is in memory: a
+    new one, or ``into`` (an amended or warm-started study, its sampler and pruner already
+    set; its trials are known as tried, and ``trials`` more are evaluated)."""
     rows = table.by_key(seed)
     if halving is not None:
         search = replace(spec.search, pruner="mo_asha", min_epochs=halving.min_epochs)
@@ -107,12 +114,17 @@ def replay(
     )
     judge = study.rung_judge(spec)  # MO-ASHA's, or None
     result = Replay(spec, table, sweep)
-    for _ in range(trials or spec.search.trials):
+    earlier = Budget.of(spec, sweep.get_trials(deepcopy=False))
+    budget = Budget(trials or spec.search.trials, earlier.size, tried=earlier.tried)
+    while budget.left() and not budget.stop():
         trial = sweep.ask()
         drawn = pipeline.draw(spec, sweep, trial)
+        key = trial.user_attrs.get("draw")
         replayed = _one(spec, sweep, trial, drawn, rows, judge)
         result.trials.append(replayed)
+        budget.note(replayed.state, key)
         on_trial(replayed)
+    result.stopped = budget.stop()
     return result
 
 
@@ -161,31 +173,38 @@ def replay_cells(
     """Replay on a table whose space is not an archsweep model (NAS-Bench-201's cells):
     each trial picks one option per dimension and ``key`` names the row. The same
     samplers and rung book as a sweep; a pick that completed before is answered with its
-    metrics without training, and told PRUNED, as a sweep answers a repeat (``pipeline.told_as``)."""
+    metrics without training, and told PRUNED, as a sweep answers a repeat (``pipeline.told_as``);
+    ``trials`` counts distinct evaluations, as a sweep's budget does."""
     rows = table.by_key()
     directions = ["maximize" if o.direction == "max" else "minimize" for o in objectives]
     sweep = optuna.create_study(directions=directions, sampler=sampler)
     result, done = Replay(None, table, sweep), {}
-    for _ in range(trials):
+    budget = Budget(trials, math.prod(len(options) for options in dimensions.values()))
+    while budget.left() and not budget.stop():
         trial = sweep.ask()
         picked = key([trial.suggest_categorical(name, list(options)) for name, options in dimensions.items()])
         if picked in done:
             _, metrics = done[picked]
             sweep.tell(trial, state=TrialState.PRUNED)
             result.trials.append(Replayed(trial.number, "duplicate", 0, 0.0, metrics))
-            continue
-        row = rows[picked]
-        epochs, stop = _trained(row, partial(_rung_stop, judge, trial.number))
-        seconds = row.train_s * epochs / len(row.curve)
-        if stop is not None:
-            sweep.tell(trial, state=TrialState.PRUNED)
-            result.trials.append(Replayed(trial.number, "pruned", epochs, seconds, row.metrics(epochs), stop.reason))
-            continue
-        metrics = {**row.metrics(), "epochs": float(epochs)}
-        done[picked] = ([metrics[o.metric] for o in objectives], metrics)
-        sweep.tell(trial, done[picked][0])
-        result.trials.append(Replayed(trial.number, "complete", epochs, seconds, metrics))
+        else:
+            result.trials.append(_cell(sweep, trial, rows[picked], judge, objectives, done, picked))
+        budget.note(result.trials[-1].state, picked)
+    result.stopped = budget.stop()
     return result
+
+
+def _cell(sweep: optuna.Study, trial, row: Row, judge, objectives, done: dict, picked: str) -> Replayed:
+    """A cell not answered before: its epochs until MO-ASHA stops it, or all of them."""
+    epochs, stop = _trained(row, partial(_rung_stop, judge, trial.number))
+    seconds = row.train_s * epochs / len(row.curve)
+    if stop is not None:
+        sweep.tell(trial, state=TrialState.PRUNED)
+        return Replayed(trial.number, "pruned", epochs, seconds, row.metrics(epochs), stop.reason)
+    metrics = {**row.metrics(), "epochs": float(epochs)}
+    done[picked] = ([metrics[o.metric] for o in objectives], metrics)
+    sweep.tell(trial, done[picked][0])
+    return Replayed(trial.number, "complete", epochs, seconds, metrics)
 
 
 def _rung_stop(judge: RungJudge | None, number: int, epochs: int, metrics: dict) -> Stop | None:

@@ -8,7 +8,8 @@ A study holds every trial with the user attributes ``arch``, ``mlflow_run_id``,
 have no accuracy to report: they are told PRUNED with their constraint violations, so
 Optuna's plots and ``best_trials`` leave them out while TPE still learns from them
 (``search.sweep.pipeline.tell``); a repeat is told PRUNED too, so that Optuna's front
-does not hold it beside its original (``state_of``: duplicate, ``counted``: yes).
+does not hold it beside its original (``state_of``: duplicate, ``counted``: no; see
+``search.sweep.budget``).
 
 The study lives in an Optuna journal in the store (``runs.journal``).
 """
@@ -28,6 +29,7 @@ from search.pruners.mo_asha import RungJudge
 from search.samplers import SAMPLERS
 from search.spec import Spec
 from search.spec.space import Choice, FloatRange, IntRange, dimensions, param
+from search.sweep.knowledge import knowledge
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are recorded and shown by the view
 
@@ -87,7 +89,8 @@ def sampler_for(spec: Spec, drawn: int = 0) -> optuna.samplers.BaseSampler:
     s = spec.search
     seed = s.seed if not drawn else int(np.random.SeedSequence([s.seed, drawn]).generate_state(1)[0])
     kind = SAMPLERS[s.sampler]
-    return kind(seed=seed, trials=s.trials, grid=grid_space(spec) if kind.finite else None).build()
+    grid = grid_space(spec) if kind.finite else None
+    return kind(seed=seed, trials=s.trials, grid=grid, knowledge=knowledge(spec) if kind.informed else None).build()
 
 
 def max_epochs(spec: Spec) -> int:
@@ -160,12 +163,16 @@ def state_of(trial: FrozenTrial) -> str:
 
 
 def counted(trial: FrozenTrial) -> bool:
-    """Trials that use up the budget: finished ones, failures with a reason, repeats; not
-    trials interrupted by Ctrl-C or a killed process (those are run again)."""
+    """Trials that use up the budget (``search.trials``): architectures trained or refused
+    (finished ones, failures with a reason); not repeats (answered from the trial they
+    repeat, at no cost), nor trials interrupted by Ctrl-C or a killed process (those are
+    run again)."""
     if "warm_from" in trial.user_attrs:  # an earlier sweep's result, given without training
         return False
     if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
-        return True
+        return trial.user_attrs.get("state") != "duplicate"
+    if OUTSIDE_ATTR in trial.user_attrs:  # outside an amended space: as it counted where it ran
+        return trial.user_attrs.get("was") != "duplicate"
     return trial.state == TrialState.FAIL and "fail_reason" in trial.user_attrs
 
 

@@ -175,3 +175,24 @@ def _version() -> str:
         return importlib.metadata.version(PACKAGE)  # reads the dist-info, runs no package code
     except importlib.metadata.PackageNotFoundError:
         return "unknown version"
+
+
+# The cell's four routes from input (node 0) to output (node 3), as edge indices in EDGES.
+PATHS = ((2,), (0, 4), (1, 5), (0, 3, 5))
+
+
+def path_features(ops: Sequence[str]) -> list[float]:
+    """A cell as its routes from input to output see it (GRAF's kind of features, ICML 2024):
+    per route, whether it carries a signal (no 'none' on it) and its ops if it does; how
+    many routes carry one, the longest chain of convolutions on one, and the op counts of
+    the edges that lie on a live route (an op on a dead edge computes nothing that counts)."""
+    out: list[float] = []
+    live = [all(ops[e] != "none" for e in path) for path in PATHS]
+    for path, alive in zip(PATHS, live, strict=True):
+        out.append(float(alive))
+        out += [float(alive) * sum(ops[e] == op for e in path) for op in OPS if op != "none"]
+    used = {e for path, alive in zip(PATHS, live, strict=True) if alive for e in path}
+    convs = [sum(ops[e] in ("nor_conv_3x3", "nor_conv_1x1") for e in p) for p, a in zip(PATHS, live, strict=True) if a]
+    out += [float(sum(live)), float(max(convs, default=0))]
+    out += [float(sum(ops[e] == op for e in used)) for op in OPS if op != "none"]
+    return out

@@ -237,3 +237,71 @@ def test_faults_on_ray_are_retried_or_recorded_like_local(tmp_path, monkeypatch)
     for n in [2, 3, *wide]:
         assert by_trial[n].info.status == "FAILED" and by_trial[n].data.tags["archsweep.reason"] == reasons[n]
     assert by_trial[0].info.status == "FINISHED"
+
+
+def test_on_ray_repeats_are_free_and_the_sweep_ends_when_the_space_is_exhausted_as_on_local(
+    tmp_path, monkeypatch, capsys
+):
+    """Replayed (nothing trains): eight architectures, twenty trials asked, one at a time.
+    On Ray as locally, the repeats are Tune trials answered free, and the searcher ends the
+    experiment (num_samples=-1) once the eighth architecture is tried, with the same
+    trials, the same reason said and kept on the parent run; run again, nothing is drawn."""
+    from optuna.trial import TrialState
+
+    from runs.tags import STOPPED_TAG
+    from search.sweep.study import counted, state_of
+    from search.tables.table import save
+    from tests.e2e.test_mo_asha import _journal
+    from tests.made_up import DIGITS_SPEC, digits_table
+
+    monkeypatch.chdir(tmp_path)
+    save(digits_table()[1], tmp_path / "made-up.jsonl.gz")
+    cut = ["model.embedding=patch", "model.patch_size=2", "model.positional=none", "model.stages[0].depth=1"]
+    cut += ["model.stages[1].depth=0", "search.sampler=random", "search.trials=20", "backend.max_concurrent=1"]
+    cut += [f"search.replay={tmp_path / 'made-up.jsonl.gz'}", "tracking.models=none"]
+    why = (
+        "the space is exhausted: all 8 architectures were tried; 12 of the requested 20 trials had nothing left to try"
+    )
+    seen = {}
+    for kind in ("local", "ray"):
+        overrides = [*cut, f"tracking.dir=store_{kind}", f"backend.kind={kind}"]
+        assert main.main(["run", str(DIGITS_SPEC), *(a for o in overrides for a in ("-o", o))]) == 0
+        assert f"stopped early: {why}" in capsys.readouterr().out
+        trials = _journal(tmp_path, f"store_{kind}", "digits-table").trials
+        assert sum(counted(t) for t in trials) == 8 and TrialState.RUNNING not in {t.state for t in trials}
+        _, parents, children = runs_of(tmp_path, "digits-table", f"store_{kind}")
+        assert parents[0].data.tags[STOPPED_TAG] == why and len(children) == len(trials)
+        seen[kind] = [(t.params, state_of(t), t.user_attrs.get("duplicate_of")) for t in trials]
+    assert seen["ray"] == seen["local"] and any(state == "duplicate" for _, state, _ in seen["ray"])
+    # run again: Tune's finished experiment restored, nothing drawn, the same reason said
+    assert main.main(["run", str(DIGITS_SPEC), *(a for o in overrides for a in ("-o", o))]) == 0
+    out = capsys.readouterr().out
+    assert "sweep digits-table: 0 of 20 trials to run" in out and f"stopped early: {why}" in out
+    assert len(_journal(tmp_path, "store_ray", "digits-table").trials) == len(seen["ray"])
+
+
+def test_the_frontier_sampler_on_ray_asks_distinct_architectures_and_its_saved_state_restores(
+    tmp_path, monkeypatch, capsys
+):
+    """Two trials at a time on Ray with archsweep's own sampler (replayed): no architecture
+    drawn twice, not even by two concurrent asks, and the space's end said; Tune's saved
+    state (the searcher pickled without the sampler's spec-bound parts) restores on the next run."""
+    from search.sweep.study import state_of
+    from search.tables.table import save
+    from tests.e2e.test_mo_asha import _journal
+    from tests.made_up import DIGITS_SPEC, digits_table
+
+    monkeypatch.chdir(tmp_path)
+    save(digits_table()[1], tmp_path / "made-up.jsonl.gz")
+    cut = ["model.embedding=patch", "model.patch_size=2", "model.positional=none", "model.stages[0].depth=1"]
+    cut += ["model.stages[1].depth=0", "search.sampler=frontier", "search.trials=20", "backend.max_concurrent=2"]
+    cut += [f"search.replay={tmp_path / 'made-up.jsonl.gz'}", "tracking.models=none", "backend.kind=ray"]
+    args = ["run", str(DIGITS_SPEC), *(a for o in cut for a in ("-o", o))]
+    assert main.main(args) == 0
+    assert "stopped early: the space is exhausted: all 8 architectures were tried" in capsys.readouterr().out
+    trials = _journal(tmp_path, "out", "digits-table").trials
+    assert len(trials) == 8 == len({t.user_attrs["draw"] for t in trials})
+    assert {state_of(t) for t in trials} == {"complete"}
+    assert main.main(args) == 0  # Tune's finished experiment restored: nothing drawn
+    assert "0 of 20 trials to run" in capsys.readouterr().out
+    assert len(_journal(tmp_path, "out", "digits-table").trials) == 8

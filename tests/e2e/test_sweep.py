@@ -295,9 +295,10 @@ def _artifact_csv(client, run_id: str, name: str, folder: Path) -> list[dict]:
 
 
 def test_a_repeated_draw_is_answered_from_the_earlier_trial_and_every_trial_is_reported(workdir, capsys):
-    """Three architectures, seven trials: two trained, one refused by a constraint, and
-    four repeats answered without training. Without a terminal, a line per trial; at the
-    end, counts per state and the reasons; trials.csv holds every trial."""
+    """Three architectures, seven trials asked: two trained, one refused by a constraint,
+    three repeats answered without training (uncounted), and the sweep stops when all
+    three were tried, saying so. Without a terminal, a line per trial; at the end, counts
+    per state and the reasons; trials.csv holds every trial."""
     mixers = {"choice": ["fourier", "global_filter", {"attention": {"heads": 2}}]}
     stages = [
         {"depth": 1, "width": 8, "mlp_ratio": 2, "mixer": mixers},
@@ -308,12 +309,12 @@ def test_a_repeated_draw_is_answered_from_the_earlier_trial_and_every_trial_is_r
         model={"patch_size": 2, "stages": stages},
         train={"epochs": 1, "batch_size": 64, "lr": 0.003},
         constraints=["params <= 750"],  # attention (796 parameters) is infeasible
-        search={"sampler": "random", "trials": 7, "seed": 1},  # draws global_filter, fourier, attention first
+        search={"sampler": "random", "trials": 7, "seed": 3},  # global_filter, attention, twice more, fourier
     )
     assert main.main(["run", str(spec)]) == 0
     trials = study(workdir).trials
     states = [t.user_attrs["state"] for t in trials]
-    assert sorted(states) == ["complete"] * 2 + ["duplicate"] * 4 + ["infeasible"], states
+    assert sorted(states) == ["complete"] * 2 + ["duplicate"] * 3 + ["infeasible"], states
     first = {}  # mixer -> the trial that ran it
     for t in trials:
         original = first.setdefault(t.params["model.stages.0.mixer"], t)
@@ -328,7 +329,7 @@ def test_a_repeated_draw_is_answered_from_the_earlier_trial_and_every_trial_is_r
 
     client, parents, children = runs_of(workdir)
     runs = {int(c.data.tags["archsweep.trial"]): c for c in children}
-    assert len(runs) == 7 and {c.info.status for c in children} == {"FINISHED"}
+    assert len(runs) == 6 and {c.info.status for c in children} == {"FINISHED"}
     for t in trials:
         run = runs[t.number]
         # one name in Optuna and MLflow
@@ -342,23 +343,69 @@ def test_a_repeated_draw_is_answered_from_the_earlier_trial_and_every_trial_is_r
             assert run.data.metrics == original.data.metrics and run.data.params == original.data.params
             assert len(client.get_metric_history(run.info.run_id, "params")) == 1  # the final metrics only
     history = {n: client.get_metric_history(r.info.run_id, "train_loss") for n, r in runs.items()}
-    assert sorted(n for n, points in history.items() if 0 in {m.step for m in points}) == [0, 1]  # only two trained
+    assert sorted(n for n, points in history.items() if 0 in {m.step for m in points}) == [0, 5]  # only two trained
 
     parent = parents[0]
     front = {int(r["trial"]) for r in _artifact_csv(client, parent.info.run_id, "pareto.csv", workdir)}
     assert front <= {t.number for t in trials if t.user_attrs["state"] == "complete"}
     rows = _artifact_csv(client, parent.info.run_id, "trials.csv", workdir)
-    assert [int(r["trial"]) for r in rows] == list(range(7))
+    assert [int(r["trial"]) for r in rows] == list(range(6))
     for row, t in zip(rows, trials, strict=True):
         assert row["state"] == t.user_attrs["state"]
         assert row["model.stages.0.mixer"] == t.params["model.stages.0.mixer"]
         assert row["duplicate_of"] == str(t.user_attrs.get("duplicate_of", ""))
     refused = [r for r in rows if r["state"] == "infeasible"]
     assert refused[0]["reason"] == "breaks params <= 750" and refused[0]["params"] == "796.0"
-    assert parent.data.metrics["trials_duplicate"] == 4 and parent.data.metrics["trials_infeasible"] == 1
+    assert parent.data.metrics["trials_duplicate"] == 3 and parent.data.metrics["trials_infeasible"] == 1
 
     out = capsys.readouterr().out
     for t in trials:  # a line per trial while the sweep ran, before the final table
         assert -1 < out.find(f"\nt{t.number:02d} {t.user_attrs['state']}") < out.index("Pareto front"), out
-    assert "7 trials: 2 complete, 4 duplicate, 1 infeasible" in out
+    assert "6 trials: 2 complete, 3 duplicate, 1 infeasible" in out
+    why = "the space is exhausted: all 3 architectures were tried; 4 of the requested 7 trials had nothing left to try"
+    assert f"stopped early: {why}" in out and parent.data.tags["archsweep.stopped"] == why
     assert "1 infeasible: breaks params <= 750 (1)" in out
+
+
+def test_a_replayed_sweep_counts_distinct_architectures_on_two_workers_and_stops_when_the_space_is_exhausted(
+    workdir, capsys
+):
+    """Replayed from a made-up table (nothing trains): eight architectures, drawn at random,
+    redrawn. Seven asked of two workers: seven evaluated, in passes until the repeats
+    (answered, uncounted) are made up, none more. Twenty asked: the rest, then the sweep
+    stops and says why, in its closing lines and on its parent run; run again, it draws
+    nothing."""
+    from runs.tags import STOPPED_TAG
+    from search.sweep.study import counted
+    from search.tables.table import save
+    from tests.made_up import DIGITS_SPEC, digits_table
+
+    save(digits_table()[1], workdir / "made-up.jsonl.gz")
+    cut = ["model.embedding=patch", "model.patch_size=2", "model.positional=none"]
+    cut += ["model.stages[0].depth=1", "model.stages[1].depth=0", "search.sampler=random"]
+    cut += [f"search.replay={workdir / 'made-up.jsonl.gz'}", "tracking.dir=store", "tracking.models=none"]
+    args = ["run", str(DIGITS_SPEC), *(a for o in cut for a in ("-o", o))]
+
+    assert main.main([*args, "--workers", "2", "-o", "search.trials=7"]) == 0
+    trials = study(workdir, "digits-table").trials
+    repeats = [t for t in trials if state_of(t) == "duplicate"]
+    assert sum(counted(t) for t in trials) == 7 and repeats and len(trials) == 7 + len(repeats)
+    _, parents, _ = runs_of(workdir, "digits-table")
+    assert STOPPED_TAG not in parents[0].data.tags
+    capsys.readouterr()
+
+    assert main.main([*args, "-o", "search.trials=20"]) == 0
+    trials = study(workdir, "digits-table").trials
+    tried = {t.user_attrs["draw"] for t in trials if state_of(t) != "duplicate"}
+    used = sum(counted(t) for t in trials)
+    assert len(tried) == 8 and used < 20 and state_of(trials[-1]) != "duplicate"  # it stopped at the eighth
+    why = f"the space is exhausted: all 8 architectures were tried; {20 - used} of the requested 20 trials"
+    why += " had nothing left to try"
+    assert f"stopped early: {why}" in capsys.readouterr().out
+    _, parents, _ = runs_of(workdir, "digits-table")
+    assert parents[0].data.tags[STOPPED_TAG] == why
+
+    assert main.main([*args, "-o", "search.trials=20"]) == 0
+    out = capsys.readouterr().out
+    assert "sweep digits-table: 0 of 20 trials to run" in out and f"stopped early: {why}" in out
+    assert len(study(workdir, "digits-table").trials) == len(trials)

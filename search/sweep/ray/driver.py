@@ -3,12 +3,16 @@ and the bookkeeping its workers cannot do (``_Bookkeeper``). At the end the sear
 study is copied into the sweep's Optuna journal. If the sweep's Ray runtime stops under
 it, the driver ends its runs and exits (RUNTIME_LOST).
 
-A driver stopped mid-sweep is resumed from Tune's saved state (``Tuner.restore``). Tune's
-restore keeps the search space and the number of samples it saved, so a sweep continued
-past its trials (more ``search.trials``, an amended space: ``search.sweep.amend``, a warm
-start: ``search.sweep.warm``) runs as a new Tune experiment instead, its searcher's study
-seeded with the journal's trials; the earlier experiment is set aside beside it
-(``ray/<name>~...``), kept."""
+A Tune experiment runs trials until its searcher says it is finished (``num_samples=-1``;
+``ArchSearch.suggest``): the budget counts distinct architectures (``search.sweep.budget``),
+and repeats, answered by the worker, are Tune trials besides. A driver stopped mid-sweep
+is resumed from Tune's saved state (``Tuner.restore``), its searcher handed this driver's
+spec (``_reattach``: a changed ``search.trials`` is honoured, unless the searcher had
+already finished). Tune's restore keeps the search space it saved, so a sweep continued
+past its trials (more ``search.trials`` after the experiment ended, an amended space:
+``search.sweep.amend``, a warm start: ``search.sweep.warm``) runs as a new Tune experiment
+instead, its searcher's study seeded with the journal's trials; the earlier experiment is
+set aside beside it (``ray/<name>~...``), kept."""
 
 from __future__ import annotations
 
@@ -42,6 +46,7 @@ from search.results.progress import COUNTERS
 from search.spec import BackendSpec, Spec
 from search.sweep import amend, study, warm
 from search.sweep.base import Sweep
+from search.sweep.budget import Budget
 from search.sweep.pipeline import Outcome
 from search.sweep.preflight import changed, own
 from search.sweep.ray.cluster import HEAD_NODE, ended, ensure_token
@@ -179,14 +184,20 @@ def _restore_deleted_checkpoint(result) -> None:
         newer[-1].rename(named)
 
 
-def _reattach(tuner: tune.Tuner, scheduler, callbacks: list) -> None:
+def _reattach(tuner: tune.Tuner, scheduler, callbacks: list, spec: Spec | None = None) -> None:
     """A restored Tuner runs with the scheduler and callbacks its saved state held, which
     left out their handles on the sweep (``_Portable._unsaved``): this driver's take their
-    place. Tune has no public way to give a restored Tuner either (the only reach into
-    Tuner's internals here)."""
+    place; and its searcher with this driver's ``spec`` (its budget: the saved one is the
+    first driver's; Tune's restore of the searcher's state leaves the spec as it finds it).
+    Tune has no public way to give a restored Tuner either (the only reach into Tuner's
+    internals here)."""
     internal = tuner._local_tuner
     internal._tune_config.scheduler = scheduler or FIFOScheduler()
     internal._run_config.callbacks = callbacks
+    searcher = internal._tune_config.search_alg
+    searcher = getattr(searcher, "searcher", searcher)  # inside a ConcurrencyLimiter
+    if spec is not None and isinstance(searcher, ArchSearch):
+        searcher.spec = spec
 
 
 @contextmanager
@@ -295,8 +306,10 @@ class RaySweep(Sweep):
         return saved is not None and not all(t.state.is_finished() for t in saved.get_trials(deepcopy=False))
 
     def _to_run(self) -> int:
-        """The trials a new Tune experiment would run: the budget less what the journal counts."""
-        return max(0, self.spec.search.trials - sum(study.counted(t) for t in self.earlier))
+        """The trials a new Tune experiment would run: the budget less what the journal counts
+        (none when the journal's trials exhausted the space: ``Budget.stop``)."""
+        budget = Budget.of(self.spec, self.earlier)
+        return 0 if budget.stop() else budget.left()
 
     def _set_aside(self, name: str) -> None:
         """The earlier Tune experiment moved beside the sweep's (kept: nothing is deleted)."""
@@ -343,8 +356,8 @@ class RaySweep(Sweep):
         if not self.restoring:
             return self._to_run()
         saved = self._saved_study()
-        done = 0 if saved is None else sum(t.state.is_finished() for t in saved.get_trials(deepcopy=False))
-        return max(0, self.spec.search.trials - done)
+        budget = Budget.of(self.spec, [] if saved is None else saved.get_trials(deepcopy=False))
+        return 0 if budget.stop() else budget.left()
 
     def _trainable(self):
         b = self.spec.backend
@@ -373,7 +386,7 @@ class RaySweep(Sweep):
             for result in tuner.get_results():  # what the saved state names, before anything runs
                 _restore_deleted_checkpoint(result)
             self.judge = study.rung_judge(self.spec, self._saved_study().get_trials(deepcopy=False))
-            _reattach(tuner, self._scheduler(), [_Bookkeeper(self)])
+            _reattach(tuner, self._scheduler(), [_Bookkeeper(self)], self.spec)
             return tuner
         spec, b = self.spec, self.spec.backend
         searcher = ArchSearch(spec, self.earlier)
@@ -392,7 +405,7 @@ class RaySweep(Sweep):
             tune_config=tune.TuneConfig(
                 search_alg=search_alg,
                 scheduler=self._scheduler(),
-                num_samples=self._to_run(),
+                num_samples=-1,  # as many as the searcher suggests (ArchSearch.suggest)
                 time_budget_s=spec.search.timeout,
                 reuse_actors=True,  # a fresh worker spends seconds importing torch and mlflow
                 trial_dirname_creator=_trial_folder,
@@ -425,7 +438,11 @@ class RaySweep(Sweep):
         finally:
             if main:
                 signal.signal(signal.SIGINT, previous)
-        if self._record(grid) and pressed:
+        unfinished = self._record(grid)
+        why = Budget.of(self.spec, self.study.get_trials(deepcopy=False)).stop()
+        if why:  # what the searcher saw when it finished, read back from the study
+            self.stopped_early(why)
+        if unfinished and pressed:
             raise KeyboardInterrupt
 
     def _runtime_lost(self, what: str) -> None:

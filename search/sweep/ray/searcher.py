@@ -8,14 +8,17 @@ import json
 import os
 import pickle
 import shutil
+from contextlib import contextmanager
 
 import optuna
 from optuna.trial import TrialState
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from search.pruners.mo_asha import RUNGS_ATTR
 from search.spec import Spec
 from search.sweep import pipeline, study
+from search.sweep.budget import Budget
 from search.sweep.pipeline import Outcome
 
 
@@ -69,7 +72,13 @@ class ArchSearch(_Portable, OptunaSearch):
     the trial's record as user attributes, FAIL for failures, PRUNED for repeats (off
     Optuna's front: ``pipeline.told_as``) and for trials a scheduler stopped early. Ray's own
     ``on_trial_complete`` would tell an early-stopped trial COMPLETE with its last epoch's
-    values and leave a trial whose result lacks an objective RUNNING."""
+    values and leave a trial whose result lacks an objective RUNNING.
+
+    It also ends the sweep (Tune runs as many trials as it is given, ``num_samples=-1``):
+    ``suggest`` answers ``Searcher.FINISHED`` once the budget of distinct architectures
+    (``search.sweep.budget``) is met by the trials finished and the new draws running,
+    or the space is exhausted, or the sampler only redraws (``stopped`` says which).
+    Repeats are Tune trials too, answered by the worker without training, and uncounted."""
 
     def __init__(self, spec: Spec, earlier: list | None = None) -> None:
         """``earlier``: trials the study starts with (a sweep continued in a new Tune
@@ -91,6 +100,7 @@ class ArchSearch(_Portable, OptunaSearch):
             sampler=None,  # the driver sets the spec's, once its trials are known (study.sampler_for)
         )
         self.study.add_trials(earlier)  # before the arms are queued: numbers go on from these
+        self.stopped, self._repeats = "", set()  # see _spent; Tune trials answered as repeats
         for arm in arms:
             self.study.enqueue_trial(arm)
 
@@ -110,24 +120,65 @@ class ArchSearch(_Portable, OptunaSearch):
         self._completed_trials.add(trial_id)
 
     def suggest(self, trial_id: str):
+        if trial_id not in self._ot_trials and self._spent():
+            return Searcher.FINISHED
         config = super().suggest(trial_id)
         if (trial := self._trial(trial_id)) is not None:
             trial.set_user_attr("tune_trial_id", trial_id)  # = the MLflow run's attempt key
+        if config.get("repeat") is not None:  # answered by the worker, uses none of the budget
+            self._repeats = {*getattr(self, "_repeats", ()), trial_id}
         return config
+
+    def _spent(self) -> bool:
+        """Whether the sweep asks for no more trials: its budget met by the trials finished
+        and the new draws running, or a reason to stop short of it (kept in ``stopped``)."""
+        trials = self.study.get_trials(deepcopy=False)
+        budget = Budget.of(self.spec, trials)
+        repeats = getattr(self, "_repeats", set())  # (a state saved before they were kept: none)
+        running = [
+            t.user_attrs.get("draw")
+            for t in trials
+            if t.state == TrialState.RUNNING and t.user_attrs.get("tune_trial_id") not in repeats
+        ]
+        if budget.left() <= len(running):
+            return True
+        self.stopped = budget.stop((key for key in running if key is not None), len(running))
+        return bool(self.stopped)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         """Early stopping is the scheduler's job (ASHA), for one objective or several."""
+
+    @contextmanager
+    def _plain_sampler(self):
+        """The study's sampler is Optuna's random one while Tune pickles the searcher: the
+        spec's (the frontier sampler holds the spec's space and cost counter) would not open
+        without archsweep. A restored searcher is given the spec's anew (``restore``)."""
+        sampler, self.study.sampler = self.study.sampler, optuna.samplers.RandomSampler()
+        try:
+            yield
+        finally:
+            self.study.sampler = sampler
+
+    def __reduce__(self):
+        with self._plain_sampler():
+            return super().__reduce__()
 
     def save(self, checkpoint_path: str) -> None:
         """Tune's searcher state (OptunaSearch saves its ``__dict__``) without the spec: Optuna
         objects only, which open without archsweep. Restoring keeps the constructor's spec."""
         state = {k: v for k, v in self.__dict__.items() if k not in ("spec", "_space", "mirror")}
-        with open(checkpoint_path, "wb") as f:
+        with self._plain_sampler(), open(checkpoint_path, "wb") as f:
             pickle.dump(state, f)
         if getattr(self, "mirror", None):  # see RaySweep._repair_searcher_state
             os.makedirs(os.path.dirname(self.mirror), exist_ok=True)
             shutil.copyfile(checkpoint_path, f"{self.mirror}.tmp")
             os.replace(f"{self.mirror}.tmp", self.mirror)
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Tune's saved state, and the spec's sampler seeded by how far the study got (as
+        the local backend seeds a resumed sweep's: ``study.sampler_for``)."""
+        super().restore(checkpoint_path)
+        self.study.sampler = study.sampler_for(self.spec, len(self.study.get_trials(deepcopy=False)))
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         trial, result = self._trial(trial_id), result or {}

@@ -131,5 +131,19 @@ def test_the_final_tally_counts_states_and_groups_reasons():
         "6 trials: 1 complete, 1 duplicate, 3 infeasible, 1 failed",
         "3 infeasible: breaks params <= 10 (2), refused by the builder: stages[0].width (1)",
         "1 failed: oom: out of memory (1)",
-        "1 duplicate (the same draw again, answered without training): t02 = t00",
+        "1 duplicate (the same draw again, answered without training, not counted in search.trials): t02 = t00",
     ]
+
+
+def test_the_live_view_says_why_a_sweep_stops_short_of_its_budget(tmp_path):
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=200)
+    view, progress = LiveView(_spec(tmp_path).objectives, console), Progress(20)
+    view.update(progress)
+    console.print(view)
+    assert "stopping" not in out.getvalue() and "20 requested, repeats not counted" in out.getvalue()
+    progress.stopped = (
+        "the space is exhausted: all 8 architectures were tried; 12 of the requested 20 trials had nothing"
+    )
+    console.print(view)
+    assert f"stopping: {progress.stopped}" in out.getvalue()

@@ -200,7 +200,8 @@ def test_a_damaged_line_before_the_last_is_a_located_refusal(table, swept, tmp_p
 # -- a repeated draw on Optuna's front ---------------------------------------------------
 
 # Four draws of the digits table's space (depth 1 or 2, width 32 or 64; the second stage
-# left out, so its choices make no difference): a sweep of 12 trials repeats them.
+# left out, so its choices make no difference): a sweep of 12 trials repeats them, and
+# stops when all four were tried.
 TINY_SPACE = [
     "name=tiny",
     "model.embedding=patch",
@@ -213,7 +214,7 @@ TINY_SPACE = [
 
 
 @pytest.mark.slow
-def test_a_repeated_draw_stands_once_on_optunas_front_and_still_counts(table, tmp_path):
+def test_a_repeated_draw_stands_once_on_optunas_front_and_uses_none_of_the_budget(table, tmp_path):
     store = tmp_path / "store"
     assert _run(table, store, 12, *TINY_SPACE) == 0
     found = _plain_study(journal_path(store, "tiny"), "tiny")
@@ -229,5 +230,6 @@ def test_a_repeated_draw_stands_once_on_optunas_front_and_still_counts(table, tm
     assert len(repeats) >= 6 and all(t.state == TrialState.PRUNED and t.values is None for t in repeats)
     assert all(runs[t.number].data.tags["archsweep.duplicate_of"] == str(t.user_attrs["duplicate_of"]) for t in repeats)
 
-    assert _run(table, store, 14, *TINY_SPACE) == 0  # repeats count: two more trials, none run again
-    assert len(_plain_study(journal_path(store, "tiny"), "tiny").trials) == 14
+    assert sum(study.counted(t) for t in found.trials) == 4  # the four architectures; the repeats are free
+    assert _run(table, store, 14, *TINY_SPACE) == 0  # the space is exhausted: nothing is drawn again
+    assert len(_plain_study(journal_path(store, "tiny"), "tiny").trials) == len(found.trials)

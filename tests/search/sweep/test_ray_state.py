@@ -54,3 +54,33 @@ def test_tunes_saved_state_leaves_the_sweep_out_and_a_restored_driver_hands_in_i
 
 def _trainable(config):
     """A Tune trainable by name (never run here)."""
+
+
+def test_a_restored_tuner_s_searcher_takes_the_restoring_driver_s_spec_and_its_budget(tmp_path):
+    """tuner.pkl holds the searcher as the first driver built it, spec and all; the driver
+    that restores it hands in its own spec (a changed search.trials is honoured), which the
+    searcher's saved state, restored by Tune as the sweep resumes, leaves in place."""
+    from ray.tune.search import ConcurrencyLimiter
+
+    first = load(write_spec(tmp_path, backend={"kind": "ray"}, search={"trials": 3, "seed": 0}))
+    refused = [  # three architectures tried: the first driver's budget is spent
+        optuna.trial.create_trial(state=TrialState.PRUNED, user_attrs={"state": "infeasible", "draw": key})
+        for key in "abc"
+    ]
+    searcher = ArchSearch(first, refused)
+    assert searcher._spent()
+    folder = tmp_path / "ray"
+    tune.Tuner(
+        _trainable,
+        tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, 1), num_samples=-1),
+        run_config=tune.RunConfig(name="x", storage_path=str(folder)),
+    )
+    searcher.save_to_dir(str(folder / "x"), session_str="s1")  # as Tune saves it while the sweep runs
+    more = load(write_spec(tmp_path, backend={"kind": "ray"}, search={"trials": 5, "seed": 0}))
+    restored = tune.Tuner.restore(str(folder / "x"), trainable=_trainable)
+    saved = restored._local_tuner._tune_config.search_alg.searcher
+    assert saved.spec.search.trials == 3  # the first driver's
+    again = RaySweep(more)
+    _reattach(restored, None, [_Bookkeeper(again)], more)
+    saved.restore_from_dir(str(folder / "x"))
+    assert saved.spec.search.trials == 5 and not saved._spent()

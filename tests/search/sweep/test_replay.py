@@ -4,16 +4,20 @@ The table here is made in the test from the digits table's own space (every dist
 draw, with accuracy curves that depend on the draw's costs), so that the search logic is
 checked in a second; the recorded table (spaces/tables) is the subject of bench search."""
 
+import math
 from dataclasses import replace
 from pathlib import Path
 
+import optuna
 import pytest
 from optuna.trial import TrialState
 
 from search.results import pareto
 from search.samplers import SAMPLERS
 from search.spec import load
-from search.sweep.replay import Halving, replay
+from search.sweep import study
+from search.sweep.budget import REPEATS, space_size
+from search.sweep.replay import Halving, replay, replay_cells
 from search.tables.table import Table, TableError, exact_front
 from tests.made_up import EPOCHS, digits_table
 
@@ -29,7 +33,9 @@ def test_a_replayed_sweep_reports_what_the_table_holds(digits):
     spec, table = digits
     result = replay(replace(spec, constraints=()), table, trials=60)
     rows = table.by_key()
-    assert len(result.trials) == 60
+    # 60 distinct evaluations (the budget); the repeats answered besides, recorded, uncounted
+    assert sum(t.state != "duplicate" for t in result.trials) == 60 and not result.stopped
+    assert len(result.trials) == len(result.study.trials) > 60
     for frozen, replayed in zip(result.study.trials, result.trials, strict=True):
         assert frozen.number == replayed.number
         if replayed.state == "complete":
@@ -95,7 +101,6 @@ def test_the_same_seed_replays_the_same_sweep(digits):
 
 def test_a_table_of_cells_replays_through_the_same_samplers():
     from runs.metrics import Objective
-    from search.sweep.replay import replay_cells
     from search.tables.nb201 import EDGES, OPS, cell_key, load_nb201
 
     table = load_nb201()
@@ -118,4 +123,72 @@ def test_a_table_of_cells_replays_through_the_same_samplers():
             assert frozen.values == [rows[key].curve[-1], rows[key].costs["cost"]]
             assert replayed.state == "complete" and replayed.epochs == 1 and key not in first
             first[key] = frozen.number
-    assert 200 < len(first) < 300  # NSGA-II's offspring repeat cells, answered free
+    # 300 distinct cells evaluated (the budget); NSGA-II's offspring repeat cells, answered free
+    assert len(first) == 300 < len(result.trials) and not result.stopped
+
+
+def _eight(**search):
+    """The digits table's space cut to eight architectures (one stage: two widths, four
+    mixers), sampled at random: it redraws what it tried."""
+    overrides = ["model.embedding=patch", "model.patch_size=2", "model.positional=none"]
+    overrides += ["model.stages[0].depth=1", "model.stages[1].depth=0", "search.sampler=random"]
+    return load(ROOT / "spaces" / "tables" / "digits.yaml", overrides + [f"search.{k}={v}" for k, v in search.items()])
+
+
+def test_the_budget_counts_distinct_evaluations_and_a_repeat_is_answered_free(digits):
+    _, table = digits
+    spec = _eight(trials=7)
+    grid = study.grid_space(spec)  # a second stage of depth 0: its pool and mixer make no difference
+    assert space_size(spec) == 8 and math.prod(len(values) for values in grid.values()) == 32
+    result = replay(spec, table)
+    evaluated = [t for t in result.trials if t.state != "duplicate"]
+    repeats = [t for t in result.trials if t.state == "duplicate"]
+    assert len(evaluated) == 7 and repeats and not result.stopped
+    draws = [result.study.trials[t.number].user_attrs["draw"] for t in evaluated]
+    assert len(set(draws)) == 7  # seven architectures
+    for t in repeats:  # recorded, answered from the trial it repeats, nothing trained
+        frozen = result.study.trials[t.number]
+        assert t.epochs == 0 and frozen.user_attrs["draw"] in draws and not study.counted(frozen)
+    assert sum(study.counted(t) for t in result.study.trials) == 7
+
+
+def test_a_space_smaller_than_the_budget_stops_when_exhausted_and_says_so(digits):
+    _, table = digits
+    result = replay(_eight(trials=20), table)
+    assert sum(t.state != "duplicate" for t in result.trials) == 8
+    assert result.stopped == (
+        "the space is exhausted: all 8 architectures were tried; 12 of the requested 20 trials had nothing left to try"
+    )
+    assert result.trials[-1].state != "duplicate"  # it stopped at the eighth, not after more draws
+
+
+class _Same(optuna.samplers.RandomSampler):
+    """A sampler that draws the same architecture every time (the first option of each)."""
+
+    def sample_independent(self, study, trial, name, distribution):
+        return distribution.choices[0] if hasattr(distribution, "choices") else distribution.low
+
+
+def test_a_sampler_that_only_redraws_stops_after_a_thousand_repeats_in_a_row(digits):
+    spec, table = digits
+    result = replay(spec, table, trials=5, sampler=_Same(seed=0))
+    assert [t.state for t in result.trials] == ["complete"] + ["duplicate"] * REPEATS and REPEATS == 1000
+    assert result.stopped == (
+        "the sampler kept drawing architectures already tried (1,000 repeats in a row); "
+        "4 of the requested 5 trials were not run"
+    )
+
+
+def test_a_table_of_cells_counts_distinct_cells_and_stops_when_they_are_all_tried():
+    from runs.metrics import Objective
+    from search.tables.table import Row
+
+    rows = tuple(
+        Row(f"{a}{b}", f"{a}{b}", {"cost": float(i)}, (0.5 + 0.1 * i,), 1.0)
+        for i, (a, b) in enumerate(["xx", "xy", "yx", "yy"])
+    )
+    objectives = (Objective("val_accuracy", "max"), Objective("cost", "min"))
+    sampler = optuna.samplers.RandomSampler(seed=0)
+    result = replay_cells(Table("four", rows), {"a": "xy", "b": "xy"}, "".join, objectives, sampler=sampler, trials=6)
+    assert sorted(t.metrics["cost"] for t in result.trials if t.state == "complete") == [0.0, 1.0, 2.0, 3.0]
+    assert result.stopped.startswith("the space is exhausted: all 4 architectures were tried; 2 of the requested 6")

@@ -1,0 +1,235 @@
+"""The frontier sampler (``search.samplers.frontier``): its hypervolume arithmetic against
+a reference, what it knows of a spec's space, and how it asks (no repeats, distinct
+concurrent asks, conditional and float dimensions, a resumed study), on made-up tables and
+small synthetic problems: seconds, no training."""
+
+import itertools
+import math
+from dataclasses import replace
+
+import numpy as np
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution
+from optuna.trial import TrialState
+
+from blocks.cost import counted_cost
+from runs.data import geometry
+from runs.metrics import Objective
+from search.results.pareto import hypervolume_at
+from search.samplers import SAMPLERS, Described, Exact, Knowledge
+from search.samplers.frontier import FrontierSampler, hvi
+from search.spec import load
+from search.spec.arch import to_arch
+from search.spec.space import sample
+from search.sweep import pipeline, study
+from search.sweep.knowledge import knowledge
+from search.sweep.replay import replay
+from tests.made_up import DIGITS_SPEC, ROOT, digits_table
+
+QUICKSTART = ROOT / "spaces" / "quickstart.yaml"
+
+
+# -- the arithmetic ------------------------------------------------------------------------
+
+
+def _hv(points: np.ndarray, ref: np.ndarray) -> float:
+    """The reference: archsweep's own hypervolume (Optuna's WFG), minimised objectives."""
+    objectives = [Objective(f"m{i}", "min") for i in range(points.shape[1])]
+    rows = [{f"m{i}": float(v) for i, v in enumerate(p)} for p in points]
+    return hypervolume_at(rows, objectives, list(ref)) if len(rows) else 0.0
+
+
+@pytest.mark.parametrize("d", [1, 2, 3])
+def test_hypervolume_improvement_is_the_growth_of_the_hypervolume(d):
+    rng = np.random.default_rng(d)
+    ref = np.full(d, 1.0)
+    for _ in range(5):
+        front = hvi.nondominated(rng.random((6, d)))
+        points = rng.random((8, d)) * 1.1  # some past the reference
+        got = hvi.improvement(front, points, ref, rng)
+        want = [_hv(np.vstack([front, p]), ref) - _hv(front, ref) for p in points]
+        tolerance = 1e-12 if d < 3 else 0.03  # three objectives: a Monte Carlo estimate
+        assert got == pytest.approx(want, abs=tolerance)
+
+
+def test_expected_improvement_averages_the_improvement_over_the_unknown_objective():
+    rng = np.random.default_rng(0)
+    front, ref = np.array([[0.2, 0.6], [0.5, 0.3]]), np.array([1.0, 1.0])
+    exact = np.array([[0.0, 0.4], [0.0, 0.9]])  # the second objective known exactly
+    mean, std = np.array([[0.3], [0.1]]), np.array([[0.05], [1e-9]])
+    got = hvi.expected(front, exact, np.array([0]), mean, std, ref, rng)
+    draws = rng.normal(0.3, 0.05, 200_000)
+    points = np.column_stack([draws, np.full(len(draws), 0.4)])
+    monte_carlo = hvi.improvement(front, points, ref, rng).mean()
+    assert got[0] == pytest.approx(monte_carlo, rel=0.01)
+    assert got[1] == pytest.approx(hvi.improvement(front, np.array([[0.1, 0.9]]), ref, rng)[0])
+
+
+def test_nondominated_keeps_exactly_the_front():
+    points = np.array([[1, 5], [2, 2], [3, 3], [5, 1], [2, 2], [4, 4]], dtype=float)
+    assert sorted(map(tuple, hvi.nondominated(points))) == [(1, 5), (2, 2), (5, 1)]
+
+
+# -- what it knows of a spec ---------------------------------------------------------------
+
+
+def test_a_spec_s_knowledge_keys_collapse_a_left_out_stage_and_costs_are_the_counted_ones():
+    spec = load(DIGITS_SPEC)
+    known = knowledge(spec)
+    base = {
+        name: dist.choices[0] if hasattr(dist, "choices") else dist.low for name, dist in known.distributions.items()
+    }
+    off = {**base, "model.stages.1.depth": 0}
+    other = {**off, "model.stages.1.mixer": "fourier", "model.stages.1.pool": "mean"}
+    assert known.describe(off).key == known.describe(other).key  # a left-out stage's values do not matter
+    assert "model.stages.1.mixer" not in known.describe(off).active
+    on = {**base, "model.stages.1.depth": 1}
+    assert known.describe(on).key != known.describe({**on, "model.stages.1.mixer": "fourier"}).key
+    model = sample(spec.model, optuna.trial.FixedTrial(on), "model")
+    geo = geometry(spec.data)
+    counted = counted_cost(to_arch(model, geo.image_size, geo.num_classes, geo.channels))
+    assert known.exact(on).costs == {"gmacs": counted["gmacs"]}  # the objectives' counted costs only
+
+
+def test_an_unbuildable_architecture_has_no_costs_and_a_constraint_marks_what_it_refuses():
+    spec = load(QUICKSTART)  # rope with a global filter cannot be built; params <= 200,000
+    known = knowledge(spec)
+    rope = {"model.positional": "rope", "model.stages.0.mixer": "global_filter"}
+    assert known.exact(rope) is None
+    wide = load(QUICKSTART, ["constraints=['params <= 1000']"])
+    assert knowledge(wide).exact({"model.positional": "none"}).feasible is False
+    assert known.exact({"model.positional": "none"}).feasible is True
+
+
+# -- how it asks ---------------------------------------------------------------------------
+
+
+def test_it_never_redraws_and_stops_on_an_exhausted_space():
+    _, table = digits_table()
+    small = load(DIGITS_SPEC, ["model.stages[1].depth=0", "model.embedding=patch", "search.sampler=frontier"])
+    result = replay(replace(small, search=replace(small.search, trials=80)), table)
+    states = [t.state for t in result.trials]
+    draws = [t.user_attrs["draw"] for t in result.study.trials]
+    assert len(draws) == len(set(draws)) == 2 * 2 * 2 * 2 * 4  # patch, positional, depth, width, mixer
+    assert "duplicate" not in states and "exhausted" in result.stopped
+
+
+def test_concurrent_asks_draw_distinct_architectures():
+    _, table = digits_table()
+    spec = load(DIGITS_SPEC, ["search.sampler=frontier", "search.trials=30"])
+    done = replay(spec, table, trials=12)  # enough results to fit the model
+    earlier = {t.user_attrs["draw"] for t in done.study.trials}
+    running = [done.study.ask() for _ in range(6)]  # asked at once: none told yet
+    for trial in running:
+        pipeline.draw(spec, done.study, trial)
+    drawn = {t.user_attrs["draw"] for t in running}
+    assert len(drawn) == 6 and not drawn & earlier
+
+
+def test_it_samples_conditional_and_float_dimensions_and_keeps_the_constraint():
+    spec = load(QUICKSTART, ["search.sampler=frontier", "search.trials=6"])
+    sweep = study.create(spec, optuna.storages.InMemoryStorage(), sampler=study.sampler_for(spec))
+    lr = sweep.sampler.knowledge.distributions["train.lr"]
+    for _ in range(6):
+        trial = sweep.ask()
+        drawn = pipeline.draw(spec, sweep, trial)
+        assert lr.low <= drawn.train["lr"] <= lr.high
+        exact = sweep.sampler.knowledge.exact(trial.params)
+        assert exact is not None and exact.feasible and exact.costs["params"] <= 200_000
+        score = 0.9 - 0.01 * drawn.model["stages"][0]["depth"] + 0.001 * math.log(drawn.train["lr"])
+        sweep.tell(trial, [score, exact.costs["gmacs"]])
+    keys = [t.user_attrs["draw"] for t in sweep.trials]
+    assert len(set(keys)) == 6
+
+
+def test_a_resumed_study_is_read_not_redrawn():
+    _, table = digits_table()
+    spec = load(DIGITS_SPEC, ["search.sampler=frontier", "search.trials=20"])
+    first = replay(spec, table, trials=10)
+    sampler = study.sampler_for(spec, drawn=10)  # a new sampler, as a resumed sweep builds
+    first.study.sampler = sampler
+    more = replay(spec, table, trials=10, into=first.study)
+    keys = [t.user_attrs["draw"] for t in more.study.trials]
+    assert len(keys) == 20 == len(set(keys))
+
+
+# -- on a problem of its own: any objectives, and better than random -----------------------
+
+OPTIONS = ("a", "b", "c", "d")
+
+
+def _toy(objectives=(("accuracy", "max"), ("cost", "min"))) -> tuple[Knowledge, callable]:
+    """Four choices of four options: cost the sum of their indices; accuracy rises with
+    cost and depends on how often "d" is picked, with a deterministic wobble."""
+    space = {f"x{i}": CategoricalDistribution(OPTIONS) for i in range(4)}
+
+    def cost(p):
+        return float(sum(OPTIONS.index(p[f"x{i}"]) for i in range(4)))
+
+    def accuracy(p):
+        picks = [p[f"x{i}"] for i in range(4)]
+        index = sum(OPTIONS.index(x) * 4**i for i, x in enumerate(picks))
+        return 0.5 + 0.03 * cost(p) + 0.05 * picks.count("d") + 0.02 * math.sin(index * 1.7)
+
+    def exact(p):
+        return Exact({"cost": cost(p)} if any(m == "cost" for m, _ in objectives) else {})
+
+    known = Knowledge(space, tuple(objectives), lambda p: Described(repr(sorted(p.items())), dict(p)), exact)
+    return known, lambda p: [accuracy(p) if m == "accuracy" else cost(p) for m, _ in objectives]
+
+
+def _evaluations_to(sampler, values, objectives, share: float, trials: int = 120) -> float:
+    """Distinct evaluations until the results hold ``share`` of the toy's exact
+    hypervolume (inf: not within ``trials`` asks); a repeat is answered, not counted."""
+    directions = ["maximize" if d == "max" else "minimize" for _, d in objectives]
+    sweep = optuna.create_study(directions=directions, sampler=sampler)
+    every = [dict(zip([f"x{i}" for i in range(4)], c, strict=True)) for c in itertools.product(OPTIONS, repeat=4)]
+    goal = _front_hv([values(p) for p in every], objectives)
+    seen, results = set(), []
+    for _ in range(trials):
+        trial = sweep.ask({f"x{i}": CategoricalDistribution(OPTIONS) for i in range(4)})
+        key = tuple(sorted(trial.params.items()))
+        if key in seen:
+            sweep.tell(trial, state=TrialState.PRUNED)
+            continue
+        seen.add(key)
+        results.append(values(trial.params))
+        sweep.tell(trial, results[-1])
+        if _front_hv(results, objectives) >= share * goal - 1e-12:
+            return len(seen)
+    return math.inf
+
+
+def _front_hv(values, objectives) -> float:
+    points = np.array([[-v if d == "max" else v for v, (_, d) in zip(row, objectives, strict=True)] for row in values])
+    return _hv(points, np.array([0.0 if d == "max" else 13.0 for _, d in objectives]))
+
+
+def test_it_finds_a_toy_front_in_fewer_evaluations_than_random_search():
+    known, values = _toy()
+    objectives = known.objectives
+    ours = [_evaluations_to(FrontierSampler(known, seed=s, startup=5), values, objectives, 0.99) for s in range(3)]
+    plain = [_evaluations_to(optuna.samplers.RandomSampler(seed=s), values, objectives, 0.99) for s in range(3)]
+    assert np.median(ours) < np.median(plain), (ours, plain)
+
+
+@pytest.mark.parametrize("objectives", [(("accuracy", "max"),), (("accuracy", "max"), ("cost", "min"))])
+@pytest.mark.parametrize("told_costs", [True, False])
+def test_it_asks_with_any_objectives_known_or_not(objectives, told_costs):
+    known, values = _toy(objectives)
+    if not told_costs:  # nothing known before training: a surrogate for every objective
+        known = replace(known, exact=lambda p: Exact({}))
+    sampler = FrontierSampler(known, seed=0, startup=3)
+    sweep = optuna.create_study(directions=["maximize" if d == "max" else "minimize" for _, d in objectives])
+    sweep.sampler = sampler
+    for _ in range(12):
+        trial = sweep.ask(dict(known.distributions))
+        sweep.tell(trial, values(trial.params))
+    assert len({tuple(sorted(t.params.items())) for t in sweep.trials}) == 12  # no repeats, whatever it knows
+
+
+def test_it_is_registered_with_its_ehvi_variant_and_needs_a_spec_s_knowledge():
+    assert SAMPLERS["frontier"].informed and SAMPLERS["frontier_ehvi"].informed
+    with pytest.raises(ValueError, match="knowledge"):
+        SAMPLERS["frontier"](seed=0, trials=10).build()
