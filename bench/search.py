@@ -36,7 +36,7 @@ import numpy as np
 import optuna
 from optuna.distributions import CategoricalDistribution
 
-from bench import peers
+from bench import peers, surrogate
 from bench.common import Env, pyplot, save_figure, write_csv
 from runs.metrics import Objective
 from search import samplers
@@ -349,6 +349,18 @@ def _plot(curves: dict, tables: dict, out: Path) -> None:
     save_figure(fig, out)
 
 
+def _surrogate_rows(tables: dict, quick: bool) -> list[dict]:
+    """How well the frontier sampler's surrogate ranks unseen architectures, per table."""
+    rows = []
+    for name, (table, *_, spec) in tables.items():
+        if spec is not None:
+            rows += surrogate.for_spec(name, table, spec) if not quick else []
+        else:
+            grid = {edge: list(OPS) for edge in EDGES}
+            rows += surrogate.ranking(name, table, nb201_knowledge(), grid, seeds=1 if quick else surrogate.DRAWS)
+    return rows
+
+
 def _step(curve: list[dict], axis: str, grid) -> np.ndarray:
     """The curve's regret ratio (1 - HV/exact) at each grid value, held from its last read."""
     xs = np.array([r[axis] for r in curve], dtype=float)
@@ -397,6 +409,7 @@ def run(out: Path, *, quick: bool = False, console=None, workers: int = 2, seeds
     summary = _summary(curves, far)
     write_csv(out / "search.csv", summary, env)
     _plot(curves, tables, out / "search.png")
+    write_csv(out / "search_surrogate.csv", _surrogate_rows(tables, quick), env)
     say(f"bench search: {len(jobs)} replayed sweeps in {time.perf_counter() - started:.0f} s on {workers} processes")
 
     for name, (table, _, ref, exact, front_keys, _) in tables.items():

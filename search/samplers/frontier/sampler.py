@@ -37,6 +37,7 @@ from search.samplers.knowledge import Described, Exact, Knowledge
 OPTIMISM = 1.0
 DRAWS = 128  # fresh draws among each ask's candidates
 PARENTS = 16  # front members (then the next front's) whose neighbours are proposed
+LEVELS = 64  # exact costs of at most this many values: the best at each is a parent too
 
 
 @dataclass(frozen=True)
@@ -110,10 +111,30 @@ class FrontierSampler(optuna.samplers.BaseSampler):
         feasible = [(t, d) for t, d in known.observed if t.user_attrs.get("state", "complete") == "complete"]
         if not feasible:
             return []
-        values = np.array([t.values for t, _ in feasible], dtype=float)
-        ranks = _ranks(np.where(self._maximise, -values, values))
-        order = np.argsort(ranks, kind="stable")[:PARENTS]
+        values = np.where(self._maximise, -1.0, 1.0) * np.array([t.values for t, _ in feasible], dtype=float)
+        ranks = _ranks(values)
+        order = list(np.argsort(ranks, kind="stable")[:PARENTS])
+        order += [i for i in self._best_per_cost(feasible, values) if i not in order]
         return [moves.fill(feasible[i][0].params, self.knowledge.distributions, self._rng) for i in order]
+
+    def _best_per_cost(self, feasible: list, values: np.ndarray) -> list[int]:
+        """The best result at each exact cost, when the costs take few values (NB201's 28
+        levels): the front's missing members are the best of levels it does not hold yet,
+        and their neighbours are where those are found. Best: lowest sum of the unknown
+        objectives' ranks (none known: no levels)."""
+        metrics = [m for m, _ in self.knowledge.objectives]
+        costs = [self._exact.get(d.key) for _, d in feasible]
+        known = [j for j, m in enumerate(metrics) if all(c is not None and m in c.costs for c in costs)]
+        unknown = [j for j in range(len(metrics)) if j not in known]
+        if not known or not unknown:
+            return []
+        levels: dict[tuple, int] = {}
+        score = np.argsort(np.argsort(values[:, unknown], axis=0), axis=0).sum(1)
+        for i, c in enumerate(costs):
+            level = tuple(round(c.costs[metrics[j]], 9) for j in known)
+            if level not in levels or score[i] < score[levels[level]]:
+                levels[level] = i
+        return list(levels.values()) if len(levels) <= LEVELS else []
 
     def _candidates(self, known: _Known) -> list[_Candidate]:
         """Untried, buildable, feasible candidates with their exact costs, at most

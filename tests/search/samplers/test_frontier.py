@@ -233,3 +233,35 @@ def test_it_is_registered_with_its_ehvi_variant_and_needs_a_spec_s_knowledge():
     assert SAMPLERS["frontier"].informed and SAMPLERS["frontier_ehvi"].informed
     with pytest.raises(ValueError, match="knowledge"):
         SAMPLERS["frontier"](seed=0, trials=10).build()
+
+
+def test_it_samples_on_from_an_amended_study_inside_the_new_space(tmp_path):
+    """A narrowed space (depth 2 only, the conv stem removed): the frontier sampler reads the
+    amended study (kept trials, others outside) and draws only what the new space holds,
+    never a kept trial again."""
+    import yaml
+
+    from bench.amend import TABLE_SPEC
+    from runs.journal import journal_storage
+    from search.sweep import amend
+    from search.sweep.preflight import spec_changes
+
+    _, table = digits_table()
+    earlier = load(DIGITS_SPEC, ["search.sampler=frontier", "search.trials=12"])
+    before = replay(earlier, table).study.get_trials(deepcopy=False)
+    narrow = yaml.safe_load(TABLE_SPEC.read_text())
+    narrow["model"]["stages"][0]["depth"] = {"int": [2, 2]}
+    narrow["model"]["embedding"] = "patch"
+    narrow["search"] = {"sampler": "frontier", "trials": 8, "seed": 0}
+    (tmp_path / "narrow.yaml").write_text(yaml.safe_dump(narrow, sort_keys=False))
+    narrowed = load(tmp_path / "narrow.yaml", check_data=False, check_store=False)
+    plan = amend.plan(earlier.resolved, narrowed, spec_changes(earlier.resolved, narrowed.resolved), before)
+    storage = journal_storage(tmp_path / "digits.journal")
+    study.create(earlier, storage).add_trials(before)
+    amend.rebuild(storage, narrowed, plan, study.directions(narrowed))
+    amended = study.create(narrowed, storage, sampler=study.sampler_for(narrowed, len(before)))
+    new = replay(narrowed, table, trials=8, into=amended).study.get_trials(deepcopy=False)[len(before) :]
+    kept = {t.user_attrs["draw"] for t in before if t.number in plan.kept}
+    assert len(new) == 8 and not {t.user_attrs["draw"] for t in new} & kept
+    assert all(t.params["model.stages.0.depth"] == 2 for t in new)
+    assert all(t.params.get("model.embedding", "patch") == "patch" for t in new)

@@ -1,0 +1,88 @@
+"""How well the frontier sampler's surrogate ranks what it has not seen (``bench search``
+writes it as search_surrogate.csv): a random forest on the ranks of ``n`` architectures'
+results (``search.samplers.frontier.surrogate``, the features the sampler uses), Kendall's
+tau against the accuracy of every other architecture of the table, over all of them and
+within one exact cost (where the cost says nothing: NB201's cost levels; digits' GMACs
+in ten bands), the mean of several random training sets."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+from scipy.stats import kendalltau
+
+from search.samplers.frontier.surrogate import Features, Forest, Ranks
+from search.samplers.knowledge import Knowledge
+from search.sweep import study
+from search.sweep.knowledge import knowledge as spec_knowledge
+
+TRAINED = (20, 50, 100, 200, 400)
+DRAWS = 5
+
+
+def _architectures(known: Knowledge, table, grid: dict[str, list]) -> list[tuple[np.ndarray, float, float]]:
+    """(features, final accuracy, cost) of every row of ``table``, from a walk of ``grid``."""
+    features = Features(known.distributions, [m for m, _ in known.objectives if m != "val_accuracy"], known.features)
+    rows, out = table.by_key(), {}
+    for combo in itertools.product(*grid.values()):
+        described = known.describe(dict(zip(grid, combo, strict=True)))
+        row = rows.get(described.key)
+        if row is not None and described.key not in out:
+            cost = next(v for k, v in row.costs.items() if k in features.costs)
+            out[described.key] = (features(described.active, row.costs), row.curve[-1], cost)
+    return list(out.values())
+
+
+def ranking(name: str, table, known: Knowledge, grid: dict[str, list], seeds: int = DRAWS) -> list[dict]:
+    """Rows of (table, trained, kendall_all, kendall_within_cost) for each training size."""
+    data = _architectures(known, table, grid)
+    x = np.array([d[0] for d in data])
+    y = np.array([d[1] for d in data])
+    cost = np.array([d[2] for d in data])
+    rows = []
+    for n in TRAINED:
+        if n >= len(data) // 2:
+            continue
+        overall, within = [], []
+        for seed in range(seeds):
+            order = np.random.default_rng(seed).permutation(len(data))
+            seen, rest = order[:n], order[n:]
+            ranks = Ranks(-y[seen, None])
+            forest = Forest(seed)
+            forest.fit(x[seen], ranks.forward(-y[seen, None]))
+            predicted = -forest.predict(x[rest])[0][:, 0]
+            overall.append(kendalltau(predicted, y[rest])[0])
+            within.append(_within(predicted, y[rest], cost[rest]))
+        rows.append(
+            {
+                "table": name,
+                "trained": n,
+                "kendall_all": float(np.mean(overall)),
+                "kendall_within_cost": float(np.mean(within)),
+                "architectures": len(data),
+            }
+        )
+    return rows
+
+
+def _within(predicted: np.ndarray, truth: np.ndarray, cost: np.ndarray) -> float:
+    """Kendall's tau inside each cost level of at least 10 architectures, weighted by size;
+    a cost of many distinct values (digits' GMACs) in 10 bands of equal counts instead."""
+    if len(np.unique(cost)) > len(cost) // 10:
+        edges = np.quantile(cost, np.linspace(0, 1, 11)[1:-1])
+        cost = np.searchsorted(edges, cost)
+    taus, weights = [], []
+    for level in np.unique(cost):
+        at = cost == level
+        if at.sum() >= 10:
+            tau = kendalltau(predicted[at], truth[at])[0]
+            if not np.isnan(tau):
+                taus.append(tau)
+                weights.append(at.sum())
+    return float(np.average(taus, weights=weights)) if taus else float("nan")
+
+
+def for_spec(name: str, table, spec) -> list[dict]:
+    """``ranking`` for a recorded table of a spec's space (the digits table)."""
+    return ranking(name, table, spec_knowledge(spec), study.grid_space(spec))
