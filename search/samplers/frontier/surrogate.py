@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
 from optuna.distributions import BaseDistribution, CategoricalDistribution
-from scipy.stats import norm
-from sklearn.ensemble import RandomForestRegressor
 
 TREES = 32
 
@@ -56,6 +55,7 @@ class Features:
 
 
 _ABSENT = object()
+_NORMAL = NormalDist()
 
 
 class Ranks:
@@ -67,7 +67,7 @@ class Ranks:
     def __init__(self, y: np.ndarray) -> None:
         n = len(y)
         self.y = np.sort(y, axis=0)
-        self.z = norm.ppf((np.arange(n) + 0.5) / n)
+        self.z = np.array([_NORMAL.inv_cdf((i + 0.5) / n) for i in range(n)])
         self.tail = max(1, n // 10)
 
     def forward(self, y: np.ndarray) -> np.ndarray:
@@ -90,6 +90,8 @@ class Forest:
 
     def fit(self, x: np.ndarray, y: np.ndarray) -> None:
         """``y`` (n, outputs): every unknown objective, one forest for all."""
+        from sklearn.ensemble import RandomForestRegressor  # here: every command loads the registry, few fit
+
         self.model = RandomForestRegressor(
             n_estimators=TREES, max_features=0.5, min_samples_leaf=1, random_state=self.seed, n_jobs=1
         ).fit(x, y[:, 0] if y.shape[1] == 1 else y)

@@ -18,7 +18,7 @@ def test_quickstart_loads_into_a_typed_spec():
     assert [str(c) for c in spec.constraints] == ["params <= 200000"]
     assert isinstance(spec.model["stages"][0]["mixer"], Choice)
     assert isinstance(spec.train["lr"], FloatRange) and spec.train["lr"].log
-    assert spec.search.trials >= 12 and spec.search.sampler == "nsga2"
+    assert spec.search.trials >= 12 and spec.search.sampler == "frontier"
     assert len(spec.sha) == 12
 
 
