@@ -69,8 +69,8 @@ SMALLER = {
     ("nb201", "gp"): 30,
     ("nb201", "tpe"): 500,
     ("nb201", "tpe_multivariate"): 500,
-    ("nb201", "frontier"): 1000,
-    ("nb201", "frontier_ehvi"): 400,
+    ("nb201", "frontier"): 800,
+    ("nb201", "frontier_ehvi"): 300,
     ("digits", "random"): 1200,
 }
 PRUNED_ROWS = ("random", "nsga2", "frontier")  # each also with MO-ASHA on digits
@@ -81,6 +81,7 @@ SEEDS = 10
 # MO-ASHA's (min_epochs, reduction_factor): the schema's defaults in the main matrix, and
 # these settings beside them, with random search, to show what the defaults rest on.
 HALVINGS = ((1, 3), (2, 2), (2, 3), (3, 3))
+HALVINGS_TOO = False  # those rows measure MO-ASHA (BENCHMARKS.md, 2026-12-06 first run); off: minutes
 
 
 def _tables(quick: bool) -> dict:
@@ -383,14 +384,15 @@ def run(out: Path, *, quick: bool = False, console=None, workers: int = 2, seeds
                 jobs += [(name, sampler_name, halving, seed, trials, quick) for seed in range(seeds)]
         for peer in peers.ALGORITHMS:  # budgets in distinct evaluations, as the samplers' trials
             jobs += [(name, peer, None, seed, 30 if quick else BUDGET[name], quick) for seed in range(seeds)]
-    if "digits" in tables and not quick:
+    if "digits" in tables and not quick and HALVINGS_TOO:
         for halving in set(HALVINGS) - {_default_halving()}:
             jobs += [("digits", "random", halving, seed, SMALLER["digits", "random"], quick) for seed in range(seeds)]
     started = time.perf_counter()
     curves: dict = {}
     # spawn, not fork: a process forked from one with torch's threads running can hang
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(_job, job) for job in sorted(jobs, key=lambda j: j[1] != "gp")]  # slow ones first
+        slow = ("frontier", "frontier_ehvi", "gp")
+        futures = [pool.submit(_job, job) for job in sorted(jobs, key=lambda j: (j[1] not in slow, -j[4]))]
         for future in as_completed(futures):
             rows = future.result()
             first = rows[0]

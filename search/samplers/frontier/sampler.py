@@ -55,6 +55,7 @@ class FrontierSampler(optuna.samplers.BaseSampler):
         self._maximise = np.array([d == "max" for _, d in knowledge.objectives])
         self._described: dict[int, Described] = {}  # finished trial number -> its architecture
         self._exact: dict[str, Exact | None] = {}  # architecture key -> its exact costs
+        self._vectors: dict[str, np.ndarray] = {}  # architecture key -> its features
         self._forest, self._fitted = Forest(seed), -1
         self._features: Features | None = None
 
@@ -225,8 +226,11 @@ class FrontierSampler(optuna.samplers.BaseSampler):
         return points
 
     def _vector(self, described: Described, params: Mapping[str, Any], exact: Exact | None = None) -> np.ndarray:
-        exact = exact or self._cost(params, described.key) or Exact({c: 0.0 for c in self._features.costs})
-        return self._features(described.active, exact.costs)
+        """The features of an architecture (once: a thousand trials are read at every ask)."""
+        if described.key not in self._vectors:
+            exact = exact or self._cost(params, described.key) or Exact({c: 0.0 for c in self._features.costs})
+            self._vectors[described.key] = self._features(described.active, exact.costs)
+        return self._vectors[described.key]
 
     def _refit(self, x: np.ndarray, y: np.ndarray) -> None:
         """Refitted when results arrive: after each one at first, then every 4% more."""
@@ -274,11 +278,13 @@ class _Known:
         self.pending: list[tuple[FrozenTrial, Described]] = []
 
 
-def _ranks(values: np.ndarray) -> np.ndarray:
-    """Non-dominated sorting (minimised): 0 for the front, 1 for the next, ..."""
-    ranks = np.full(len(values), -1)
+def _ranks(values: np.ndarray, enough: int = PARENTS) -> np.ndarray:
+    """Non-dominated sorting (minimised): 0 for the front, 1 for the next, ...; the fronts
+    after the one that makes ``enough`` ranked share the next rank (only the first few are
+    parents: sorting all of a thousand results at every ask would cost more than the rest)."""
+    ranks = np.full(len(values), len(values))
     left, level = np.arange(len(values)), 0
-    while len(left):
+    while len(left) and (ranks < len(values)).sum() < enough:
         v = values[left]
         dominated = ((v[None, :, :] <= v[:, None, :]).all(-1) & (v[None, :, :] < v[:, None, :]).any(-1)).any(1)
         ranks[left[~dominated]] = level
