@@ -133,6 +133,8 @@ class ArchSearch(_Portable, OptunaSearch):
         """Whether the sweep asks for no more trials: its budget met by the trials finished
         and the new draws running, or a reason to stop short of it (kept in ``stopped``)."""
         trials = self.study.get_trials(deepcopy=False)
+        if self.spec.ablation is not None:  # its (arm, seed) trials are queued; nothing else is drawn
+            return not any(t.state == TrialState.WAITING for t in trials)
         budget = Budget.of(self.spec, trials)
         repeats = getattr(self, "_repeats", set())  # (a state saved before they were kept: none)
         running = [
