@@ -100,4 +100,3 @@ class Forest:
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         per_tree = np.stack([t.predict(x).reshape(len(x), -1) for t in self.model.estimators_])
         return per_tree.mean(0), np.maximum(per_tree.std(0), self.floor)
-        return per_tree.mean(0), np.maximum(per_tree.std(0), self.floor)

@@ -265,3 +265,23 @@ def test_it_samples_on_from_an_amended_study_inside_the_new_space(tmp_path):
     assert len(new) == 8 and not {t.user_attrs["draw"] for t in new} & kept
     assert all(t.params["model.stages.0.depth"] == 2 for t in new)
     assert all(t.params.get("model.embedding", "patch") == "patch" for t in new)
+
+
+def test_a_cost_no_result_shares_is_as_uncertain_as_the_prior():
+    """Trees agree where they have no data: without the prior's spread back, a cost no
+    result shares looks certain (NB201's costliest cells looked certain to fall below the
+    front the cheap cells made, and were left untried for 800 evaluations)."""
+    known, values = _toy()
+    sweep = optuna.create_study(directions=["maximize", "minimize"])
+    cheap = [p for p in itertools.product(OPTIONS, repeat=4) if sum(OPTIONS.index(x) for x in p) <= 3]
+    for picks in cheap[::2]:  # every other cheap cell told: the rest stay candidates
+        params = dict(zip([f"x{i}" for i in range(4)], picks, strict=True))
+        told = optuna.trial.create_trial(params=params, distributions=known.distributions, values=values(params))
+        sweep.add_trial(told)
+    sampler = FrontierSampler(known, seed=0, startup=3)
+    told = sampler._known(sweep.get_trials(deepcopy=False), -1)
+    candidates = sampler._candidates(told)
+    spread = sampler._widened(np.zeros((len(candidates), 1)), candidates, told, ["cost"])[:, 0]
+    costs = np.array([c.exact.costs["cost"] for c in candidates])
+    assert (costs <= 3).any() and (costs >= 5).any()
+    assert spread[costs >= 5].min() > 0.9 and spread[costs <= 3].max() <= 0.5, (costs, spread)
