@@ -34,6 +34,9 @@ from blocks.builder import did_you_mean
 from blocks.cost import count_layer_params, count_params, measure
 from blocks.presets import PRESETS, PUBLISHED
 
+# How a user starts this: installed (setup.py makes this file archsweep/cli.py), the archsweep command.
+COMMAND = "archsweep" if __name__.startswith("archsweep") else "python main.py"
+
 
 def cmd_blocks(args: argparse.Namespace, console: Console) -> int:
     rows = [[kind, name, line] for kind, entries in describe().items() for name, line in entries.items()]
@@ -102,8 +105,9 @@ def print_table(console: Console, title: str, columns: list[str], rows: list[lis
 
 
 def _load(args: argparse.Namespace):
-    """The spec, or None after printing every problem (one line each) to stderr."""
-    from search.spec import SpecError, load
+    """The spec (a file or a bundled space's name: ``quickstart``), or None after printing
+    every problem (one line each) to stderr."""
+    from api import SpecError, load
 
     overrides = list(args.override or [])
     if getattr(args, "workers", None) is not None:
@@ -128,48 +132,31 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     spec = _load(args)
     if spec is None:
         return 2
-    from search.backends import backend_for
+    from api import StoreFailed, SweepInterrupted, SweepRefused, execute
     from search.results.view import LiveView, front_table, tally
 
     view = LiveView(spec.objectives, console)
-    sweep = backend_for(spec.backend.kind)(spec, device=args.device, on_change=view.update)
-    if args.resume and not sweep.resumable():
-        print(f"error: --resume: sweep {spec.name} has no saved state in {spec.store} to resume", file=sys.stderr)
-        return 2
-    from runs.data import DataError
-    from runs.store import StoreError
-    from runs.tracking import failure_line, store_failure
-    from search.sweep.base import SweepBusy, TrackingFailed
+
+    def started(sweep) -> None:
+        where = f"Ray ({spec.backend.address})" if spec.backend.kind == "ray" else str(sweep.device)
+        console.print(f"sweep {spec.name}: {sweep.remaining()} of {spec.search.trials} trials to run on {where}")
 
     try:
-        try:
-            sweep.open()
-        except (SweepBusy, StoreError) as refused:
-            print(f"error: {refused}", file=sys.stderr)
-            return 2
-        except DataError as err:  # changed since it was validated: refused before anything is written
-            print(f"error: {spec.file}: data.path: {err}", file=sys.stderr)
-            return 2
-        remaining = sweep.remaining()
-        where = f"Ray ({spec.backend.address})" if spec.backend.kind == "ray" else str(sweep.device)
-        console.print(f"sweep {spec.name}: {remaining} of {spec.search.trials} trials to run on {where}")
-        try:
-            with view:
-                sweep.run()
-        except KeyboardInterrupt:
-            sweep.finish("KILLED")
-            console.print("interrupted; run the same command again to resume")
-            return 130
-        front = sweep.finish()
-    except TrackingFailed as err:
-        return _store_failed(sweep, f"in {err}; that trial is not counted")
-    except Exception as err:
-        cause = store_failure(err)
-        if cause is None:
-            raise
-        return _store_failed(sweep, failure_line(cause))
-    finally:
-        sweep.close()
+        sweep, front = execute(
+            spec, device=args.device, resume=args.resume, on_change=view.update, on_start=started, running=view
+        )
+    except SweepRefused as refused:
+        print(f"error: {refused}", file=sys.stderr)
+        return 2
+    except SweepInterrupted:
+        console.print("interrupted; run the same command again to resume")
+        return 130
+    except StoreFailed as failed:
+        for line in failed.errors:
+            print(f"error: {line}", file=sys.stderr)
+        if failed.hint:
+            print(failed.hint, file=sys.stderr)
+        return 4
     rows = sweep.front_rows()[0]
     if spec.ablation is not None:
         from search.results.view import ablation_table
@@ -183,7 +170,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     if sweep.stopped:  # short of search.trials: the space is exhausted, or the sampler only redraws
         console.print(Text(f"stopped early: {sweep.stopped}"), soft_wrap=True)
     where = spec.tracking_uri or sweep.store
-    ui = "python main.py ui" + ("" if spec.tracking_uri or spec.store == "out" else f" --store {spec.store}")
+    ui = f"{COMMAND} ui" + ("" if spec.tracking_uri or spec.store == "out" else f" --store {spec.store}")
     console.print(f"results: MLflow experiment {spec.experiment!r} in {where}; open it with: {ui}")
     for problem in sweep.model_errors:
         console.print(f"warning: model not logged, {problem}")
@@ -193,27 +180,15 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     return 1 if not rows else 3 if failed else 0
 
 
-def _store_failed(sweep, what: str) -> int:
-    """The tracking store or the journal failed: the sweep stops, its runs are ended where
-    the store still takes it (a rerun ends the others and resumes), exit 4."""
-    left = sweep.abandon()
-    print(f"error: the sweep's store failed: {what}", file=sys.stderr)
-    if left:
-        print(f"error: {left}", file=sys.stderr)
-    if "damaged" not in what:
-        print(f"run the same command again to resume once the store ({sweep.store}) can be written", file=sys.stderr)
-    return 4
-
-
 def cmd_ablate(args: argparse.Namespace, console: Console) -> int:
-    from search.spec import SpecError, load
+    from api import SpecError, load
 
     try:
         has_ablation = load(args.spec, args.override or [], smoke=args.smoke).ablation is not None
     except SpecError:
         has_ablation = True  # cmd_run reports the problems
     if not has_ablation:
-        print(f"error: {args.spec} has no ablation section; use python main.py run", file=sys.stderr)
+        print(f"error: {args.spec} has no ablation section; use {COMMAND} run", file=sys.stderr)
         return 2
     return cmd_run(args, console)
 
@@ -224,9 +199,9 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
         return 2
     import json
 
-    from search.sweep.validation import spec_report
+    from api import validate
 
-    report = spec_report(spec, samples=args.samples, seed=args.seed)
+    report = validate(spec, samples=args.samples, seed=args.seed)
     if args.json:
         print(json.dumps(report.to_json(), indent=2, default=str, allow_nan=False))
         return 2 if report.refused else 0
@@ -319,7 +294,7 @@ def cmd_show(args: argparse.Namespace, console: Console) -> int:
     if not console.is_terminal:  # piped or captured: whole lines, not 80 columns
         console = Console(width=max(console.width, 200))
     console.print(front_table(rows, objectives, title, run_ids=True))
-    console.print("take one away with: python main.py export RUN_ID --out DIR")
+    console.print(f"take one away with: {COMMAND} export RUN_ID --out DIR")
     return 0
 
 
@@ -422,7 +397,7 @@ def cmd_cluster(args: argparse.Namespace, console: Console) -> int:
     if args.action == "up":
         cluster.cluster_up(workers=args.workers, cpus=args.cpus, port=args.port)
         console.print(f"Ray cluster at {address}: a head and {args.workers} worker node(s), token authentication on")
-        console.print(f"run a sweep on it: python main.py run SPEC -o backend.kind=ray -o backend.address={address}")
+        console.print(f"run a sweep on it: {COMMAND} run SPEC -o backend.kind=ray -o backend.address={address}")
         console.print("(a cluster's workers log to a tracking server: also set -o tracking.uri=http://127.0.0.1:PORT)")
     elif args.action == "down":  # that cluster only: not a sweep's private runtime beside it
         stopped = cluster.cluster_down(address)
@@ -446,7 +421,9 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> int:
     out = Path(args.out) / args.name
     env = Env.current(device, args.repeats)
     console.print(f"bench {args.name}: {env.line()}; writing {out}/")
-    module = importlib.import_module(f"bench.{args.name}")
+    import bench
+
+    module = importlib.import_module(f"{bench.__name__}.{args.name}")  # bench, or archsweep.bench installed
     rows = module.run(out, device=device, repeats=args.repeats, cap_s=args.cap, quick=args.quick, console=console)
     bench_table(console, f"bench {args.name}", rows, env)
     return 0
@@ -464,14 +441,15 @@ def port(text: str) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="main.py", description="archsweep: architecture search for vision models")
+    prog = COMMAND.removeprefix("python ")
+    p = argparse.ArgumentParser(prog=prog, description="archsweep: architecture search for vision models")
     sub = p.add_subparsers(dest="command", required=True)
     for command in ("run", "ablate"):
         helptext = (
             "run a sweep or ablation (running it again resumes it)" if command == "run" else "run an ablation study"
         )
         run = sub.add_parser(command, help=helptext)
-        run.add_argument("spec", help="the YAML spec, e.g. spaces/quickstart.yaml")
+        run.add_argument("spec", help="the YAML spec, e.g. spaces/quickstart.yaml, or a bundled space: quickstart")
         run.add_argument("-o", "--override", action="append", metavar="KEY=VALUE", help="e.g. -o search.trials=50")
         run.add_argument("--device", help="cpu or cuda (default: cuda when available)")
         run.add_argument("--smoke", action="store_true", help="apply the spec's smoke overrides (tiny, synthetic)")

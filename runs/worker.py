@@ -111,7 +111,7 @@ def _context():
         if _CONTEXT is None:
             _CONTEXT = multiprocessing.get_context("forkserver")
             # __main__ too: every child imports it anyway (main.py: rich, argparse), once here.
-            _CONTEXT.set_forkserver_preload(["__main__", "runs.preload"])
+            _CONTEXT.set_forkserver_preload(["__main__", f"{__package__}.preload"])
             _start(_CONTEXT)
         return _CONTEXT
 
@@ -127,7 +127,8 @@ def _start(ctx) -> None:
     FLOP counter again)."""
     from multiprocessing import forkserver
 
-    root, before = str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")
+    # The folder the top-level package is in: the checkout, or the one archsweep is installed in.
+    root, before = str(Path(__file__).resolve().parents[__name__.count(".")]), os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, before) if p)
     try:
         forkserver.ensure_running()

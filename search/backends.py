@@ -13,9 +13,11 @@ BACKENDS: dict[str, str] = {
     "local": "search.sweep.local:LocalSweep",  # trials in processes of this machine
     "ray": "search.sweep.ray.driver:RaySweep",  # Ray Tune, on this machine or a cluster
 }
+# "" in the checkout, "archsweep." where installed (setup.py maps the packages into archsweep).
+_PACKAGE = __name__.removesuffix("search.backends")
 
 
 def backend_for(kind: str) -> type:
     """The ``Sweep`` class of backend ``kind``."""
     module, _, name = BACKENDS[kind].partition(":")
-    return getattr(importlib.import_module(module), name)
+    return getattr(importlib.import_module(_PACKAGE + module), name)

@@ -18,12 +18,14 @@ FLOORS = (
     ("search.spec",),
     ("search.sweep",),
     ("bench",),
+    ("api",),  # the Python API: what main.py's commands run, for notebooks
     ("main",),
 )
 # Imports of the project inside a function, and why each file has them (none dodges a loop:
 # the floors forbid one).
 IN_FUNCTIONS = {
     "main.py": "each subcommand imports what it runs: `blocks` or `validate` start without Ray or a sweep",
+    "api.py": "main.py loads it for every command: running or reading a sweep (MLflow, pandas) only when asked",
     "bench/trial.py": "Ray's driver module (it sets Ray's environment) only when the ray backend is measured",
 }
 
@@ -40,6 +42,7 @@ def modules():
     """(path relative to ROOT, module name) of every project source file."""
     paths = [
         ROOT / "main.py",
+        ROOT / "api.py",
         *(p for folder in ("blocks", "runs", "search", "bench") for p in (ROOT / folder).rglob("*.py")),
     ]
     for path in sorted(paths):

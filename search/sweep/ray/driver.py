@@ -54,7 +54,8 @@ from search.sweep.ray.searcher import ArchSearch, _Portable
 from search.sweep.ray.worker import TRAINED, trainable
 
 logging.getLogger("ray").setLevel(logging.ERROR)
-PROJECT = Path(__file__).resolve().parents[3]
+PROJECT = Path(__file__).resolve().parents[3]  # the checkout; where installed, the archsweep package
+INSTALLED = __name__.startswith("archsweep.")  # setup.py maps the packages into archsweep
 # What the workers do not need of the project folder (Ray also honours .gitignore).
 EXCLUDES = [".git", ".venv", "out", "data", "mlruns", "*.db", "*.journal", "__pycache__", ".*_cache"]
 SEARCHER_COPY = ".archsweep-searcher.pkl"  # the searcher's own copy of its state (see _repair_searcher_state)
@@ -203,9 +204,11 @@ def _reattach(tuner: tune.Tuner, scheduler, callbacks: list, spec: Spec | None =
 @contextmanager
 def runtime(backend: BackendSpec):
     """Connected to Ray for the duration: a private runtime on this machine (address
-    local) or an existing cluster; the project folder travels to the workers."""
+    local) or an existing cluster; the project folder (installed: the archsweep package)
+    travels to the workers."""
     ensure_token()
-    env = {"working_dir": str(PROJECT), "excludes": EXCLUDES}
+    env = {"py_modules": [str(PROJECT)]} if INSTALLED else {"working_dir": str(PROJECT)}
+    env["excludes"] = EXCLUDES
     if faults.plan():  # the hardening suite's faults reach the workers
         env["env_vars"] = {faults.ENV: faults.plan()}
     if backend.address == "local":
