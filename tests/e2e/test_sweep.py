@@ -389,7 +389,9 @@ def test_a_replayed_sweep_counts_distinct_architectures_on_two_workers_and_stops
     assert main.main([*args, "--workers", "2", "-o", "search.trials=7"]) == 0
     trials = study(workdir, "digits-table").trials
     repeats = [t for t in trials if state_of(t) == "duplicate"]
-    assert sum(counted(t) for t in trials) == 7 and repeats and len(trials) == 7 + len(repeats)
+    # Whether a repeat falls in these seven depends on timing: a draw of an architecture
+    # still running on the other worker is not answered from it (repeat_of reads finished trials).
+    assert sum(counted(t) for t in trials) == 7 and len(trials) == 7 + len(repeats)
     _, parents, _ = runs_of(workdir, "digits-table")
     assert STOPPED_TAG not in parents[0].data.tags
     capsys.readouterr()
@@ -398,6 +400,7 @@ def test_a_replayed_sweep_counts_distinct_architectures_on_two_workers_and_stops
     trials = study(workdir, "digits-table").trials
     tried = {t.user_attrs["draw"] for t in trials if state_of(t) != "duplicate"}
     used = sum(counted(t) for t in trials)
+    assert any(state_of(t) == "duplicate" for t in trials)  # 20 asked of 8: repeats, answered
     assert len(tried) == 8 and used < 20 and state_of(trials[-1]) != "duplicate"  # it stopped at the eighth
     why = f"the space is exhausted: all 8 architectures were tried; {20 - used} of the requested 20 trials"
     why += " had nothing left to try"
