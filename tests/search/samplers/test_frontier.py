@@ -105,6 +105,7 @@ def test_an_unbuildable_architecture_has_no_costs_and_a_constraint_marks_what_it
 # -- how it asks ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_it_never_redraws_and_stops_on_an_exhausted_space():
     _, table = digits_table()
     small = load(DIGITS_SPEC, ["model.stages[1].depth=0", "model.embedding=patch", "search.sampler=frontier"])
@@ -115,6 +116,7 @@ def test_it_never_redraws_and_stops_on_an_exhausted_space():
     assert "duplicate" not in states and "exhausted" in result.stopped
 
 
+@pytest.mark.slow
 def test_concurrent_asks_draw_distinct_architectures():
     _, table = digits_table()
     spec = load(DIGITS_SPEC, ["search.sampler=frontier", "search.trials=30"])
@@ -127,6 +129,7 @@ def test_concurrent_asks_draw_distinct_architectures():
     assert len(drawn) == 6 and not drawn & earlier
 
 
+@pytest.mark.slow
 def test_it_samples_conditional_and_float_dimensions_and_keeps_the_constraint():
     spec = load(QUICKSTART, ["search.sampler=frontier", "search.trials=6"])
     sweep = study.create(spec, optuna.storages.InMemoryStorage(), sampler=study.sampler_for(spec))
@@ -143,6 +146,7 @@ def test_it_samples_conditional_and_float_dimensions_and_keeps_the_constraint():
     assert len(set(keys)) == 6
 
 
+@pytest.mark.slow
 def test_a_resumed_study_is_read_not_redrawn():
     _, table = digits_table()
     spec = load(DIGITS_SPEC, ["search.sampler=frontier", "search.trials=20"])

@@ -49,6 +49,7 @@ def test_a_replayed_sweep_reports_what_the_table_holds(digits):
             assert frozen.state == TrialState.PRUNED and frozen.values is None
 
 
+@pytest.mark.slow
 def test_the_replayed_front_is_the_front_of_the_table_rows_it_visited(digits):
     spec, table = digits
     result = replay(spec, table, trials=200)
@@ -64,6 +65,7 @@ def test_the_replayed_front_is_the_front_of_the_table_rows_it_visited(digits):
     assert len({t.user_attrs["draw"] for t in best}) == len(best)
 
 
+@pytest.mark.slow
 def test_a_cost_constraint_refuses_before_training(digits):
     spec, table = digits
     limit = sorted(r.costs["params"] for r in table.rows)[len(table.rows) // 2]
@@ -74,6 +76,7 @@ def test_a_cost_constraint_refuses_before_training(digits):
     assert all(t.metrics["params"] <= limit for t in result.trials if t.state == "complete")
 
 
+@pytest.mark.slow
 def test_mo_asha_trains_less_and_says_at_which_rung_it_pruned(digits):
     spec, table = digits
     full = replay(spec, table, trials=120)
@@ -94,6 +97,7 @@ def test_a_draw_outside_the_table_is_a_clear_error(digits):
         replay(wider, table, trials=3)
 
 
+@pytest.mark.slow
 def test_the_same_seed_replays_the_same_sweep(digits):
     spec, table = digits
     first, second = (replay(spec, table, trials=50) for _ in range(2))
