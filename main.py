@@ -364,7 +364,7 @@ def cmd_import_timm(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_record(args: argparse.Namespace, console: Console) -> int:
-    from search.sweep.record import record
+    from search.sweep.record import add_proxies, record
     from search.tables.table import TableError
 
     spec = _load(args)
@@ -375,6 +375,10 @@ def cmd_record(args: argparse.Namespace, console: Console) -> int:
         console.print(Text(f"[{done}/{total}] {line}"), soft_wrap=True)
 
     try:
+        if args.proxies_only:
+            table = add_proxies(spec, Path(args.out), on_row=progress)
+            console.print(f"scored {len(table.rows)} rows with {', '.join(spec.search.proxies)} in {args.out}")
+            return 0
         table = record(
             spec,
             Path(args.out),
@@ -504,6 +508,9 @@ def parser() -> argparse.ArgumentParser:
     rec.add_argument("--workers", type=int, default=1, help="architectures trained at once, each in a process")
     rec.add_argument("--seeds", type=int, nargs="+", default=[0], help="the first trains all; the others a subset")
     rec.add_argument("--repeat-every", type=int, default=0, metavar="N", help="every N-th architecture again per seed")
+    rec.add_argument(
+        "--proxies-only", action="store_true", help="add search.proxies' zero-cost proxies to TABLE's rows, no training"
+    )
     rec.set_defaults(smoke=False)
     listing = sub.add_parser(
         "blocks", help="list every registered mixer, embedding, positional encoding, transition, head"

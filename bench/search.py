@@ -36,7 +36,7 @@ import numpy as np
 import optuna
 from optuna.distributions import CategoricalDistribution
 
-from bench import peers, surrogate
+from bench import peers, proxies, surrogate
 from bench.common import Env, pyplot, save_figure, write_csv
 from runs.metrics import Objective
 from search import samplers
@@ -209,16 +209,19 @@ def _points(trials: int) -> list[int]:
 
 
 def _curve(records, objectives, ref, exact: float, front_keys: set) -> list[dict]:
-    """Hypervolume ratio at each read point and at the first trial that reaches each of
-    ``THRESHOLDS`` (so that what a threshold cost is read exactly, not at the next point),
-    with evaluations and epochs spent so far."""
+    """Hypervolume ratio at each read point and at every trial that moves the front (so
+    that what any hypervolume cost is read exactly, not at the next point), with
+    evaluations (distinct architectures trained: a continued pruned trial is the same
+    evaluation, its epochs are counted) and epochs spent so far."""
 
-    rows, front, evaluations, epochs, pruned_front, found = [], [], 0, 0, set(), set()
-    points, hv, crossed = set(_points(len(records))), 0.0, set()
+    rows, front, epochs, pruned_front, found, trained_keys = [], [], 0, set(), set(), set()
+    points, hv = set(_points(len(records))), 0.0
     signs = [-1.0 if o.direction == "max" else 1.0 for o in objectives]
     for i, (state, trained, metrics, key) in enumerate(records, start=1):
-        evaluations += trained > 0
+        if trained > 0:
+            trained_keys.add(key)
         epochs += trained
+        moved = False
         if state == "complete":
             found |= {key} & front_keys
             point = tuple(s * metrics[o.metric] for s, o in zip(signs, objectives, strict=True))
@@ -226,11 +229,11 @@ def _curve(records, objectives, ref, exact: float, front_keys: set) -> list[dict
                 front = [(o, m) for o, m in front if not all(p <= f for p, f in zip(point, o, strict=True))]
                 front.append((point, metrics))
                 hv = hypervolume_at([m for _, m in front], objectives, ref)  # only when the front moves
+                moved = True
         elif state == "pruned" and key in front_keys:
             pruned_front.add(key)
-        reached = {t for t in THRESHOLDS if hv / exact >= t - 1e-12} - crossed
-        crossed |= reached
-        if i in points or reached:
+        evaluations = len(trained_keys)
+        if i in points or moved:
             rows.append(
                 {
                     "trials": i,
@@ -316,6 +319,15 @@ def _summary(curves: dict, far: dict) -> list[dict]:
         for key in ("hv_ratio", "evaluations", "epochs", "front_found", "front_pruned"):
             row[f"final_{key}"] = _quartiles([r[key] for r in last])[1]
         row["max_front_pruned"] = max(r["front_pruned"] for r in last)
+        unpruned = curves.get((name, strategy.split("+")[0])) if "+" in strategy else None
+        if unpruned:  # epochs to the same seed's unpruned final HV, as a share of the unpruned epochs
+            shares = [
+                _reached(c, unpruned[seed][-1]["hv_ratio"], "epochs") / unpruned[seed][-1]["epochs"]
+                for seed, c in by_seed.items()
+                if seed in unpruned
+            ]
+            q1, med, q3 = _quartiles(shares)
+            row["epochs_to_unpruned_hv"], row["epochs_to_unpruned_hv_iqr"] = med, f"{q1:.3g}-{q3:.3g}"
         row["wall_s_per_run"] = _quartiles([c[-1]["wall_s"] for c in by_seed.values()])[1]
         row[f"ask_ms_at_{ASK_AT}"] = _quartiles([c[-1]["ask_ms"] for c in by_seed.values()])[1]
         rows.append(row)
@@ -419,6 +431,11 @@ def run(out: Path, *, quick: bool = False, console=None, workers: int = 2, seeds
     write_csv(out / "search.csv", summary, env)
     _plot(curves, tables, out / "search.png")
     write_csv(out / "search_surrogate.csv", _surrogate_rows(tables, quick), env)
+    if "digits" in tables:  # the zero-cost proxies on the digits table: alone, and in the surrogate
+        table, *_, spec = tables["digits"]
+        write_csv(out / "search_proxies.csv", proxies.correlations(table), env)
+        draws = 2 if quick else proxies.SEEDS
+        write_csv(out / "search_proxies_predictor.csv", proxies.predictors(table, spec, seeds=draws), env)
     say(f"bench search: {len(jobs)} replayed sweeps in {time.perf_counter() - started:.0f} s on {workers} processes")
 
     for name, (table, _, ref, exact, front_keys, _) in tables.items():

@@ -8,6 +8,7 @@ in ten bands), the mean of several random training sets."""
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 from scipy.stats import kendalltau
@@ -21,8 +22,12 @@ TRAINED = (20, 50, 100, 200, 400)
 DRAWS = 5
 
 
-def _architectures(known: Knowledge, table, grid: dict[str, list]) -> list[tuple[np.ndarray, float, float]]:
-    """(features, final accuracy, cost) of every row of ``table``, from a walk of ``grid``."""
+def _architectures(
+    known: Knowledge, table, grid: dict[str, list], extra: tuple[str, ...] = ()
+) -> list[tuple[np.ndarray, float, float]]:
+    """(features, final accuracy, cost) of every row of ``table``, from a walk of ``grid``;
+    the row's costs named in ``extra`` (zero-cost proxies) appended to the features as
+    they are (NaN where a row lacks one: the forest routes missing values)."""
     features = Features(known.distributions, [m for m, _ in known.objectives if m != "val_accuracy"], known.features)
     rows, out = table.by_key(), {}
     for combo in itertools.product(*grid.values()):
@@ -30,30 +35,28 @@ def _architectures(known: Knowledge, table, grid: dict[str, list]) -> list[tuple
         row = rows.get(described.key)
         if row is not None and described.key not in out:
             cost = next(v for k, v in row.costs.items() if k in features.costs)
-            out[described.key] = (features(described.active, row.costs), row.curve[-1], cost)
+            added = [row.costs.get(n, math.nan) for n in extra]
+            out[described.key] = (np.append(features(described.active, row.costs), added), row.curve[-1], cost)
     return list(out.values())
 
 
-def ranking(name: str, table, known: Knowledge, grid: dict[str, list], seeds: int = DRAWS) -> list[dict]:
-    """Rows of (table, trained, kendall_all, kendall_within_cost) for each training size."""
-    data = _architectures(known, table, grid)
-    x = np.array([d[0] for d in data])
-    y = np.array([d[1] for d in data])
-    cost = np.array([d[2] for d in data])
+def ranking(
+    name: str,
+    table,
+    known: Knowledge,
+    grid: dict[str, list],
+    seeds: int = DRAWS,
+    trained: tuple[int, ...] = TRAINED,
+    extra: tuple[str, ...] = (),
+) -> list[dict]:
+    """Rows of (table, trained, kendall_all, kendall_within_cost) for each training size
+    in ``trained``, with the costs ``extra`` as further features (``_architectures``)."""
+    data = _architectures(known, table, grid, extra)
     rows = []
-    for n in TRAINED:
+    for n in trained:
         if n >= len(data) // 2:
             continue
-        overall, within = [], []
-        for seed in range(seeds):
-            order = np.random.default_rng(seed).permutation(len(data))
-            seen, rest = order[:n], order[n:]
-            ranks = Ranks(-y[seen, None])
-            forest = Forest(seed)
-            forest.fit(x[seen], ranks.forward(-y[seen, None]))
-            predicted = -forest.predict(x[rest])[0][:, 0]
-            overall.append(kendalltau(predicted, y[rest])[0])
-            within.append(_within(predicted, y[rest], cost[rest]))
+        overall, within = split_taus(data, n, seeds)
         rows.append(
             {
                 "table": name,
@@ -66,9 +69,29 @@ def ranking(name: str, table, known: Knowledge, grid: dict[str, list], seeds: in
     return rows
 
 
-def _within(predicted: np.ndarray, truth: np.ndarray, cost: np.ndarray) -> float:
-    """Kendall's tau inside each cost level of at least 10 architectures, weighted by size;
-    a cost of many distinct values (digits' GMACs) in 10 bands of equal counts instead."""
+def split_taus(data: list[tuple[np.ndarray, float, float]], n: int, seeds: int) -> tuple[list, list]:
+    """Kendall's tau over all and within cost (one per seed) of the forest trained on ``n``
+    of ``data``'s architectures (a random split per seed) on the others."""
+    x = np.array([d[0] for d in data])
+    y = np.array([d[1] for d in data])
+    cost = np.array([d[2] for d in data])
+    overall, within = [], []
+    for seed in range(seeds):
+        order = np.random.default_rng(seed).permutation(len(data))
+        seen, rest = order[:n], order[n:]
+        ranks = Ranks(-y[seen, None])
+        forest = Forest(seed)
+        forest.fit(x[seen], ranks.forward(-y[seen, None]))
+        predicted = -forest.predict(x[rest])[0][:, 0]
+        overall.append(kendalltau(predicted, y[rest])[0])
+        within.append(_within(predicted, y[rest], cost[rest]))
+    return overall, within
+
+
+def _within(predicted: np.ndarray, truth: np.ndarray, cost: np.ndarray, stat=kendalltau) -> float:
+    """Kendall's tau (or ``stat``: scipy's spearmanr) inside each cost level of at least
+    10 architectures, weighted by size; a cost of many distinct values (digits' GMACs) in
+    10 bands of equal counts instead."""
     if len(np.unique(cost)) > len(cost) // 10:
         edges = np.quantile(cost, np.linspace(0, 1, 11)[1:-1])
         cost = np.searchsorted(edges, cost)
@@ -76,7 +99,7 @@ def _within(predicted: np.ndarray, truth: np.ndarray, cost: np.ndarray) -> float
     for level in np.unique(cost):
         at = cost == level
         if at.sum() >= 10:
-            tau = kendalltau(predicted[at], truth[at])[0]
+            tau = stat(predicted[at], truth[at])[0]
             if not np.isnan(tau):
                 taus.append(tau)
                 weights.append(at.sum())

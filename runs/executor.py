@@ -19,6 +19,7 @@ import torch
 from blocks import ArchSpec
 from runs import faults
 from runs.data import Dataset
+from runs.proxies import DEFAULT as DEFAULT_PROXIES
 from runs.train import TrainConfig, TrialFailed
 from runs.trial import Infeasible, replay_trial, run_trial
 
@@ -94,6 +95,7 @@ class Job:
     memory_gib: float | None
     faults: str | None  # the hardening suite's fault plan (runs.faults)
     replay: dict | None = None  # a recorded table's row: its results are read, nothing trains
+    proxies: tuple[str, ...] = DEFAULT_PROXIES  # the zero-cost proxies scored before training
 
 
 @dataclass(frozen=True)
@@ -161,7 +163,7 @@ def execute(
         with memory_cap(job.memory_gib):
             if job.replay is not None:
                 metrics = replay_trial(
-                    job.arch, job.replay, constraints=job.constraints, report=report, on_cost=cost.update
+                    job.arch, job.replay, constraints=job.constraints, report=report, on_cost=cost.update, resume=resume
                 )
             else:
                 metrics = run_trial(
@@ -174,6 +176,7 @@ def execute(
                     resume=resume,
                     on_cost=cost.update,
                     on_trained=on_trained,
+                    proxies=job.proxies,
                 )
         return Done(metrics)
     except Infeasible as err:

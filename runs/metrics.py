@@ -19,8 +19,16 @@ METRICS = {  # name -> the direction that is better
     "peak_mem_mb": "min",
     "train_time_s": "min",
     "epochs": "max",
+    # zero-cost proxies (runs.proxies), scored on the freshly built model: higher ranks higher
+    "naswot": "max",
+    "jacob_cov": "max",
+    "synflow": "max",  # its natural log
+    "snip": "max",
+    "grad_norm": "max",
+    "proxy_s": "min",  # the seconds the proxies took
 }
 COST_METRICS = ("params", "gmacs", "gflops", "latency_ms", "peak_mem_mb")  # known before training
+PROXY_METRICS = ("naswot", "jacob_cov", "synflow", "snip", "grad_norm")  # known before training too
 
 
 @dataclass(frozen=True)

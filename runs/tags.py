@@ -40,6 +40,7 @@ PARETO_TAG = "archsweep.pareto"
 MODEL_TAG = "archsweep.model"  # the id of the trial's logged MLflow model
 MODEL_ERROR_TAG = "archsweep.model_error"  # why its model could not be logged
 DUPLICATE_TAG = "archsweep.duplicate_of"  # the trial whose result a repeated draw reuses
+CONTINUES_TAG = "archsweep.continues"  # the pruned trial a draw of the same architecture trains on
 ARM_TAG = "archsweep.arm"  # an ablation's arm and seed
 SEED_TAG = "archsweep.seed"
 ATTEMPT_TAG = "archsweep.attempt_key"  # which backend trial owns a run (a retry continues it)

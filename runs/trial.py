@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Callable, Mapping, Sequence
 
 import torch
@@ -10,6 +11,7 @@ import yaml
 
 from blocks import ArchSpec, build, check, from_dict, to_dict
 from blocks.cost import counted_cost, timed_cost
+from runs import proxies as zero_cost
 from runs.data import Dataset
 from runs.train import TrainConfig, train
 
@@ -35,6 +37,17 @@ def measure_cost(arch: ArchSpec, model: torch.nn.Module, data: Dataset, batch_si
     return {**counted, **timed_cost(model, data.train_x.shape[1:], device=data.train_x.device, batch_size=batch)}
 
 
+def measure_proxies(model: torch.nn.Module, data: Dataset, names: Sequence[str]) -> dict[str, float]:
+    """The zero-cost proxies ``names`` (``runs.proxies``) of a freshly built model on the
+    first PROXY_BATCH training images (no random draw: a recorded table scores the same
+    batch), with ``proxy_s``; nothing when ``names`` is empty. The model and the RNG are
+    left as they were."""
+    if not names:
+        return {}
+    images, labels = data.train_x[: zero_cost.PROXY_BATCH], data.train_y[: zero_cost.PROXY_BATCH]
+    return zero_cost.measure(model, images, labels, names)
+
+
 def run_trial(
     arch: ArchSpec,
     cfg: TrainConfig,
@@ -46,14 +59,17 @@ def run_trial(
     resume: Mapping | None = None,
     on_cost: Callable[[dict[str, float]], None] = lambda cost: None,
     on_trained: Callable[[dict], None] = lambda record: None,
+    proxies: Sequence[str] = zero_cost.DEFAULT,
 ) -> dict[str, float]:
     """Train ``arch`` and return every per-trial metric; raises ``Infeasible`` before
-    any training when the builder refuses it or a cost constraint is broken.
-    ``on_trained`` gets the trained model's ``trained_record`` (to keep for logging)."""
+    any training when the builder refuses it or a cost constraint is broken (the zero-cost
+    ``proxies`` count as costs). ``on_trained`` gets the trained model's ``trained_record``
+    (to keep for logging)."""
     _refuse_unbuildable(arch, constraints)
     torch.manual_seed(seed)
     model = build(arch, device=data.train_x.device)
     cost = measure_cost(arch, model, data, cfg.batch_size)
+    cost |= measure_proxies(model, data, proxies)
     _refuse_over_budget(cost, constraints)
     on_cost(cost)
     metrics = train(model, data, cfg, seed=seed, report=report, resume=resume)
@@ -68,17 +84,21 @@ def replay_trial(
     constraints: Sequence = (),
     report: Callable[..., None] = lambda epoch, metrics, snapshot: None,
     on_cost: Callable[[dict[str, float]], None] = lambda cost: None,
+    resume: Mapping | None = None,
 ) -> dict[str, float]:
     """``run_trial`` with the results read from a recorded table's row (``costs``,
     ``curve``, ``train_s``: see ``search.tables``) instead of training: the same refusals,
-    cost constraints and per-epoch reports, so that a sweep's pruner, outcomes and
-    tracking run as they would. Nothing is trained, so no model is left to log."""
+    cost constraints and per-epoch reports (from the epoch after ``resume``'s), so that a
+    sweep's pruner, outcomes and tracking run as they would. Nothing is trained, so no
+    model is left to log."""
     _refuse_unbuildable(arch, constraints)
     cost = {k: float(v) for k, v in row["costs"].items()}
     _refuse_over_budget(cost, constraints)
     on_cost(cost)
-    for epoch, accuracy in enumerate(row["curve"]):
-        report(epoch, {"val_accuracy": float(accuracy)}, lambda epoch=epoch: {"epoch": epoch})
+    first = resume["epoch"] + 1 if resume else 0
+    for epoch, accuracy in list(enumerate(row["curve"]))[first:]:
+        metrics = {"val_accuracy": float(accuracy)}
+        report(epoch, metrics, lambda epoch=epoch, metrics=metrics: {"epoch": epoch, "metrics": metrics})
     curve = row["curve"]
     return {**cost, "val_accuracy": float(curve[-1]), "epochs": float(len(curve)), "train_time_s": row["train_s"]}
 
@@ -90,10 +110,18 @@ def _refuse_unbuildable(arch: ArchSpec, constraints: Sequence) -> None:
 
 
 def _refuse_over_budget(cost: dict[str, float], constraints: Sequence) -> None:
-    violations = [c.violation(cost[c.metric]) if c.metric in cost else 0.0 for c in constraints]
+    violations = [_violation(c, cost) for c in constraints]
     broken = [str(c) for c, v in zip(constraints, violations, strict=True) if v > 0]
     if broken:
         raise Infeasible("breaks " + ", ".join(broken), cost, violations)
+
+
+def _violation(constraint, cost: dict[str, float]) -> float:
+    """0 for a metric not measured yet; a NaN (a proxy that is not finite) keeps no bound."""
+    if constraint.metric not in cost:
+        return 0.0
+    violation = constraint.violation(cost[constraint.metric])
+    return 1.0 if math.isnan(violation) else violation
 
 
 PROBE_IMAGES = 8

@@ -38,10 +38,13 @@ from runs.executor import Failed, Final, Job, execute, failure_kind, failure_rea
 
 @dataclass(frozen=True)
 class Resumed:
-    """Continuing from the checkpoint of ``epoch`` (0-based), whose metrics these were."""
+    """Continuing from the checkpoint of ``epoch`` (0-based), whose metrics these were:
+    the trial's own (a retry), or, ``continued``, the paused checkpoint of a pruned trial
+    of the same draw that this trial continues (``Files.start``)."""
 
     epoch: int
     metrics: dict
+    continued: bool = False
 
 
 @dataclass(frozen=True)
@@ -57,10 +60,13 @@ class Epoch:
 @dataclass(frozen=True)
 class Files:
     """Where a trial's process keeps what outlives it: its checkpoint (after every epoch,
-    when retries are on) and its trained model's record (for logging it as an MLflow model)."""
+    when retries are on or a pruned trial may be continued) and its trained model's record
+    (for logging it as an MLflow model); and ``start``: the checkpoint it continues from
+    when it has none of its own yet (a pruned trial's, paused)."""
 
     checkpoint: str | None
     weights: str
+    start: str | None = None
 
 
 def _child(conn, job: Job, files: Files, data: Dataset) -> None:
@@ -70,10 +76,13 @@ def _child(conn, job: Job, files: Files, data: Dataset) -> None:
 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     try:
-        resume = None
+        resume, continued = None, False
         if files.checkpoint and os.path.exists(files.checkpoint):
             resume = torch.load(files.checkpoint, map_location=job.device, weights_only=True)
-            conn.send(Resumed(resume["epoch"], resume["metrics"]))
+        elif files.start:  # a pruned trial's training, continued (the sweep checked it exists)
+            resume, continued = torch.load(files.start, map_location=job.device, weights_only=True), True
+        if resume is not None:
+            conn.send(Resumed(resume["epoch"], resume["metrics"], continued))
 
         def on_epoch(epoch: int, metrics: dict, cost: dict, snapshot) -> bool:
             if files.checkpoint:
@@ -152,7 +161,7 @@ def run(
     files: Files,
     data: Dataset,
     on_epoch: Callable[[int, dict, dict], bool],
-    on_resumed: Callable[[int, dict], None],
+    on_resumed: Callable[[int, dict, bool], None],
     *,
     timeout: float | None,
     stop: threading.Event,
@@ -185,7 +194,7 @@ def run(
             if isinstance(message, Epoch):
                 ours.send(on_epoch(message.epoch, message.metrics, message.cost))
             elif isinstance(message, Resumed):
-                on_resumed(message.epoch, message.metrics)
+                on_resumed(message.epoch, message.metrics, message.continued)
             else:
                 return message
     finally:

@@ -141,7 +141,8 @@ def promotable(
 @dataclass(frozen=True)
 class RungDecision:
     """One rung decision, with what an MLflow tag needs to say why. position and front
-    count from 0 (front 0: non-dominated); the trial proceeds iff position < cut."""
+    count from 0 (front 0: non-dominated); the trial proceeds iff position < cut, unless
+    a forecast of its final values overrode halving (``forecast``: why, in words)."""
 
     proceed: bool
     position: int
@@ -150,16 +151,19 @@ class RungDecision:
     rung: int  # index into rung_epochs(...)
     size: int  # trials at the rung so far, the candidate included
     epoch: int | None = None  # the rung's epoch, when the caller gives it
+    forecast: str = ""  # set when the forecast decided against halving (search.pruners.mo_asha)
 
     @property
     def reason(self) -> str:
         """One line, e.g. "pruned at rung 2 (epoch 4): position 5 of 9 by non-dominated
-        sorting (behind 1 front), the top 3 continue"."""
+        sorting (behind 1 front), the top 3 continue"; with a forecast's override, what
+        halving alone would have done and why the forecast did not."""
         where = f"rung {self.rung}" + ("" if self.epoch is None else f" (epoch {self.epoch})")
         verdict = f"continues past {where}" if self.proceed else f"pruned at {where}"
         fronts = "on the front" if self.front == 0 else f"behind {self.front} front{'s' * (self.front > 1)}"
         top = f"the top {self.cut} continue" if self.cut > 1 else "only the top 1 continues"
-        return f"{verdict}: position {self.position + 1} of {self.size} by non-dominated sorting ({fronts}), {top}"
+        line = f"{verdict}: position {self.position + 1} of {self.size} by non-dominated sorting ({fronts}), {top}"
+        return f"{line}; {self.forecast}" if self.forecast else line
 
 
 def decide(

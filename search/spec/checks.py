@@ -146,6 +146,13 @@ def warm_start(v: Any) -> str | None:
     return None
 
 
+def name_list(v: Any) -> str | None:
+    """A list of distinct names (where the section is read, each is checked against what it names)."""
+    if not isinstance(v, list) or not all(isinstance(name, str) for name in v):
+        return f"expected a list of names ([] for none), got {shown(v)}"
+    return None if len(set(v)) == len(v) else f"lists a name twice: {shown(v)}"
+
+
 def optional(check: Check) -> Check:
     return lambda v: None if v is None else check(v)
 

@@ -24,7 +24,7 @@ from blocks.builder import did_you_mean
 from runs import data as datasets
 from runs.data import DataSpec
 from runs.journal import journal_path, read_study
-from runs.metrics import COST_METRICS, METRICS, Constraint, Objective
+from runs.metrics import COST_METRICS, METRICS, PROXY_METRICS, Constraint, Objective
 from runs.store import StoreError
 from search.pruners import PRUNERS
 from search.samplers import SAMPLERS
@@ -322,6 +322,11 @@ def _constraints(c: Checker, raw: Any) -> tuple[Constraint, ...]:
 
 def _search(c: Checker, raw: dict, objectives, *, ray: bool, folder: Path) -> SearchSpec:
     s = SearchSpec(**c.section(raw, "search", F.SEARCH_FIELDS))
+    s = replace(s, proxies=tuple(s.proxies))
+    for i, name in enumerate(s.proxies):
+        if name not in PROXY_METRICS:
+            hint = did_you_mean(name, PROXY_METRICS)
+            c.fail(join("search.proxies", i), f"unknown proxy {name!r}{hint}; known: {', '.join(PROXY_METRICS)}")
     if s.replay is not None:  # read now: a table that cannot be trusted is refused before anything runs
         table = (folder / s.replay).resolve()
         try:
@@ -499,6 +504,16 @@ def _refuse_count_objectives(c: Checker, objectives) -> None:
             c.fail("objectives", "epochs is a count, not something to optimise")
 
 
+def _refuse_proxies_left_out(c: Checker, objectives, constraints, search: SearchSpec) -> None:
+    """An objective or constraint on a zero-cost proxy that the trials do not compute."""
+    named = [(join("objectives", i), o.metric) for i, o in enumerate(objectives)]
+    named += [(join("constraints", i), k.metric) for i, k in enumerate(constraints)]
+    for path, metric in named:
+        if metric in PROXY_METRICS and metric not in search.proxies:
+            shown = f"[{', '.join(search.proxies)}]"
+            c.fail(path, f"{metric} is a zero-cost proxy that search.proxies leaves out ({shown}); add it there")
+
+
 def build_spec(
     data: dict,
     docs: list[Document],
@@ -547,6 +562,7 @@ def build_spec(
     log_models = _models_to_log(c, tracking["models"], search.trials)
     backend = _backend(c, data.get("backend") or {}, tracking, search, objectives, Path(file).parent)
     _refuse_count_objectives(c, objectives)
+    _refuse_proxies_left_out(c, objectives, constraints, search)
     name = _name(c, top, data, file)
     if check_store:
         inputs.store(c, tracking.get("dir"))

@@ -12,6 +12,7 @@ from typing import Any
 
 from blocks import HEADS, POSITIONALS, WIRINGS, ArchSpec, EmbeddingSpec, StageSpec, Transition
 from runs.data import DataSpec
+from runs.proxies import DEFAULT as DEFAULT_PROXIES
 from runs.train import TrainConfig
 from search.backends import BACKENDS
 from search.pruners import PRUNERS
@@ -24,6 +25,7 @@ from search.spec.checks import (
     integer,
     mlflow_name,
     models_to_log,
+    name_list,
     number,
     one_of,
     optional,
@@ -76,6 +78,8 @@ class SearchSpec:
     # None: the pruner's own default (``halving`` of its class in search.pruners).
     min_epochs: int | None = None
     reduction_factor: int | None = None
+    # The zero-cost proxies (runs.proxies) every trial scores before training; [] for none.
+    proxies: tuple[str, ...] = DEFAULT_PROXIES
 
     replay: str | None = None  # a recorded table: trials read their results from it, nothing trains
     # Start from an earlier sweep's results: {from: SWEEP or SPEC.yaml, take: front | all | N}
@@ -163,6 +167,7 @@ SEARCH_FIELDS = with_defaults(
         "timeout": Field(optional(number())),
         "min_epochs": Field(optional(integer())),
         "reduction_factor": Field(optional(integer(2))),
+        "proxies": Field(name_list),  # each one of runs.metrics.PROXY_METRICS (search.spec.load)
         "replay": Field(optional(path_text)),
         "warm_start": Field(optional(warm_start)),
     },

@@ -5,8 +5,11 @@ reason) or refused before training (infeasible), ``study.counted``. A draw that 
 a finished trial is answered from it (``pipeline.repeat_of``) and uses none of it, so a
 sampler that redraws what was tried would never use the budget up: a sweep also stops
 when its space is exhausted (every distinct architecture tried: ``space_size``), or
-after ``REPEATS`` repeats in a row, and says why (``Budget.stop``). Every backend and a
-replay count the same way.
+after ``REPEATS`` repeats in a row, and says why (``Budget.stop``). A draw that repeats a
+pruned trial trains it on (``pipeline.continued_of``) and uses none of it either: the
+architecture was counted when it was first drawn, and what the continuation costs is its
+epochs, which a sweep's record keeps (not a repeat: it resets the repeats in a row).
+Every backend and a replay count the same way.
 """
 
 from __future__ import annotations

@@ -105,6 +105,9 @@ class LocalSweep(Sweep):
         self.checkpoints.mkdir(parents=True, exist_ok=True)
         self.weights = own(self.store, "weights", spec.name)  # kept until finish() logs the models
         self.weights.mkdir(parents=True, exist_ok=True)
+        # Pruned trials' training states, kept across runs of the sweep: a later draw of the
+        # same architecture continues from one instead of training from scratch.
+        self.paused = own(self.store, "paused", spec.name)
         self.stop, self.faults = threading.Event(), faults.plan()
         # Built once, last: seeded by how far the sweep got (its own, a warm start's trials)
         self.study.sampler = study.sampler_for(spec, len(self.study.get_trials(deepcopy=False)))
@@ -195,7 +198,12 @@ class LocalSweep(Sweep):
         if drawn.repeat is not None:  # the same training again: answered from the earlier result
             return self._record(trial, run, drawn.repeat)
         row = replay.row_for(self.replay, drawn).as_dict() if self.replay is not None else None
-        checkpoint = self.checkpoints / f"t{trial.number}.pt" if b.max_failures and row is None else None
+        # A pruned trial's state is kept under its draw's key (trial numbers change when an
+        # amendment rebuilds the study), for a later draw of it to continue.
+        paused = self.paused / f"{trial.user_attrs['draw']}.pt" if "draw" in trial.user_attrs else None
+        pausable = paused is not None and spec.search.pruner != "none"
+        checkpoint = self.checkpoints / f"t{trial.number}.pt" if pausable or (b.max_failures and row is None) else None
+        start = paused if drawn.continues is not None and paused is not None and paused.is_file() else None
         job = Job(
             trial.number,
             arch,
@@ -207,16 +215,33 @@ class LocalSweep(Sweep):
             b.memory_per_trial,
             self.faults,
             row,
+            tuple(spec.search.proxies),
         )
-        files = worker.Files(str(checkpoint) if checkpoint else None, str(self.weights / f"t{trial.number}.pt"))
+        files = worker.Files(
+            str(checkpoint) if checkpoint else None,
+            str(self.weights / f"t{trial.number}.pt"),
+            str(start) if start is not None else None,  # none kept (a sweep before pausing): from scratch
+        )
         self._show(trial.number, line)
+        final = None
         try:
             final = self._attempts(trial, run, job, files, line)
         finally:
             self.progress.running.pop(trial.number, None)
             if checkpoint:
-                checkpoint.unlink(missing_ok=True)
+                self._pause_or_drop(checkpoint, paused if pausable else None, final)
         return self._outcome(trial, run, final)
+
+    def _pause_or_drop(self, checkpoint, paused, final: Final | None) -> None:
+        """A pruned trial's last state is kept (``paused``, replacing the state it continued
+        from) for a later draw to continue; once its draw completes, none is needed."""
+        if paused is not None and isinstance(final, Pruned) and checkpoint.is_file():
+            paused.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(checkpoint, paused)
+            return
+        checkpoint.unlink(missing_ok=True)
+        if paused is not None and isinstance(final, Done):
+            paused.unlink(missing_ok=True)
 
     def _attempts(self, trial: optuna.Trial, run: str, job: Job, files: worker.Files, line: str) -> Final:
         """Run the trial's process; again from its last checkpoint after a crash or an
@@ -235,7 +260,10 @@ class LocalSweep(Sweep):
                 self.tracker.set_tags(run, {RUNG_TAG: str(stop.rung)})
             return stop is None
 
-        def on_resumed(epoch: int, metrics: dict) -> None:
+        def on_resumed(epoch: int, metrics: dict, continued: bool) -> None:
+            if continued:  # a pruned trial's epochs, judged on that trial: logged, not judged again
+                log.epoch(epoch, metrics)
+                return
             if epoch > log.logged:  # checkpointed, but the crash came before it was logged
                 on_epoch(epoch, metrics, {})
             log.resumed(epoch, metrics)
@@ -302,6 +330,9 @@ class LocalSweep(Sweep):
         # one too (adding trials only removes trials from a front), so none is needed again.
         for kind in ("weights", "checkpoints"):  # a finished sweep leaves no empty folder behind
             remove_own(self.store, kind, self.spec.name)
+        for folder in (self.paused, self.paused.parent):  # paused states stay, for an extended sweep
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only when empty
             with contextlib.suppress(OSError, StoreError):  # the folder of all sweeps', when empty
                 own(self.store, kind).rmdir()
         return front

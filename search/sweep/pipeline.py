@@ -6,7 +6,10 @@ A backend supplies only the executor (a process of this machine, a Ray worker) a
 in order: ``draw`` (where the study is), ``materialise`` (where the data is), ``open_run``,
 then ``completed`` / ``refused`` / ``Outcome`` from what its executor returned,
 ``close_run`` (where the tracker is) and ``tell`` (where the study is). A repeated draw
-comes back from ``draw`` already answered (``Draw.repeat``): nothing trains.
+comes back from ``draw`` already answered (``Draw.repeat``): nothing trains. A draw of an
+architecture whose earlier trial was pruned comes back continuing it (``Draw.continues``,
+``Draw.trained``): the backend trains it on from the pruned trial's checkpoint, only the
+epochs that are left, with the pruned trial's seed (``continued_of``).
 """
 
 from __future__ import annotations
@@ -20,10 +23,11 @@ from optuna.trial import FrozenTrial, TrialState
 
 from blocks import ArchSpec, summary
 from runs.data import Dataset
-from runs.tags import ARCH_TAG, ARM_TAG, DUPLICATE_TAG, RESUMED_TAG, SEED_TAG
+from runs.tags import ARCH_TAG, ARM_TAG, CONTINUES_TAG, DUPLICATE_TAG, RESUMED_TAG, SEED_TAG
 from runs.tracking import Tracker
 from runs.train import TrainConfig
 from runs.trial import Infeasible
+from search.pruners.mo_asha import RUNGS_ATTR
 from search.spec import Spec
 from search.spec.arch import to_arch
 from search.spec.space import sample
@@ -106,8 +110,11 @@ def repeated(spec: Spec, original: FrozenTrial) -> Outcome:
 class Draw:
     """A trial as drawn from the study: its sampled model and train sections, the seed it
     trains with, extra MLflow tags, and ``repeat``: the answer when the same draw was
-    trained before (``arch``: that trial's summary line). Plain data (``as_dict``) where
-    it must travel (Ray's config)."""
+    trained before (``arch``: that trial's summary line). ``continues``: the number of
+    the pruned trial of the same draw that this one trains on (from that trial's
+    checkpoint, with its seed), ``trained`` the epochs that trial had trained in all,
+    which this one does not train again; None and 0 for a draw trained from scratch.
+    Plain data (``as_dict``) where it must travel (Ray's config)."""
 
     number: int
     model: dict
@@ -116,19 +123,53 @@ class Draw:
     tags: dict[str, str] = field(default_factory=dict)
     repeat: Outcome | None = None
     arch: str = ""
+    continues: int | None = None
+    trained: int = 0
 
     @classmethod
     def from_dict(cls, d: Mapping) -> Draw:
         repeat = None if d.get("repeat") is None else Outcome.from_dict(d["repeat"])
-        return cls(d["number"], d["model"], d["train"], d["seed"], dict(d["tags"]), repeat, d.get("arch", ""))
+        tags, arch = dict(d["tags"]), d.get("arch", "")
+        return cls(
+            d["number"], d["model"], d["train"], d["seed"], tags, repeat, arch, d.get("continues"), d.get("trained", 0)
+        )
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
+CONTINUES_ATTR = "continues"  # user attribute: the pruned trial a trial continues
+
+
 def trial_seed(spec: Spec, number: int) -> int:
-    """The seed a sampled trial trains with."""
+    """The seed a sampled trial trains with (a continuation: its first trial's, ``first_of``)."""
     return spec.search.seed + number
+
+
+def first_of(study: optuna.Study, trial: FrozenTrial) -> FrozenTrial:
+    """The trial that started ``trial``'s training: itself, or the first of the pruned
+    trials it continues (user attribute ``continues``, followed back)."""
+    if CONTINUES_ATTR not in trial.user_attrs:
+        return trial
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    while trial.user_attrs.get(CONTINUES_ATTR) in trials:
+        trial = trials[trial.user_attrs[CONTINUES_ATTR]]
+    return trial
+
+
+def trained_epochs(trial: FrozenTrial) -> int:
+    """The epochs a pruned trial had trained when it stopped, in all (those of the trials it
+    continues included): the last rung MO-ASHA judged it at (user attribute ``rungs``,
+    ``[[epochs, arrival, vector], ...]``, kept on every backend), else its ``metrics``'
+    ``epochs`` (a replay's), else its last intermediate value's step + 1 (Optuna's
+    single-objective pruners report each epoch at step epoch - 1); 0 when nothing says
+    (such a trial is trained again from scratch)."""
+    rungs = trial.user_attrs.get(RUNGS_ATTR) or []
+    if rungs:
+        return int(max(epochs for epochs, *_ in rungs))
+    if "epochs" in trial.user_attrs.get("metrics", {}):
+        return int(trial.user_attrs["metrics"]["epochs"])
+    return max(trial.intermediate_values, default=-1) + 1
 
 
 def draw(spec: Spec, study: optuna.Study, trial) -> Draw:
@@ -147,11 +188,18 @@ def draw(spec: Spec, study: optuna.Study, trial) -> Draw:
     trial.set_user_attr("draw", draw_key(model_cfg, train_cfg))
     original = repeat_of(study, trial)
     if original is None:
-        return Draw(trial.number, model_cfg, train_cfg, trial_seed(spec, trial.number))
+        pruned = continued_of(study, trial)
+        if pruned is None:
+            return Draw(trial.number, model_cfg, train_cfg, trial_seed(spec, trial.number))
+        # trained on from the pruned trial's checkpoint, with the seed it started with
+        trial.set_user_attr(CONTINUES_ATTR, pruned.number)
+        seed, tags = trial_seed(spec, first_of(study, pruned).number), {CONTINUES_TAG: str(pruned.number)}
+        line = pruned.user_attrs.get("arch", "")
+        return Draw(trial.number, model_cfg, train_cfg, seed, tags, None, line, pruned.number, trained_epochs(pruned))
     # its params, and the seed its result came from
     tags = {DUPLICATE_TAG: str(original.number)}
     answer = repeated(spec, original)
-    seed, line = trial_seed(spec, original.number), original.user_attrs.get("arch", "")
+    seed, line = trial_seed(spec, first_of(study, original).number), original.user_attrs.get("arch", "")
     return Draw(trial.number, model_cfg, train_cfg, seed, tags, answer, line)
 
 
@@ -165,6 +213,24 @@ def repeat_of(study: optuna.Study, trial) -> FrozenTrial | None:
         if t.number != trial.number and t.user_attrs.get("draw") == key and state_of(t) in ("complete", "infeasible"):
             return t
     return None
+
+
+def continued_of(study: optuna.Study, trial) -> FrozenTrial | None:
+    """The pruned trial that ``trial`` (a draw none finished before: ``repeat_of``) trains
+    on: of the trials with its draw that were pruned after some epochs (``trained_epochs``),
+    the one that trained the most (the latest of a chain: a continuation pruned again at a
+    later rung), the latest of equals. None: it trains from scratch."""
+    key = trial.user_attrs.get("draw")
+    if key is None:
+        return None
+    best, most = None, 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)):
+        if t.number == trial.number or t.user_attrs.get("draw") != key or state_of(t) != "pruned":
+            continue
+        epochs = trained_epochs(t)
+        if epochs > 0 and epochs >= most:
+            best, most = t, epochs
+    return best
 
 
 # -- where the data is -----------------------------------------------------------------
@@ -186,6 +252,8 @@ def run_name(drawn: Draw, line: str) -> str:
         return f"t{drawn.number:02d} {drawn.tags[ARM_TAG]} s{drawn.seed}"
     if drawn.repeat is not None:
         return f"t{drawn.number:02d} = t{drawn.repeat.duplicate_of:02d} {line}"
+    if drawn.continues is not None:
+        return f"t{drawn.number:02d} continues t{drawn.continues:02d} {line}"
     return f"t{drawn.number:02d} {line}"
 
 

@@ -27,7 +27,7 @@ from search.sweep import amend
 
 # What may change between runs of one sweep: how many trials and for how long, where and
 # how they run, what is logged and where the store is, the description.
-MAY_CHANGE = ("description", "search.trials", "search.timeout", "backend", "tracking")
+MAY_CHANGE = ("description", "search.trials", "search.timeout", "search.proxies", "backend", "tracking")
 NEW_NAME = "give the spec a new name (name: in the spec, or -o name=NEW) to start another sweep"
 
 
@@ -58,7 +58,7 @@ def remove_own(store: Path, *parts: str) -> None:
 def check(sweep) -> None:
     """Raise StoreError for a sweep that would lose or mix its record (nothing written)."""
     spec, store = sweep.spec, sweep.store
-    for folder in ("checkpoints", "weights"):
+    for folder in ("checkpoints", "weights", "paused"):
         own(store, folder, spec.name)
     journal = journal_path(store, spec.name)
     saved = _saved(sweep, journal)

@@ -1,11 +1,15 @@
 """Record a table: every distinct architecture of a finite spec space, trained by the real
-engine (``runs.trial.run_trial``), its validation accuracy after every epoch, its costs and
-its training time. Seeded (each row names its seed), resumable (rows already recorded are
-kept in ``OUT.partial`` and skipped) and parallel (``workers`` processes)."""
+engine (``runs.trial.run_trial``), its validation accuracy after every epoch, its costs
+(with the zero-cost proxies of ``search.proxies``) and its training time. Seeded (each row
+names its seed), resumable (rows already recorded are kept in ``OUT.partial`` and skipped)
+and parallel (``workers`` processes). ``add_proxies`` scores a recorded table's rows with
+the proxies afterwards, without training."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import multiprocessing
 import os
 import platform
@@ -16,16 +20,21 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
+from blocks import build
 from runs import data as datasets
 from runs import tracking
-from runs.trial import Infeasible, run_trial
+from runs.metrics import PROXY_METRICS
+from runs.proxies import PROXY_BATCH
+from runs.trial import Infeasible, measure_proxies, run_trial
 from search.spec import Spec
 from search.spec.space import FloatRange, sample
 from search.sweep import pipeline
 from search.sweep.budget import paths
 from search.tables.table import Row, Table, TableError, save
+from search.tables.table import load as load_table
 
-COSTS = ("params", "gmacs", "latency_ms", "latency_unreliable", "peak_mem_mb")  # measured before training
+# Measured before training; a proxy that is not finite is left out (a row holds numbers).
+COSTS = ("params", "gmacs", "latency_ms", "latency_unreliable", "peak_mem_mb", *PROXY_METRICS, "proxy_s")
 
 
 def enumerate_draws(spec: Spec) -> Iterator[tuple[str, dict, dict]]:
@@ -62,10 +71,17 @@ def _train_one(spec: Spec, key: str, model: dict, train: dict, seed: int, thread
     curve: list[float] = []
     started = time.perf_counter()
     try:
-        metrics = run_trial(arch, cfg, data, seed=seed, report=lambda e, m, s: curve.append(m["val_accuracy"]))
+        metrics = run_trial(
+            arch,
+            cfg,
+            data,
+            seed=seed,
+            report=lambda e, m, s: curve.append(m["val_accuracy"]),
+            proxies=spec.search.proxies,
+        )
     except Infeasible as err:
         return f"{line}: {err}"
-    costs = {c: float(metrics[c]) for c in COSTS if c in metrics}
+    costs = {c: float(metrics[c]) for c in COSTS if c in metrics and math.isfinite(metrics[c])}
     train_s = float(metrics.get("train_time_s", time.perf_counter() - started))
     return Row(key, line, costs, tuple(curve), train_s, seed).as_dict()
 
@@ -127,12 +143,58 @@ def record(
         "spec_sha": spec.sha,
         "epochs": spec.train.get("epochs"),
         "objectives": [f"{o.metric}:{o.direction}" for o in spec.objectives],
+        "proxies": {"names": list(spec.search.proxies), "batch": PROXY_BATCH},
         "not_trained": skipped,
     }
     table = Table(spec.name, tuple(rows), meta)
     save(table, out)
     partial.unlink(missing_ok=True)
     return table
+
+
+def add_proxies(
+    spec: Spec,
+    table_path: Path,
+    out: Path | None = None,
+    on_row: Callable[[int, int, str], None] = lambda done, total, line: None,
+) -> Table:
+    """The table at ``table_path`` (recorded from ``spec``) with the zero-cost proxies of
+    ``spec.search.proxies`` in every row's costs, written to ``out`` (default: in place),
+    without training: each row's architecture built as ``run_trial`` builds it for the
+    row's seed (``torch.manual_seed(seed)``, then ``build``) and scored on the same batch
+    (the first PROXY_BATCH training images of the spec's data). Proxies depend only on the
+    weights, not on what ``measure_cost`` leaves in BatchNorm's statistics, so the scores
+    are a trial's. Proxies a row held before are replaced; a non-finite one is left out."""
+    import torch
+
+    started, table = time.time(), load_table(table_path)
+    draws = {key: (model, train) for key, model, train in enumerate_draws(spec)}
+    data = datasets.load(spec.data, seed=spec.search.seed)
+    rows = []
+    for number, row in enumerate(table.rows, start=1):
+        if row.key not in draws:
+            raise TableError(f"{table_path}: row {number} ({row.arch}) is not a draw of {spec.name}'s space")
+        arch, _, line = pipeline.materialise(spec, pipeline.Draw(0, *draws[row.key], row.seed), data)
+        if line != row.arch:  # the same draw must build the same layout
+            raise TableError(f"{table_path}: row {number} was recorded as {row.arch}; the spec builds {line}")
+        torch.manual_seed(row.seed)
+        scores = measure_proxies(build(arch, device=data.train_x.device), data, spec.search.proxies)
+        kept = {k: v for k, v in row.costs.items() if k not in (*PROXY_METRICS, "proxy_s")}
+        costs = kept | {k: v for k, v in scores.items() if math.isfinite(v)}
+        rows.append(dataclasses.replace(row, costs=costs))
+        on_row(number, len(table.rows), line)
+    proxies = {
+        "names": list(spec.search.proxies),
+        "batch": PROXY_BATCH,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "added": time.strftime("%Y-%m-%d"),
+        "wall_s": round(time.time() - started, 1),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+    }
+    scored = Table(table.name, tuple(rows), {**table.meta, "proxies": proxies})
+    save(scored, Path(out or table_path))
+    return scored
 
 
 def _read_partial(path: Path, kind: str = "key") -> list[dict]:

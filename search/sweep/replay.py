@@ -7,6 +7,9 @@ is logged to MLflow: a 1,000-trial sweep runs in seconds, for tests and ``bench 
 Its ``trials`` count as a sweep's budget does (``search.sweep.budget``): distinct
 evaluations, trained or refused; a repeat is answered, recorded and not counted, and a
 replay stops early when the space is exhausted or its sampler only redraws (``stopped``).
+A draw of a pruned trial's architecture continues it (``pipeline.continued_of``): it
+trains only the epochs after the pruned trial's (``Replayed.epochs`` counts those), is
+judged at the later rungs only, and is not counted in the budget.
 """
 
 from __future__ import annotations
@@ -48,10 +51,11 @@ class Replayed:
 
     number: int
     state: str  # complete, infeasible, duplicate, pruned
-    epochs: int  # epochs trained (0: answered or refused without training)
+    epochs: int  # epochs trained by this trial (0: answered or refused without training)
     seconds: float
     metrics: dict[str, float] = field(default_factory=dict)
     reason: str = ""
+    continues: int | None = None  # the pruned trial it trained on (its epochs are not counted again)
 
 
 @dataclass
@@ -78,9 +82,10 @@ def row_for(rows: Mapping[str, Row], drawn: pipeline.Draw) -> Row:
     return rows[key]
 
 
-def _trained(row: Row, stops: Callable[[int, dict], Stop | None]) -> tuple[int, Stop | None]:
-    """Epochs trained until ``stops`` stops the trial after one (and why) or it completes."""
-    for epochs in range(1, len(row.curve) + 1):
+def _trained(row: Row, stops: Callable[[int, dict], Stop | None], start: int = 0) -> tuple[int, Stop | None]:
+    """Epochs trained in all (``start`` of them before: a continuation's) until ``stops``
+    stops the trial after one (and why) or it completes."""
+    for epochs in range(start + 1, len(row.curve) + 1):
         stop = stops(epochs, row.metrics(epochs))
         if stop is not None:
             return epochs, stop
@@ -122,7 +127,7 @@ def replay(
         key = trial.user_attrs.get("draw")
         replayed = _one(spec, sweep, trial, drawn, rows, judge)
         result.trials.append(replayed)
-        budget.note(replayed.state, key)
+        budget.note(replayed.state, key, drawn.continues is None)  # a continuation: counted when first drawn
         on_trial(replayed)
     result.stopped = budget.stop()
     return result
@@ -147,17 +152,18 @@ def _one(spec: Spec, sweep: optuna.Study, trial, drawn: pipeline.Draw, rows, jud
         outcome = pipeline.refused(spec, Infeasible("breaks " + ", ".join(broken), costs, violations))
         pipeline.tell(sweep, trial, spec, outcome)
         return Replayed(trial.number, outcome.state, 0, 0.0, costs, outcome.reason)
-    epochs, stop = _trained(row, lambda done, metrics: study.after_epoch(trial, spec, judge, done, metrics))
-    seconds = row.train_s * epochs / len(row.curve)
+    start = drawn.trained  # a continuation's: the epochs of the pruned trial it trains on
+    epochs, stop = _trained(row, lambda done, metrics: study.after_epoch(trial, spec, judge, done, metrics), start)
+    seconds = row.train_s * (epochs - start) / len(row.curve)
     if stop is not None:
         metrics = {**row.metrics(epochs), "epochs": float(epochs)}
         outcome = Outcome("pruned", stop.reason, metrics, None, (*([0.0] * len(spec.constraints)), 0.0))
         pipeline.tell(sweep, trial, spec, outcome)
-        return Replayed(trial.number, "pruned", epochs, seconds, metrics, stop.reason)
+        return Replayed(trial.number, "pruned", epochs - start, seconds, metrics, stop.reason, drawn.continues)
     metrics = {**row.metrics(), "epochs": float(epochs), "train_time_s": row.train_s}
     outcome = pipeline.completed(spec, metrics)
     pipeline.tell(sweep, trial, spec, outcome)
-    return Replayed(trial.number, outcome.state, epochs, seconds, metrics, outcome.reason)
+    return Replayed(trial.number, outcome.state, epochs - start, seconds, metrics, outcome.reason, drawn.continues)
 
 
 def replay_cells(

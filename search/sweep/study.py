@@ -131,8 +131,8 @@ def after_epoch(trial, spec: Spec, judge: RungJudge | None, epochs: int, metrics
     as the local backend and a replay decide (on Ray, Tune's scheduler asks the same
     judge): MO-ASHA's judge on every objective, its rungs kept on the trial; else the
     study's pruner, fed the one objective (with several, only MO-ASHA stops a trial)."""
-    if judge is not None:
-        decision = judge.after_epoch(trial.number, epochs, metrics)
+    if judge is not None:  # a continued trial's epochs count its pruned trial's (search.sweep.pipeline)
+        decision = judge.after_epoch(trial.number, epochs, metrics, trial.user_attrs.get("continues"))
         if decision is None:
             return None
         judge.keep(trial)
@@ -165,9 +165,13 @@ def state_of(trial: FrozenTrial) -> str:
 def counted(trial: FrozenTrial) -> bool:
     """Trials that use up the budget (``search.trials``): architectures trained or refused
     (finished ones, failures with a reason); not repeats (answered from the trial they
-    repeat, at no cost), nor trials interrupted by Ctrl-C or a killed process (those are
+    repeat, at no cost), nor continuations (a pruned trial's architecture trained on:
+    ``pipeline.continued_of``; it was counted once, when it was first drawn; its epochs
+    are what it costs), nor trials interrupted by Ctrl-C or a killed process (those are
     run again)."""
     if "warm_from" in trial.user_attrs:  # an earlier sweep's result, given without training
+        return False
+    if "continues" in trial.user_attrs:  # pipeline.CONTINUES_ATTR (pipeline imports this module)
         return False
     if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
         return trial.user_attrs.get("state") != "duplicate"

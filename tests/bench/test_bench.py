@@ -119,15 +119,15 @@ def test_search_curves_count_evaluations_epochs_and_the_front_found():
         ("complete", 15, a, "a"),
         ("duplicate", 0, a, "a"),  # answered: no evaluation, no epochs
         ("pruned", 1, {**b, "val_accuracy": 0.2}, "b"),  # a front member pruned
-        ("complete", 15, b, "b"),  # found later after all
+        ("complete", 14, b, "b"),  # continued after all: the same evaluation, 14 more epochs
     ]
     rows = {r["trials"]: r for r in _curve(records, objectives, ref, exact, {"a", "b"})}
-    assert [rows[i]["evaluations"] for i in (1, 2, 3, 4)] == [1, 1, 2, 3]
-    assert [rows[i]["epochs"] for i in (1, 2, 3, 4)] == [15, 15, 16, 31]
+    assert [rows[i]["evaluations"] for i in (1, 2, 3, 4)] == [1, 1, 2, 2]
+    assert [rows[i]["epochs"] for i in (1, 2, 3, 4)] == [15, 15, 16, 30]
     assert rows[1]["hv_ratio"] == pytest.approx(4.0 / exact) and rows[4]["hv_ratio"] == pytest.approx(1.0)
     assert rows[3]["front_pruned"] == 1 and rows[4]["front_pruned"] == 0 and rows[4]["front_found"] == 2
     curve = list(rows.values())
-    assert _reached(curve, 0.99, "epochs") == 31 and _reached(curve, 0.5, "evaluations") == 1
+    assert _reached(curve, 0.99, "epochs") == 30 and _reached(curve, 0.5, "evaluations") == 1
     assert _reached(curve[:3], 0.99, "evaluations") == float("inf")
 
 

@@ -19,9 +19,9 @@ import pytest
 import main
 import search.sweep.ray.driver  # noqa: F401  sets Ray's environment before ray is imported
 from runs.metrics import Objective
-from search.pruners.rungs import Rungs, rung_epochs
+from search.pruners.mo_asha import MOASHA
 from search.results import pareto
-from search.sweep import study
+from search.sweep import pipeline, study
 from search.tables.table import save
 from tests.e2e.conftest import ROOT, runs_of
 from tests.made_up import DIGITS_SPEC, digits_table
@@ -116,15 +116,23 @@ def test_a_resumed_sweep_judges_against_the_rungs_of_its_first_run(tmp_path, mon
 
 
 def _assert_the_rules_decisions(journal: optuna.Study, table) -> None:
-    """Fed the table's rows in trial order, a fresh rung book takes the study's decisions."""
-    rows, book = table.by_key(), Rungs(rung_epochs(1, 3, 15), ["max", "min"], 3)
+    """Fed the table's rows in trial order, every epoch (a continued trial's from the epoch
+    after its pruned trial's), a fresh judge of the spec's pruner takes the study's
+    decisions."""
+    rows = table.by_key()
+    judge = MOASHA(directions=["max", "min"], epochs=15, min_epochs=1, reduction_factor=3).judge(
+        ["val_accuracy", "gmacs"]
+    )
     for t in journal.trials:
         row = rows.get(t.user_attrs.get("draw"))
         if row is None or t.user_attrs.get("state") == "duplicate":
             continue
-        for epochs in book.epochs:
-            proceed = book.judge(str(t.number), epochs, [row.curve[epochs - 1], row.costs["gmacs"]]).proceed
-            if not proceed:
+        continues = t.user_attrs.get("continues")
+        start = pipeline.trained_epochs(journal.trials[continues]) if continues is not None else 0
+        for epochs in range(start + 1, 16):
+            metrics = {"val_accuracy": row.curve[epochs - 1], "gmacs": row.costs["gmacs"]}
+            decision = judge.after_epoch(t.number, epochs, metrics, continues)
+            if decision is not None and not decision.proceed:
                 assert t.state == optuna.trial.TrialState.PRUNED and t.user_attrs["rungs"][-1][0] == epochs
                 break
         else:
@@ -136,8 +144,11 @@ def test_a_trained_sweep_prunes_at_rungs_keeps_its_front_and_continues_amended(t
     """Real training on both backends: trials pruned at rungs, the front made of complete
     trials only and equal to the front of the runs' own metrics. Then the sweep continues
     with an amended space (a removed positional encoding, a new mixer choice, a wider
-    learning rate): the earlier trials kept or outside, none trained again."""
+    learning rate): the earlier trials kept or outside, none trained again. Halving alone
+    decides (the forecast's protection, which would keep most of six trials going, is
+    tested on replays: tests/search/pruners/test_forecast.py)."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("search.pruners.mo_asha.PROTECT", None)
     overrides = ["search.pruner=mo_asha", "search.min_epochs=1", "search.reduction_factor=3", "search.trials=6"]
     overrides += ["train.epochs=3", "name=moasha"]
     amended = [*overrides[:-3], "search.trials=8", "train.epochs=3", "name=moasha"]

@@ -409,10 +409,26 @@ def test_a_journal_on_a_full_disk_ends_the_sweep_with_exit_4_and_no_run_left_run
     assert sum(state_of(t) in ("complete", "duplicate") for t in read_study(store, "digits-table").trials) == 5
 
 
-def test_a_damaged_mlflow_db_is_refused_in_one_line_and_left_as_it_was(copied, capsys):
-    db = copied / "store" / "mlflow.db"
+def _damage_header(db) -> None:
     with open(db, "r+b") as f:  # the header and the first pages: "file is not a database"
         f.write(os.urandom(8192))
+
+
+def _damage_a_table(db) -> None:
+    """The cells of the metrics table, its page header kept: SQLite opens the file and
+    answers queries, only its integrity check (quick_check) finds the damage."""
+    with sqlite3.connect(db) as con:
+        page = con.execute("PRAGMA page_size").fetchone()[0]
+        (root,) = con.execute("SELECT rootpage FROM sqlite_master WHERE name = 'metrics'").fetchone()
+    with open(db, "r+b") as f:
+        f.seek((root - 1) * page + 8)
+        f.write(os.urandom(page - 8))
+
+
+@pytest.mark.parametrize("damage", [_damage_header, _damage_a_table], ids=["header", "table"])
+def test_a_damaged_mlflow_db_is_refused_in_one_line_and_left_as_it_was(copied, capsys, damage):
+    db = copied / "store" / "mlflow.db"
+    damage(db)
     before = tree(copied)
     assert main.main(["run", str(copied / "tiny.yaml")]) == 4
     assert main.main(["show", "--store", str(copied / "store")]) == 4

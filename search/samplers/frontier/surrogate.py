@@ -88,13 +88,14 @@ class Forest:
     def __init__(self, seed: int) -> None:
         self.seed, self.model = seed, None
 
-    def fit(self, x: np.ndarray, y: np.ndarray) -> None:
-        """``y`` (n, outputs): every unknown objective, one forest for all."""
+    def fit(self, x: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None) -> None:
+        """``y`` (n, outputs): every unknown objective, one forest for all; ``weights``: each
+        result's (an imputed one may count less than a measured one)."""
         from sklearn.ensemble import RandomForestRegressor  # here: every command loads the registry, few fit
 
         self.model = RandomForestRegressor(
             n_estimators=TREES, max_features=0.5, min_samples_leaf=1, random_state=self.seed, n_jobs=1
-        ).fit(x, y[:, 0] if y.shape[1] == 1 else y)
+        ).fit(x, y[:, 0] if y.shape[1] == 1 else y, sample_weight=weights)
         self.floor = 0.02 * (y.max(0) - y.min(0)) + 1e-9  # no candidate is ever certain
 
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -366,7 +366,12 @@ class RaySweep(Sweep):
         b = self.spec.backend
         login = (self.spec.tracking_user, self.spec.tracking_password) if self.spec.tracking_uri else (None, None)
         # In Ray's object store (memory), not in Tune's saved state (the spec drops its password when pickled).
-        fn = tune.with_parameters(trainable, spec=self.spec, parent=self.parent, uri=self.uri, credentials=login)
+        # Pruned trials' training states beside Tune's experiment (shared storage, as Tune's
+        # own checkpoints are), for a later draw of the same architecture to continue.
+        paused = str(Path(self.storage) / f"{self.spec.name}.paused")
+        fn = tune.with_parameters(
+            trainable, spec=self.spec, parent=self.parent, uri=self.uri, credentials=login, paused=paused
+        )
         resources = {"cpu": b.cpus_per_trial, "gpu": b.gpus_per_trial}
         if b.memory_per_trial:  # Ray places trials by it; worker.memory_cap enforces it
             resources["memory"] = int(b.memory_per_trial * 2**30)

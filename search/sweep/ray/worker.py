@@ -50,8 +50,13 @@ def _table(path: str) -> dict:
 _TABLES: dict = {}
 
 
-def trainable(config: dict, *, spec: Spec, parent: str, uri: str, credentials: tuple = (None, None)) -> None:
-    """One trial in a Ray worker; resumes from Tune's checkpoint when it is a retry."""
+def trainable(
+    config: dict, *, spec: Spec, parent: str, uri: str, credentials: tuple = (None, None), paused: str | None = None
+) -> None:
+    """One trial in a Ray worker; resumes from Tune's checkpoint when it is a retry, or from
+    the paused state of the pruned trial it continues (``paused``: the sweep's folder of
+    them; a trial that may be pruned keeps its state there after every epoch, since Tune's
+    scheduler ends it without a word, and removes it when it completes)."""
     drawn = Draw.from_dict(config)
     tracker = Tracker(uri, spec.experiment, credentials=credentials)
     key = tune.get_context().get_trial_id()
@@ -71,18 +76,22 @@ def trainable(config: dict, *, spec: Spec, parent: str, uri: str, credentials: t
 
     if TIMEOUT_TAG in tracker.tags(run):  # the watchdog ended the last attempt's worker
         return fail(executor.timeout_reason(b.trial_timeout))
+    state = _paused_state(spec, drawn, paused)
     resume = _resume(device)
     # A retry's checkpointed epochs were logged before Tune had them (_Reporter.report)
     log = pipeline.TrialLog(tracker, run, logged=resume["epoch"] if resume else -1)
     if resume:
         log.resumed(resume["epoch"], resume["metrics"])
+    elif drawn.continues is not None and state is not None and state.is_file():
+        resume = torch.load(state, map_location=device, weights_only=True)
+        log.epoch(resume["epoch"], resume["metrics"])  # judged on the trial it continues: not again
     row = replay.row_for(_table(spec.search.replay), drawn).as_dict() if spec.search.replay else None
     threads = max(1, int(b.cpus_per_trial))
     job = executor.Job(
         drawn.number, arch, cfg, drawn.seed, tuple(spec.constraints), str(device), threads,
-        b.memory_per_trial, os.environ.get(faults.ENV), row,
+        b.memory_per_trial, os.environ.get(faults.ENV), row, tuple(spec.search.proxies),
     )  # fmt: skip
-    epochs, trained = _Reporter(log, base), {}
+    epochs, trained = _Reporter(log, base, state), {}
     try:
         with _watchdog(b.trial_timeout, tracker, run):
             final = executor.execute(job, data, resume=resume, on_epoch=epochs.report, on_trained=trained.update)
@@ -102,7 +111,17 @@ def trainable(config: dict, *, spec: Spec, parent: str, uri: str, credentials: t
     else:
         outcome = pipeline.completed(spec, final.metrics)
     pipeline.close_run(tracker, run, outcome)
+    if state is not None:  # it ran to its end: nothing to continue
+        state.unlink(missing_ok=True)
     _report_outcome(base, outcome, trained, epochs.last)
+
+
+def _paused_state(spec: Spec, drawn: Draw, paused: str | None) -> Path | None:
+    """Where a sampled trial keeps its training state for a later draw to continue, when the
+    spec's pruner may stop it (by its draw's key: an amendment renumbers trials)."""
+    if paused is None or spec.search.pruner == "none" or spec.ablation is not None:
+        return None
+    return Path(paused) / f"{pipeline.draw_key(drawn.model, drawn.train)}.pt"
 
 
 def _resume(device: torch.device) -> dict | None:
@@ -118,13 +137,17 @@ class _Reporter:
     """Each epoch to MLflow (``pipeline.TrialLog``, as the local backend logs it), then to
     Tune with a checkpoint of the training state."""
 
-    def __init__(self, log: pipeline.TrialLog, base: dict) -> None:
-        self.log, self.base = log, base
+    def __init__(self, log: pipeline.TrialLog, base: dict, paused: Path | None = None) -> None:
+        self.log, self.base, self.paused = log, base, paused
         self.last = None  # the last epoch's snapshot function
 
     def report(self, epoch: int, metrics: dict, cost: dict, snapshot) -> bool:
         self.last = snapshot
         self.log.epoch(epoch, metrics)  # before Tune: a crash may repeat a step, never skip one
+        if self.paused is not None:  # before Tune, whose scheduler may end the trial on this result
+            self.paused.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(snapshot(), f"{self.paused}.tmp")
+            os.replace(f"{self.paused}.tmp", self.paused)
         with tempfile.TemporaryDirectory() as folder:
             torch.save(snapshot(), Path(folder) / "state.pt")
             result = {**self.base, **cost, **metrics, "epoch": epoch + 1, "state": "running"}

@@ -94,3 +94,37 @@ def test_mo_asha_keeps_every_rung_a_trial_reached_on_it(digits):
     )
     restored = study.rung_judge(_with(spec, "mo_asha"), trials)
     assert sum(len(r) for r in restored.book.records) == sum(len(k) for k in kept)
+
+
+class _PrunesOddOnes(optuna.pruners.BasePruner):
+    """Stops every odd-numbered trial once it has reported two epochs."""
+
+    def prune(self, study, trial) -> bool:
+        return trial.number % 2 == 1 and (trial.last_step or 0) >= 2
+
+
+class _OddOnes(Pruner):
+    """A pruner of a user's own: one class, registered, nothing else touched."""
+
+    name = "odd-ones"
+    several_objectives = False
+    on_ray = False
+
+    def optuna(self) -> optuna.pruners.BasePruner:
+        return _PrunesOddOnes()
+
+
+def test_a_pruner_registered_from_outside_is_a_spec_value_and_runs(digits, monkeypatch):
+    _, table = digits
+    named = ["search.pruner=odd-ones", "objectives=[{val_accuracy: max}]", "search.sampler=random"]
+    with pytest.raises(SpecError, match=r"search\.pruner: expected one of"):
+        load(DIGITS_SPEC, named)
+    monkeypatch.setitem(PRUNERS, _OddOnes.name, _OddOnes)
+    with pytest.raises(SpecError, match=r"search\.pruner: odd-ones has no Ray Tune scheduler"):
+        load(DIGITS_SPEC, [*named, "backend.kind=ray"])  # its own refusals are read too
+    result = replay(load(DIGITS_SPEC, [*named, f"search.trials={TRIALS}"]), table)
+    told = {t.number: t for t in result.study.get_trials(deepcopy=False)}
+    pruned = [t for t in result.trials if t.state == "pruned"]
+    assert pruned and all(t.number % 2 == 1 and t.epochs < EPOCHS for t in pruned)
+    assert all(told[t.number].state == TrialState.PRUNED for t in pruned)
+    assert all(t.number % 2 == 0 for t in result.trials if t.state == "complete")  # (one may go on from a pruned one)

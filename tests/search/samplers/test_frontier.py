@@ -16,6 +16,7 @@ from optuna.trial import TrialState
 from blocks.cost import counted_cost
 from runs.data import geometry
 from runs.metrics import Objective
+from search.pruners.mo_asha import RUNGS_ATTR
 from search.results.pareto import hypervolume_at
 from search.samplers import SAMPLERS, Described, Exact, Knowledge
 from search.samplers.frontier import FrontierSampler, hvi
@@ -289,3 +290,60 @@ def test_a_cost_no_result_shares_is_as_uncertain_as_the_prior():
     costs = np.array([c.exact.costs["cost"] for c in candidates])
     assert (costs <= 3).any() and (costs >= 5).any()
     assert spread[costs >= 5].min() > 0.9 and spread[costs <= 3].max() <= 0.5, (costs, spread)
+
+
+# -- pruned trials: imputed, and candidates again --------------------------------------------
+
+
+def _pruned_study(known, values, monkeypatch=None) -> tuple[optuna.Study, dict]:
+    """Twelve completed toy trials, each with its rung record (accuracy after 2 epochs:
+    half its final), and one pruned after 2 epochs: the cheapest cell, whose rung value
+    says it ends above every completed trial."""
+    sweep = optuna.create_study(directions=["maximize", "minimize"])
+    rng = np.random.default_rng(0)
+    cells = [c for c in itertools.product(OPTIONS, repeat=4) if c != ("a",) * 4]
+    for i in rng.choice(len(cells), 12, replace=False):
+        params = dict(zip([f"x{j}" for j in range(4)], cells[i], strict=True))
+        accuracy, cost = values(params)
+        rungs = [[2, 0, [accuracy / 2, cost]]]
+        sweep.add_trial(
+            optuna.trial.create_trial(
+                params=params,
+                distributions=known.distributions,
+                values=[accuracy, cost],
+                user_attrs={RUNGS_ATTR: rungs, "state": "complete", "metrics": {"epochs": 15.0}},
+            )
+        )
+    best = max(t.values[0] for t in sweep.trials)
+    cheapest = {f"x{j}": "a" for j in range(4)}
+    sweep.add_trial(
+        optuna.trial.create_trial(
+            state=TrialState.PRUNED,
+            params=cheapest,
+            distributions=known.distributions,
+            user_attrs={RUNGS_ATTR: [[2, 0, [best / 2, 0.0]]], "state": "pruned"},
+        )
+    )
+    return sweep, cheapest
+
+
+def test_a_pruned_trial_is_imputed_for_the_surrogate_and_proposed_again(monkeypatch):
+    """The forest learns the pruned trial's imputed final (the completed trials' map from
+    rung to final: the best completed value), and the sampler proposes the pruned cell
+    again, to be continued: at no cost its optimistic final beats the whole front. A
+    sampler that ignored pruned trials would fit twelve results and never draw it."""
+    known, values = _toy()
+    sweep, cheapest = _pruned_study(known, values)
+    best = max(t.values[0] for t in sweep.trials if t.values)
+    sampler = FrontierSampler(known, seed=0, startup=3)
+    told = sampler._known(sweep.get_trials(deepcopy=False), len(sweep.trials))
+    assert [i.trial.params for i in told.imputed] == [cheapest]
+    assert -told.imputed[0].mean[0] == pytest.approx(best) and told.imputed[0].trained == 2
+    picked = sampler.pick(sweep.get_trials(deepcopy=False), len(sweep.trials))
+    # the forest's data: twelve results and the imputed one (the best value twice; minimised: negated)
+    assert len(sampler._ranks.y) == 13 and list(sampler._ranks.y[:, 0]).count(-best) == 2
+    assert {k: picked[k] for k in cheapest} == cheapest
+    monkeypatch.setattr("search.samplers.frontier.sampler.CONTINUE", False)
+    sampler = FrontierSampler(known, seed=0, startup=3)
+    picked = sampler.pick(sweep.get_trials(deepcopy=False), len(sweep.trials))
+    assert {k: picked[k] for k in cheapest} != cheapest  # tried, not to be continued: never drawn

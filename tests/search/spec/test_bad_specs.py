@@ -21,6 +21,18 @@ def expectation(path: Path) -> str:
     return first.removeprefix("# expect: ")
 
 
+def matches(expected: str, line: str) -> bool:
+    """Whether ``line`` holds ``expected``, where `` ... `` stands for any text: a list of
+    registered names (samplers, backends) is left out, so registering one breaks no case."""
+    at = 0
+    for part in expected.split(" ... "):
+        found = line.find(part, at)
+        if found < 0:
+            return False
+        at = found + len(part)
+    return True
+
+
 def test_corpus_is_large_and_every_case_different():
     assert len(CORPUS) >= 50
     assert len({expectation(p) for p in CORPUS}) == len(CORPUS)
@@ -35,7 +47,7 @@ def test_bad_spec_is_refused_with_location(path):
     # A leading line:col in the expectation must follow the file name exactly.
     if expected[0].isdigit():
         expected = f"{path}:{expected}"
-    assert any(expected in line for line in lines), lines
+    assert any(matches(expected, line) for line in lines), lines
     assert all("\n" not in line for line in lines)
 
 

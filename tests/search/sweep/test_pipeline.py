@@ -11,7 +11,9 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
+from runs.tags import CONTINUES_TAG
 from runs.trial import Infeasible
+from search.pruners.mo_asha import RUNGS_ATTR
 from search.spec import load
 from search.sweep import pipeline, study
 
@@ -114,3 +116,48 @@ def test_a_draw_travels_as_plain_data(spec):
     again = pipeline.draw(spec, s, s.ask())  # a one-point space: the same draw
     assert again.repeat is not None and again.repeat.duplicate_of == 0
     assert pipeline.Draw.from_dict(again.as_dict()) == again
+
+
+def _prune(s: optuna.Study, trial, spec, epochs: int) -> None:
+    """``trial`` stopped after ``epochs`` epochs in all, as MO-ASHA's judge leaves it."""
+    trial.set_user_attr(RUNGS_ATTR, [[epochs, 0, [0.5, 0.1]]])
+    metrics = {"val_accuracy": 0.5, "gmacs": 0.1, "epochs": float(epochs)}
+    pipeline.tell(s, trial, spec, pipeline.Outcome("pruned", f"pruned at epoch {epochs}", metrics, None, (0.0, 0.0)))
+
+
+def test_a_draw_of_a_pruned_trial_continues_it_with_its_seed_and_counts_once(spec):
+    """A one-point space: every draw is the same architecture. Pruned after 2 epochs, it
+    is continued (from 2 epochs, the first trial's seed); pruned again after 4, continued
+    from 4, still with the first seed; completed, it answers the next draw. Only the
+    first trial uses the budget."""
+    s = _study(spec)
+    first = s.ask()
+    assert pipeline.draw(spec, s, first).continues is None
+    _prune(s, first, spec, 2)
+    second = s.ask()
+    drawn = pipeline.draw(spec, s, second)
+    assert (drawn.continues, drawn.trained, drawn.seed) == (0, 2, pipeline.trial_seed(spec, 0))
+    assert drawn.tags == {CONTINUES_TAG: "0"} and drawn.repeat is None
+    assert pipeline.run_name(drawn, "fourier").startswith("t01 continues t00")
+    assert pipeline.Draw.from_dict(drawn.as_dict()) == drawn
+    _prune(s, second, spec, 4)
+    third = s.ask()
+    drawn = pipeline.draw(spec, s, third)
+    assert (drawn.continues, drawn.trained, drawn.seed) == (1, 4, pipeline.trial_seed(spec, 0))
+    pipeline.tell(s, third, spec, pipeline.completed(spec, {"val_accuracy": 0.9, "gmacs": 0.1, "params": 100.0}))
+    answered = pipeline.draw(spec, s, s.ask())
+    assert answered.repeat is not None and answered.repeat.duplicate_of == 2 and answered.continues is None
+    assert answered.seed == pipeline.trial_seed(spec, 0)  # the seed its result came from
+    trials = s.get_trials(deepcopy=False)
+    assert [study.counted(t) for t in trials[:3]] == [True, False, False]
+    assert [t.number for t in s.best_trials] == [2]
+
+
+def test_a_pruned_trial_s_epochs_are_read_from_what_each_pruner_leaves_on_it():
+    def pruned(**kwargs):
+        return optuna.trial.create_trial(state=TrialState.PRUNED, **kwargs)
+
+    mo_asha = pruned(user_attrs={RUNGS_ATTR: [[2, 0, [0.1, 0.1]], [4, 1, [0.2, 0.1]]]})  # any backend
+    replayed = pruned(user_attrs={"metrics": {"val_accuracy": 0.2, "epochs": 8.0}})
+    reported = pruned(intermediate_values={0: 0.1, 1: 0.2, 2: 0.3})  # Optuna's pruners: step epoch - 1
+    assert [pipeline.trained_epochs(t) for t in (mo_asha, replayed, reported, pruned())] == [4, 8, 3, 0]

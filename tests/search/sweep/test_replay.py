@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 from search.results import pareto
 from search.samplers import SAMPLERS
 from search.spec import load
-from search.sweep import study
+from search.sweep import pipeline, study
 from search.sweep.budget import REPEATS, space_size
 from search.sweep.replay import Halving, replay, replay_cells
 from search.tables.table import Table, TableError, exact_front
@@ -86,8 +86,9 @@ def test_mo_asha_trains_less_and_says_at_which_rung_it_pruned(digits):
     pruned = [t for t, f in zip(halved.study.trials, halved.trials, strict=True) if f.state == "pruned"]
     assert pruned and all(t.state == TrialState.PRUNED and t.user_attrs["rungs"] for t in pruned)
     for t in halved.trials:
-        if t.state == "pruned":
-            assert t.epochs in (1, 3, 9) and t.reason.startswith("pruned at rung")
+        if t.state == "pruned":  # at a rung, in all (a continued trial trained the epochs after its pruned one's)
+            assert t.metrics["epochs"] in (1, 3, 9) and t.reason.startswith("pruned at rung")
+            assert t.epochs == t.metrics["epochs"] or t.continues is not None
 
 
 def test_a_draw_outside_the_table_is_a_clear_error(digits):
@@ -197,3 +198,46 @@ def test_a_table_of_cells_counts_distinct_cells_and_stops_when_they_are_all_trie
     result = replay_cells(Table("four", rows), {"a": "xy", "b": "xy"}, "".join, objectives, sampler=sampler, trials=6)
     assert sorted(t.metrics["cost"] for t in result.trials if t.state == "complete") == [0.0, 1.0, 2.0, 3.0]
     assert result.stopped.startswith("the space is exhausted: all 4 architectures were tried; 2 of the requested 6")
+
+
+class _Again(optuna.samplers.RandomSampler):
+    """Draws at random, and every odd trial the architecture of the trial before it."""
+
+    def sample_independent(self, study, trial, name, distribution):
+        if trial.number % 2:
+            before = study.get_trials(deepcopy=False)[trial.number - 1].params
+            if name in before:
+                return before[name]
+        return super().sample_independent(study, trial, name, distribution)
+
+
+def test_a_repeat_of_a_pruned_trial_continues_it_and_trains_only_what_is_left(digits):
+    """Half the draws repeat the draw before: a pruned one is continued (its epochs not
+    trained again, its final values the table's, judged at the later rungs only, not
+    counted in the budget); a completed one is answered. Every architecture completes
+    once at most, so a front holds it once."""
+    spec, table = digits
+    result = replay(spec, table, trials=40, sampler=_Again(seed=0), halving=Halving(2, 2))
+    rows, told = table.by_key(), result.study.get_trials(deepcopy=False)
+    continued = [t for t in result.trials if t.continues is not None]
+    assert len(continued) >= 3 and any(t.state == "complete" for t in continued)
+    for t in continued:
+        before, frozen = told[t.continues], told[t.number]
+        assert before.state == TrialState.PRUNED and frozen.user_attrs["continues"] == t.continues
+        start = pipeline.trained_epochs(before)
+        row = rows[frozen.user_attrs["draw"]]
+        if t.state == "complete":
+            assert t.epochs == EPOCHS - start > 0
+            assert frozen.values == [row.curve[-1], row.costs["gmacs"]]
+        else:  # pruned again, at a later rung
+            assert t.state == "pruned" and t.epochs > 0 and t.metrics["epochs"] == start + t.epochs
+        assert all(epochs > start for epochs, *_ in frozen.user_attrs.get("rungs", []))
+        assert not study.counted(frozen)
+    assert sum(study.counted(t) for t in told) == 40
+    complete = [t.user_attrs["draw"] for t in told if t.user_attrs.get("state") == "complete"]
+    assert len(complete) == len(set(complete))
+    # what the architectures cost: each epoch of each trained once
+    trained = {}
+    for t, frozen in zip(result.trials, told, strict=True):
+        trained[frozen.user_attrs["draw"]] = trained.get(frozen.user_attrs["draw"], 0) + t.epochs
+    assert all(epochs <= EPOCHS for epochs in trained.values())

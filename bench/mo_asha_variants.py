@@ -1,0 +1,187 @@
+"""MO-ASHA with the frontier sampler on the recorded digits table: the design variants that
+BENCHMARKS.md ("Search efficiency", MO-ASHA) compares, each a replayed sweep per seed
+(``search.sweep.replay``, 250 distinct evaluations, as ``bench search`` runs its rows)
+with the rung judge's and the sampler's module settings changed for it, against the
+unpruned frontier sweep of the same seed.
+
+    PYTHONPATH=. .venv/bin/python -m bench.mo_asha_variants                  # every variant, 10 seeds
+    PYTHONPATH=. .venv/bin/python -m bench.mo_asha_variants default before --seeds 3
+
+One process, one replay at a time (20-90 s each on a CPU core); writes
+``out/bench/search/mo_asha_variants.csv`` and prints the table. Per variant, medians
+[quartiles, without interpolation] over seeds of: the epochs until the sweep's completed
+trials reach the same seed's unpruned final hypervolume, as a share of the unpruned
+sweep's epochs (inf: never within the budget); the epochs until 99% of the exact
+hypervolume; the most exact-front members one sweep left pruned (pruned and never
+completed); the final hypervolume share and the epochs spent."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from bench import search
+from bench.common import Env, write_csv
+from search.pruners import mo_asha
+from search.samplers.frontier import sampler as frontier
+
+JUDGE, SAMPLER = mo_asha.__name__, frontier.__name__
+# name -> (what it is, (min_epochs, reduction_factor) or None: unpruned, settings)
+VARIANTS = {
+    "unpruned": ("the frontier sampler without a pruner", None, {}),
+    "before": (
+        "(2,2), halving alone, a pruned trial only tried (before the forecast and continuations)",
+        (2, 2),
+        {f"{JUDGE}.PROTECT": None, f"{SAMPLER}.IMPUTE": False},
+    ),
+    "halving-imputed": (
+        "(2,2), halving alone; imputed; continued when the imputed mean adds HV",
+        (2, 2),
+        {f"{JUDGE}.PROTECT": None, f"{SAMPLER}.CONTINUE_OPTIMISM": 0.0, f"{SAMPLER}.PER_EPOCH": False},
+    ),
+    "halving-0.5": (
+        "(2,2), halving alone; imputed; continued at 0.5 spread",
+        (2, 2),
+        {f"{JUDGE}.PROTECT": None, f"{SAMPLER}.CONTINUE_OPTIMISM": 0.5, f"{SAMPLER}.PER_EPOCH": False},
+    ),
+    "halving-0.5-per-epoch": (
+        "(2,2), halving alone; imputed; continued at 0.5 spread, per epoch",
+        (2, 2),
+        {f"{JUDGE}.PROTECT": None, f"{SAMPLER}.CONTINUE_OPTIMISM": 0.5},
+    ),
+    "stop-1": (
+        "(2,2), halving and the converse at 1 spread; imputed; continued at the mean",
+        (2, 2),
+        {
+            f"{JUDGE}.PROTECT": None,
+            f"{JUDGE}.STOP": 1.0,
+            f"{SAMPLER}.CONTINUE_OPTIMISM": 0.0,
+            f"{SAMPLER}.PER_EPOCH": False,
+        },
+    ),
+    "protect-1-2,2": (
+        "(2,2), protect at 1 spread; imputed; continued at 1 spread",
+        (2, 2),
+        {f"{SAMPLER}.PER_EPOCH": False},
+    ),
+    "protect-1-2,2-per-epoch": ("(2,2), protect at 1 spread; imputed; continued at 1 spread, per epoch", (2, 2), {}),
+    "protect-1-no-continuation": (
+        "(5,2), protect at 1 spread; imputed; continued at the mean",
+        (5, 2),
+        {f"{SAMPLER}.CONTINUE_OPTIMISM": 0.0, f"{SAMPLER}.PER_EPOCH": False},
+    ),
+    "imputed-0.3": (
+        "(5,2), protect at 1 spread; imputed at weight 0.3; continued at the mean",
+        (5, 2),
+        {f"{SAMPLER}.CONTINUE_OPTIMISM": 0.0, f"{SAMPLER}.PER_EPOCH": False, f"{SAMPLER}.IMPUTED_WEIGHT": 0.3},
+    ),
+    "imputed-0": (
+        "(5,2), protect at 1 spread; imputed at weight 0; continued at the mean",
+        (5, 2),
+        {f"{SAMPLER}.CONTINUE_OPTIMISM": 0.0, f"{SAMPLER}.PER_EPOCH": False, f"{SAMPLER}.IMPUTED_WEIGHT": 0.0},
+    ),
+    "continue-0.5": (
+        "(5,2), protect at 1 spread; imputed; continued at 0.5 spread",
+        (5, 2),
+        {f"{SAMPLER}.CONTINUE_OPTIMISM": 0.5, f"{SAMPLER}.PER_EPOCH": False},
+    ),
+    "continue-1": (
+        "(5,2), protect at 1 spread; imputed; continued at 1 spread",
+        (5, 2),
+        {f"{SAMPLER}.PER_EPOCH": False},
+    ),
+    "default": ("(5,2), protect at 1 spread; imputed; continued at 1 spread, per epoch (the defaults)", (5, 2), {}),
+    "4,2": ("(4,2), protect at 1 spread; imputed; continued at 1 spread, per epoch", (4, 2), {}),
+}
+BUDGET = 250
+
+
+@contextmanager
+def _settings(settings: dict):
+    """The module constants of ``settings`` ("module.NAME": value) set, then put back."""
+    import importlib
+
+    before = {}
+    for path, value in settings.items():
+        module, name = path.rsplit(".", 1)
+        module = importlib.import_module(module)
+        before[(module, name)] = getattr(module, name)
+        setattr(module, name, value)
+    try:
+        yield
+    finally:
+        for (module, name), value in before.items():
+            setattr(module, name, value)
+
+
+def curve(tables: dict, halving, settings: dict, seed: int) -> list[dict]:
+    """One replayed sweep's curve (``bench.search._curve``: a row at every front move)."""
+    _, objectives, ref, exact, front_keys, _ = tables["digits"]
+    with _settings(settings):
+        records, _ = search._replay("digits", tables, "frontier", halving, seed, BUDGET)
+    return search._curve(records, objectives, ref, exact, front_keys)
+
+
+def _cell(values, digits: int = 0) -> str:
+    q1, med, q3 = search._quartiles(values)
+    text = lambda v: "inf" if math.isinf(v) else f"{v:,.{digits}f}"  # noqa: E731
+    return f"{text(med)} [{text(q1)}-{text(q3)}]"
+
+
+def run(names: list[str], seeds: int, out: Path, say=print) -> list[dict]:
+    tables = search._tables(False)
+    unpruned, rows = {}, []
+    for name in ["unpruned", *[n for n in names if n != "unpruned"]]:
+        what, halving, settings = VARIANTS[name]
+        curves = {}
+        for seed in range(seeds):
+            started = time.perf_counter()
+            curves[seed] = curve(tables, halving, settings, seed)
+            say(f"  {name} seed {seed}: {curves[seed][-1]['hv_ratio']:.4f} ({time.perf_counter() - started:.0f} s)")
+        if name == "unpruned":
+            unpruned = curves
+        last = [c[-1] for c in curves.values()]
+        shares = [
+            search._reached(c, unpruned[s][-1]["hv_ratio"], "epochs") / unpruned[s][-1]["epochs"]
+            for s, c in curves.items()
+        ]
+        rows.append(
+            {
+                "variant": name,
+                "what": what,
+                "seeds": seeds,
+                "epochs_to_unpruned_hv": _cell(shares, 2),
+                "epochs_to_0.99": _cell([search._reached(c, 0.99, "epochs") for c in curves.values()]),
+                "max_front_pruned": max(r["front_pruned"] for r in last),
+                "final_hv_ratio": f"{search._quartiles([r['hv_ratio'] for r in last])[1]:.4f}",
+                "final_epochs": f"{search._quartiles([r['epochs'] for r in last])[1]:,.0f}",
+            }
+        )
+    write_csv(out / "mo_asha_variants.csv", rows, Env.current("cpu", 1))
+    columns = ("epochs to the unpruned final HV (share)", "epochs to 99%", "front pruned (max)", "final HV", "epochs")
+    say(f"| variant | seeds | {' | '.join(columns)} |")
+    say("|---|---|---|---|---|---|---|")
+    for r in rows:
+        say(
+            f"| {r['what']} (`{r['variant']}`) | {r['seeds']} | {r['epochs_to_unpruned_hv']} | {r['epochs_to_0.99']} "
+            f"| {r['max_front_pruned']} | {r['final_hv_ratio']} | {r['final_epochs']} |"
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", help=f"variants (default: all): {', '.join(VARIANTS)}")
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--out", default="out/bench/search")
+    args = parser.parse_args()
+    if unknown := [n for n in args.names if n not in VARIANTS]:
+        parser.error(f"unknown variant {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
+    run(args.names or list(VARIANTS), args.seeds, Path(args.out))
+
+
+if __name__ == "__main__":
+    main()
