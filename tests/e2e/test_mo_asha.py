@@ -62,6 +62,7 @@ def _check_runs(folder, kind: str, experiment: str, trials: int) -> dict:
 @pytest.mark.ray
 def test_a_replayed_sweep_prunes_identically_on_local_and_on_ray(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("search.pruners.mo_asha.PROTECT", None)  # halving alone: it prunes at every rung
     spec, table = digits_table()
     save(table, tmp_path / "made-up.jsonl.gz")
     overrides = [f"search.replay={tmp_path / 'made-up.jsonl.gz'}", "search.pruner=mo_asha", "search.trials=24"]

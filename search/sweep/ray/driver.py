@@ -154,7 +154,7 @@ class _RungScheduler(_Portable, FIFOScheduler):
         judge = getattr(self, "judge", None)
         if judge is None or result.get("state") != "running":
             return self.CONTINUE
-        decision = judge.after_epoch(result["number"], result["epoch"], result)
+        decision = judge.after_epoch(result["number"], result["epoch"], result, result.get("continues"))
         return self.STOP if decision is not None and not decision.proceed else self.CONTINUE
 
 

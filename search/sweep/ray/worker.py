@@ -69,6 +69,8 @@ def trainable(
     run = pipeline.open_run(tracker, parent, spec, drawn, line, key=key)
     tracker.set_tags(run, {NODE_TAG: ray.util.get_node_ip_address()})
     base = {"number": drawn.number, "run_id": run, "arch": line}
+    if drawn.continues is not None:  # the judge pairs the pruned trial's rung values with this one's final
+        base["continues"] = drawn.continues
 
     def fail(reason: str) -> None:  # deterministic: recorded, not retried
         tracker.end_trial(run, "failed", reason)
