@@ -35,6 +35,7 @@ from blocks import build, from_dict
 from search.spec import Spec, SpecError
 from search.spec import load as load_file
 from search.sweep.validation import SpecReport, spec_report
+from search.sweep.warm import completed_params
 
 if TYPE_CHECKING:
     import pandas
@@ -100,10 +101,12 @@ def load(
         try:
             with os.fdopen(handle, "w") as out:
                 yaml.safe_dump(data, out, sort_keys=False)
-            return load_file(name, list(overrides), smoke=smoke, check_data=check_data)
+            return load_file(name, list(overrides), smoke=smoke, check_data=check_data, trial_params=completed_params)
         finally:
             os.unlink(name)
-    return load_file(spec_path(spec), list(overrides), smoke=smoke, check_data=check_data)
+    return load_file(
+        spec_path(spec), list(overrides), smoke=smoke, check_data=check_data, trial_params=completed_params
+    )
 
 
 def validate(

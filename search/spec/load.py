@@ -12,7 +12,7 @@ import json
 import random
 import re
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -23,9 +23,7 @@ from blocks import check as check_arch
 from blocks.builder import did_you_mean
 from runs import data as datasets
 from runs.data import DataSpec
-from runs.journal import journal_path, read_study
 from runs.metrics import COST_METRICS, METRICS, PROXY_METRICS, Constraint, Objective
-from runs.store import StoreError
 from search.pruners import PRUNERS
 from search.samplers import SAMPLERS
 from search.spec import ablation as ab
@@ -41,6 +39,11 @@ from search.spec.yamlio import Document, Issue, Where, join, printable
 from search.spec.yamlio import load as load_yaml
 from search.tables.table import TableError
 from search.tables.table import load as load_table
+
+# The sampled parameters of completed trial N of a finished sweep (its spec given), or why
+# not in one line: an ablation's ``base``. The caller gives it (search.sweep.warm.completed_params),
+# so that loading a spec reads only the spec and the files it names, never another sweep's store.
+TrialParams = Callable[["Spec", int], "dict[str, Any] | str"]
 
 _CONSTRAINT = re.compile(r"^\s*([A-Za-z_][\w]*)\s*(<=|>=|<|>)\s*(\S+)\s*$")
 
@@ -381,35 +384,29 @@ def _backend(c: Checker, raw: dict, tracking: dict, search: SearchSpec, objectiv
     return b
 
 
-def _trial_base(c: Checker, base: Any, folder: Path) -> tuple[dict, dict] | None:
+def _trial_base(c: Checker, base: Any, folder: Path, trial_params: TrialParams | None) -> tuple[dict, dict] | None:
     """``ablation.base: {spec: other.yaml, trial: N}``: the model and train settings of
-    trial N of that spec's finished sweep, as the base of this ablation."""
+    trial N of that spec's finished sweep, as the base of this ablation. The spec file is
+    read here; the trial, from the other sweep's store, by ``trial_params``."""
     if not isinstance(base, Mapping) or set(base) != {"spec", "trial"} or not isinstance(base["trial"], int):
         c.fail("ablation.base", f"expected {{spec: sweep.yaml, trial: N}}, got {base!r}")
         return None
     if (problem := checks.path_text(base["spec"])) is not None:
         c.fail("ablation.base.spec", problem)
         return None
-    try:
-        other = load(folder / base["spec"], check_store=False)  # a finished sweep's store may be read-only
+    try:  # a finished sweep's store may be read-only
+        other = load(folder / base["spec"], check_store=False, trial_params=trial_params)
     except SpecError as err:
         c.fail("ablation.base.spec", f"{base['spec']} does not load: {err.issues[0]}")
         return None
-    journal = journal_path(other.store, other.name)
-    if not journal.exists():
-        c.fail("ablation.base.trial", f"no sweep of {other.name} in {other.store}/; run it first")
+    if trial_params is None:
+        c.fail("ablation.base", "a base trial is read from its sweep's store: load with trial_params (api.load does)")
         return None
-    try:
-        trials = read_study(other.store, other.name).get_trials(deepcopy=False)
-    except StoreError as err:  # a damaged journal: located, with what to do
-        c.fail("ablation.base.spec", str(err))
+    params = trial_params(other, base["trial"])
+    if isinstance(params, str):
+        c.fail("ablation.base.trial", params)
         return None
-    match = [t for t in trials if t.number == base["trial"] and t.state == optuna.trial.TrialState.COMPLETE]
-    if not match:
-        done = [t.number for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-        c.fail("ablation.base.trial", f"{other.name} has no completed trial {base['trial']}; completed: {done}")
-        return None
-    fixed = optuna.trial.FixedTrial(match[0].params)
+    fixed = optuna.trial.FixedTrial(params)
     return as_written(sample(other.model, fixed, "model")), as_written(sample(other.train, fixed, "train"))
 
 
@@ -522,6 +519,7 @@ def build_spec(
     overridden: dict[str, Where] | None = None,
     *,
     check_store: bool = True,
+    trial_params: TrialParams | None = None,
 ) -> Spec:
     """Validate merged YAML data into a ``Spec`` (raises ``SpecError``); ``overridden``:
     the key paths set by overrides, located there rather than in the file."""
@@ -531,9 +529,10 @@ def build_spec(
     if base is not None:
         if "model" in data:
             c.fail("model", "give either a model section or ablation.base, not both", key=True)
-        resolved = _trial_base(c, base, Path(file).parent)
-        if resolved is not None:
-            data = {**data, "model": resolved[0], "train": {**resolved[1], **(data.get("train") or {})}}
+        resolved = _trial_base(c, base, Path(file).parent, trial_params)
+        if resolved is None:  # every later check would be about the model it could not give
+            raise SpecError(c.issues)
+        data = {**data, "model": resolved[0], "train": {**resolved[1], **(data.get("train") or {})}}
     elif "model" not in data:
         c.fail("", "needs a model section (the space of architectures)")
     spec_data = inputs.data(c, data.get("data") or {}, Path(file).parent, check_data)
@@ -602,11 +601,13 @@ def load(
     smoke: bool = False,
     check_data: bool = True,
     check_store: bool = True,
+    trial_params: TrialParams | None = None,
 ) -> Spec:
     """Load, merge ``extends``, apply the spec's ``smoke`` overrides (with ``smoke``) and
     then ``-o`` overrides, validate. Raises ``SpecError``. Without ``check_data`` a
     missing dataset folder is a warning (``validate``), not an error (``run``); without
-    ``check_store`` the store may be read-only (a finished sweep read as an ablation's base)."""
+    ``check_store`` the store may be read-only (a finished sweep read as an ablation's base);
+    ``trial_params`` reads an ablation's base trial (``TrialParams``)."""
     path = Path(path)
     if not _exists(path):
         raise SpecError([Issue(None, "", f"{printable(str(path))}: no such spec file")])
@@ -623,7 +624,7 @@ def load(
     issues = [i for i in (_override(data, o, where, overridden) for o, where in chosen) if i is not None]
     if issues:
         raise SpecError(issues)
-    spec = build_spec(data, docs, str(path), check_data, overridden, check_store=check_store)
+    spec = build_spec(data, docs, str(path), check_data, overridden, check_store=check_store, trial_params=trial_params)
     return replace(spec, warnings=(*_given_twice(list(overrides)), *spec.warnings))
 
 

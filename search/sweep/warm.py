@@ -18,7 +18,7 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
-from runs.journal import read_study
+from runs.journal import journal_path, read_study
 from runs.store import StoreError
 from runs.tracking import embedded_store, sweep_text
 from search.results import pareto
@@ -36,7 +36,7 @@ def _source(spec: Spec) -> tuple[str, Path, Spec]:
     """The earlier sweep's name and store, and the spec to reach its tracking with."""
     given = str(spec.search.warm_start["from"])
     if given.endswith((".yaml", ".yml")):
-        other = load(given, check_data=False, check_store=False)
+        other = load(given, check_data=False, check_store=False, trial_params=completed_params)
         return other.name, Path(other.store), other
     return given, Path(spec.store), spec
 
@@ -53,6 +53,21 @@ def _earlier(spec: Spec) -> tuple[str, dict, list[FrozenTrial]]:
     if started is None:
         raise StoreError(f"search.warm_start: sweep {name!r} in {store} has no spec.yaml on its parent run")
     return name, yaml.safe_load(started), trials
+
+
+def completed_params(other: Spec, number: int) -> dict | str:
+    """The sampled parameters of completed trial ``number`` of ``other``'s sweep, or why
+    not (one line): an ablation's ``base: {spec, trial}``, read for ``search.spec.load``."""
+    if not journal_path(other.store, other.name).exists():
+        return f"no sweep of {other.name} in {other.store}/; run it first"
+    try:
+        trials = read_study(other.store, other.name).get_trials(deepcopy=False)
+    except StoreError as err:  # a damaged journal: located, with what to do
+        return str(err)
+    done = {t.number: t for t in trials if t.state == TrialState.COMPLETE}
+    if number not in done:
+        return f"{other.name} has no completed trial {number}; completed: {sorted(done)}"
+    return dict(done[number].params)
 
 
 def _taken(trials: list[FrozenTrial], spec: Spec, take) -> list[FrozenTrial]:

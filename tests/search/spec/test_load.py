@@ -481,3 +481,33 @@ def test_an_unknown_section_made_by_an_override_is_located_at_the_override(tmp_p
         "-o foo.bar=1: foo: unknown key; the spec takes name, description, data, model, "
         "train, objectives, constraints, search, ablation, backend, tracking"
     ]
+
+
+def test_an_ablation_base_trial_comes_from_the_caller_never_from_another_store(tmp_path):
+    """Loading reads the base's spec file; its trial is asked of ``trial_params`` (the
+    sweep's reader of a finished store), and without one the spec is refused, not read."""
+    (tmp_path / "sweep.yaml").write_text(
+        "model: {stages: [{depth: 1, width: {choice: [16, 32]}, mixer: {choice: [fourier, attention]}}]}\n"
+        "train: {lr: {float: [0.001, 0.01], log: true}}\n"
+    )
+    child = tmp_path / "child.yaml"
+    child.write_text("ablation: {base: {spec: sweep.yaml, trial: 3}, factors: {model.positional: [learned, none]}}\n")
+    asked = []
+
+    def trial_params(other, number):
+        asked.append((other.name, number))
+        return {"model.stages.0.width": 32, "model.stages.0.mixer": "attention", "train.lr": 0.004}
+
+    spec = load(child, trial_params=trial_params)
+    assert asked == [("sweep", 3)]
+    base = spec.ablation.arms[0]
+    assert base.model["stages"][0]["width"] == 32 and base.model["stages"][0]["mixer"]["name"] == "attention"
+    assert base.train["lr"] == 0.004
+    with pytest.raises(SpecError) as err:
+        load(child, trial_params=lambda other, number: "sweep has no completed trial 3; completed: [0]")
+    assert [str(i) for i in err.value.issues] == [
+        f"{child}:1:44: ablation.base.trial: sweep has no completed trial 3; completed: [0]"
+    ]
+    with pytest.raises(SpecError) as err:
+        load(child)
+    assert "ablation.base: a base trial is read from its sweep's store" in str(err.value.issues[0])
