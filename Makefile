@@ -28,9 +28,8 @@ browser:
 	@command -v chromium >/dev/null || apt-get install -y --no-install-recommends chromium >/dev/null 2>&1 \
 		|| echo "no Chromium (apt-get needs root): the MLflow UI browser test will be skipped"
 
-# Two workers (pytest-xdist): the tests that start Ray share one, in turn (tests/conftest.py).
 test: lint browser
-	$(PY) -m pytest -n 2 --dist loadgroup
+	$(PY) -m pytest
 
 # The quick tier while working: no test marked slow (over about 3 s), ray or e2e (pyproject.toml).
 test-fast: setup
