@@ -393,12 +393,12 @@ def run(out: Path, *, quick: bool = False, console=None, workers: int = 2, seeds
     """The matrix: tables x samplers x (unpruned, MO-ASHA) x seeds; CSV, PNG, summary rows."""
     say = console.print if console is not None else print
     tables = _tables(quick)
-    seeds = 2 if quick else seeds
+    seeds = 1 if quick else seeds  # --quick: every row once, to show the bench runs (the test)
     jobs = []
     for name in tables:
         for sampler_name in SAMPLERS:
             trials = SMALLER.get((name, sampler_name), BUDGET[name])
-            trials = min(trials, 12 if sampler_name == "gp" else 30) if quick else trials
+            trials = min(trials, 12 if sampler_name in ("gp", "frontier", "frontier_ehvi") else 30) if quick else trials
             pruned = name == "digits" and sampler_name in PRUNED_ROWS
             for halving in (None, _default_halving()) if pruned else (None,):
                 jobs += [(name, sampler_name, halving, seed, trials, quick) for seed in range(seeds)]
@@ -434,7 +434,7 @@ def run(out: Path, *, quick: bool = False, console=None, workers: int = 2, seeds
     if "digits" in tables:  # the zero-cost proxies on the digits table: alone, and in the surrogate
         table, *_, spec = tables["digits"]
         write_csv(out / "search_proxies.csv", proxies.correlations(table), env)
-        draws = 2 if quick else proxies.SEEDS
+        draws = 1 if quick else proxies.SEEDS
         write_csv(out / "search_proxies_predictor.csv", proxies.predictors(table, spec, seeds=draws), env)
     say(f"bench search: {len(jobs)} replayed sweeps in {time.perf_counter() - started:.0f} s on {workers} processes")
 

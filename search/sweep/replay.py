@@ -114,9 +114,10 @@ def replay(
         search = replace(spec.search, pruner="mo_asha", min_epochs=halving.min_epochs)
         spec = replace(spec, search=replace(search, reduction_factor=halving.reduction_factor))
     pruner = study.pruner_of(spec).optuna()
-    sweep = into or study.create(
-        spec, optuna.storages.InMemoryStorage(), sampler=sampler or study.sampler_for(spec), pruner=pruner
-    )
+    # An informed sampler reads the table's costs (counted when it was recorded) rather than counting them again.
+    if into is None:
+        sampler = sampler or study.sampler_for(spec, counted={k: r.costs for k, r in rows.items()})
+    sweep = into or study.create(spec, optuna.storages.InMemoryStorage(), sampler=sampler, pruner=pruner)
     judge = study.rung_judge(spec)  # MO-ASHA's, or None
     result = Replay(spec, table, sweep)
     earlier = Budget.of(spec, sweep.get_trials(deepcopy=False))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,16 +82,20 @@ def grid_space(spec: Spec) -> dict[str, list]:
     return space
 
 
-def sampler_for(spec: Spec, drawn: int = 0) -> optuna.samplers.BaseSampler:
+def sampler_for(
+    spec: Spec, drawn: int = 0, counted: Mapping[str, Mapping[str, float]] | None = None
+) -> optuna.samplers.BaseSampler:
     """The spec's sampler (``search.samplers.SAMPLERS``) for a study that has ``drawn``
     trials already. A sampler seeded anew draws what it drew the first time: a resumed
     sweep would draw its first trials again (and answer them as duplicates), so the seed
-    takes in how far the sweep got."""
+    takes in how far the sweep got. ``counted``: costs already counted, by draw key (a
+    replay's table), for an informed sampler (``search.sweep.knowledge``)."""
     s = spec.search
     seed = s.seed if not drawn else int(np.random.SeedSequence([s.seed, drawn]).generate_state(1)[0])
     kind = SAMPLERS[s.sampler]
     grid = grid_space(spec) if kind.finite else None
-    return kind(seed=seed, trials=s.trials, grid=grid, knowledge=knowledge(spec) if kind.informed else None).build()
+    informed = knowledge(spec, counted) if kind.informed else None
+    return kind(seed=seed, trials=s.trials, grid=grid, knowledge=informed).build()
 
 
 def max_epochs(spec: Spec) -> int:

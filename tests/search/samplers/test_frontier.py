@@ -93,6 +93,26 @@ def test_a_spec_s_knowledge_keys_collapse_a_left_out_stage_and_costs_are_the_cou
     assert known.exact(on).costs == {"gmacs": counted["gmacs"]}  # the objectives' counted costs only
 
 
+def test_a_replay_reads_the_recorded_tables_costs_and_they_are_the_counted_ones():
+    """A replay hands the sampler the table's costs instead of counting each model again
+    (30 ms each): they must be what the counter gives, as on the recorded digits table."""
+    from bench.search import DIGITS_TABLE
+    from search.tables.table import load as load_table
+
+    spec = load(DIGITS_SPEC)
+    table = load_table(DIGITS_TABLE)
+    rows = table.by_key()
+    result = replay(replace(spec, search=replace(spec.search, sampler="random")), table, trials=25)
+    counted, told = knowledge(spec), knowledge(spec, {k: r.costs for k, r in rows.items()})
+    drawn = [t for t in result.study.trials if t.user_attrs.get("draw") in rows]
+    assert len(drawn) >= 25
+    for t in drawn:
+        row = rows[t.user_attrs["draw"]]
+        assert counted.exact(t.params).costs == told.exact(t.params).costs == {"gmacs": row.costs["gmacs"]}
+    first = drawn[0]  # read, not counted: a value no model has comes back
+    assert knowledge(spec, {first.user_attrs["draw"]: {"gmacs": -1.0}}).exact(first.params).costs == {"gmacs": -1.0}
+
+
 def test_an_unbuildable_architecture_has_no_costs_and_a_constraint_marks_what_it_refuses():
     spec = load(QUICKSTART)  # rope with a global filter cannot be built; params <= 200,000
     known = knowledge(spec)
@@ -152,7 +172,8 @@ def test_a_resumed_study_is_read_not_redrawn():
     _, table = digits_table()
     spec = load(DIGITS_SPEC, ["search.sampler=frontier", "search.trials=20"])
     first = replay(spec, table, trials=10)
-    sampler = study.sampler_for(spec, drawn=10)  # a new sampler, as a resumed sweep builds
+    counted = {k: r.costs for k, r in table.by_key().items()}  # as a replay reads them
+    sampler = study.sampler_for(spec, drawn=10, counted=counted)  # a new sampler, as a resumed sweep builds
     first.study.sampler = sampler
     more = replay(spec, table, trials=10, into=first.study)
     keys = [t.user_attrs["draw"] for t in more.study.trials]
