@@ -31,6 +31,7 @@ from search.samplers import SAMPLERS
 from search.spec import Spec
 from search.spec.space import Choice, FloatRange, IntRange, dimensions, param
 from search.sweep.knowledge import knowledge
+from search.tables.table import load as load_table
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are recorded and shown by the view
 
@@ -94,6 +95,8 @@ def sampler_for(
     seed = s.seed if not drawn else int(np.random.SeedSequence([s.seed, drawn]).generate_state(1)[0])
     kind = SAMPLERS[s.sampler]
     grid = grid_space(spec) if kind.finite else None
+    if kind.informed and counted is None and s.replay:  # a replayed sweep's table holds every cost it counted
+        counted = {k: r.costs for k, r in load_table(s.replay).by_key().items()}
     informed = knowledge(spec, counted) if kind.informed else None
     return kind(seed=seed, trials=s.trials, grid=grid, knowledge=informed).build()
 
