@@ -7,8 +7,11 @@ PY := $(VENV)/bin/python
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt requirements-oracle.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-oracle.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-compile -r requirements.txt -r requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-compile --no-deps -r requirements-oracle.txt
+	@# pip byte-compiles one file at a time; this uses every core (a few vendored files that
+	@# are not Python 3 fail to compile, as under pip, and are never imported)
+	$(PY) -m compileall -q -j 0 $(VENV)/lib >/dev/null || true
 	touch $@
 
 setup: $(VENV)/.installed
