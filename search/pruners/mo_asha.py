@@ -95,6 +95,7 @@ class RungJudge:
         self._at_rungs: dict[int, dict[int, list[float]]] = {}  # trial -> rung epochs -> vector
         self._continues: dict[int, int] = {}  # trial -> the pruned trial it trains on
         self._finals: dict[int, list[float]] = {}  # trial -> its final vector
+        self._off_front: set[int] = set()  # trained to the end, then refused (a device-measured constraint)
         self._sign = np.array([-1.0 if d in ("max", "maximize") else 1.0 for d in book.directions])
         self._lock = threading.Lock()
 
@@ -149,6 +150,14 @@ class RungJudge:
             self.pruned.pop(number, None)
         return decision
 
+    def ended(self, number: int, state: str) -> None:
+        """Trial ``number`` ended ``state``: one that trained to its last epoch and then
+        broke a constraint (a device-measured one: latency, memory) is not on the completed
+        front the forecast is held against; its final still pairs with its rung values."""
+        if state != "complete":
+            with self._lock:
+                self._off_front.add(number)
+
     def keep(self, trial: optuna.Trial) -> None:
         """The rungs the trial reached in this session, on it (a resumed sweep's judge reads
         them back); nothing when it reached none."""
@@ -185,8 +194,14 @@ class RungJudge:
             out[j] = self._sign[j] * float(mean[0]) - spreads * float(spread[0])
         return out
 
+    def _completed(self) -> list[list[float]]:
+        return [v for n, v in self._finals.items() if n not in self._off_front]
+
     def _dominated(self, point: np.ndarray) -> bool:
-        front = np.array(list(self._finals.values()), dtype=float) * self._sign
+        completed = self._completed()
+        if not completed:
+            return False
+        front = np.array(completed, dtype=float) * self._sign
         return bool(((front <= point).all(1) & (front < point).any(1)).any())
 
     def _forecast_decision(self, decision: RungDecision, epochs: int, vector: list[float]) -> RungDecision:
@@ -209,7 +224,7 @@ class RungJudge:
             dominated = self._dominated(point)
         if not decision.proceed and not dominated:
             why = f"its forecast final {self._words(point)} at {spreads:g} spread would not be dominated"
-            return replace(decision, proceed=True, forecast=f"goes on: {why} by the {len(self._finals)} completed")
+            return replace(decision, proceed=True, forecast=f"goes on: {why} by the {len(self._completed())} completed")
         if decision.proceed and dominated:
             why = f"even its forecast final {self._words(point)} at {spreads:g} spread is dominated"
             return replace(decision, proceed=False, forecast=f"stopped: {why} by the completed trials")

@@ -282,7 +282,10 @@ class LocalSweep(Sweep):
 
     def _outcome(self, trial: optuna.Trial, run: str, final: Final) -> tuple[float, ...]:
         if isinstance(final, Done):
-            return self._record(trial, run, pipeline.completed(self.spec, final.metrics))
+            outcome = pipeline.completed(self.spec, final.metrics)
+            if self.judge is not None:
+                self.judge.ended(trial.number, outcome.state)
+            return self._record(trial, run, outcome)
         if isinstance(final, Refused):
             return self._record(trial, run, pipeline.refused(self.spec, final.error()))
         arch = trial.user_attrs.get("arch", "")

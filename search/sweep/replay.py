@@ -163,6 +163,8 @@ def _one(spec: Spec, sweep: optuna.Study, trial, drawn: pipeline.Draw, rows, jud
         return Replayed(trial.number, "pruned", epochs - start, seconds, metrics, stop.reason, drawn.continues)
     metrics = {**row.metrics(), "epochs": float(epochs), "train_time_s": row.train_s}
     outcome = pipeline.completed(spec, metrics)
+    if judge is not None:
+        judge.ended(trial.number, outcome.state)
     pipeline.tell(sweep, trial, spec, outcome)
     return Replayed(trial.number, outcome.state, epochs - start, seconds, metrics, outcome.reason, drawn.continues)
 

@@ -162,7 +162,9 @@ def test_a_sweep_of_8_trials_runs_on_both_nodes(tmp_path, cluster, server):
 
 
 def test_a_killed_driver_is_resumed_to_exactly_the_requested_trials(tmp_path, cluster, server):
-    spec = _spec(tmp_path, "resumed", cluster, server, trials=8, epochs=6)  # a window wide enough to kill in
+    # Twelve trials of six epochs on two one-CPU nodes: a window wide enough to kill in (with
+    # eight, a fast machine could end the sweep between two polls)
+    spec = _spec(tmp_path, "resumed", cluster, server, trials=12, epochs=6)
 
     experiment = tmp_path / "store" / "ray" / "resumed"
 
@@ -190,11 +192,11 @@ def test_a_killed_driver_is_resumed_to_exactly_the_requested_trials(tmp_path, cl
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     study = _study(tmp_path, "resumed")
-    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 8
-    assert sorted(t.number for t in study.trials) == list(range(8))
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 12
+    assert sorted(t.number for t in study.trials) == list(range(12))
     _, parents, children = _children(server, "resumed")
-    assert len(parents) == 1 and len(children) == 8
-    assert sorted(int(r.data.tags["archsweep.trial"]) for r in children) == list(range(8))
+    assert len(parents) == 1 and len(children) == 12
+    assert sorted(int(r.data.tags["archsweep.trial"]) for r in children) == list(range(12))
     assert {r.info.status for r in children} == {"FINISHED"}
     run_ids = {t.user_attrs["mlflow_run_id"] for t in study.trials}
     assert run_ids == {r.info.run_id for r in children}

@@ -152,6 +152,8 @@ class _RungScheduler(_Portable, FIFOScheduler):
 
     def on_trial_result(self, tune_controller, trial, result) -> str:
         judge = getattr(self, "judge", None)
+        if judge is not None and result.get("state") not in (None, "running") and "number" in result:
+            judge.ended(result["number"], result["state"])  # the trial's outcome (search.sweep.ray.worker)
         if judge is None or result.get("state") != "running":
             return self.CONTINUE
         decision = judge.after_epoch(result["number"], result["epoch"], result, result.get("continues"))

@@ -104,6 +104,20 @@ def test_the_forecast_does_not_protect_what_the_completed_front_dominates():
     assert not hopeless.proceed and "forecast" not in hopeless.reason
 
 
+def test_a_trial_refused_after_training_is_off_the_completed_front():
+    """Trials that trained to the end and then broke a device-measured constraint are not
+    the front a forecast is held against: with the trials that dominate it refused, the
+    hopeless trial above would join what is left, and goes on."""
+    judge = _fed(_judge(protect=1.0))
+    for number in range(12):
+        judge.ended(number, "complete" if number < 2 else "infeasible")  # the two cheapest stay
+    assert not judge.after_epoch(99, 2, {"val_accuracy": 0.05, "gmacs": 0.0014}).proceed  # dominated by them
+    for number in range(2):
+        judge.ended(number, "infeasible")
+    kept = judge.after_epoch(98, 2, {"val_accuracy": 0.05, "gmacs": 0.0014})
+    assert kept.proceed and "by the 0 completed" in kept.reason
+
+
 def test_the_converse_stops_what_halving_would_let_go_on():
     """Among the first at a new rung a trial continues under halving; with ``stop`` its
     optimistic final, dominated by the completed front, stops it there."""
