@@ -2,6 +2,10 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+# Installed without byte-compiling (pip compiles all 18,000 files, one at a time); Python
+# writes the cache of what is imported, on first import. Where the environment turns that
+# off (PYTHONDONTWRITEBYTECODE), every process would compile torch, ray and mlflow anew.
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: setup run ui test test-fast lint format browser
 
@@ -9,9 +13,6 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt requirements-oracle.tx
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-compile -r requirements.txt -r requirements-dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-compile --no-deps -r requirements-oracle.txt
-	@# pip byte-compiles one file at a time; this uses every core (a few vendored files that
-	@# are not Python 3 fail to compile, as under pip, and are never imported)
-	$(PY) -m compileall -q -j 0 $(VENV)/lib >/dev/null || true
 	touch $@
 
 setup: $(VENV)/.installed

@@ -67,14 +67,37 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+class PrivateServer:
+    """A started ``mlflow server`` (``private_server``): ``ready`` waits until it answers
+    and gives its URI; ``stop_soon`` asks it to stop without waiting (its context waits),
+    so that its second of shutdown passes while the caller stops something else."""
+
+    def __init__(self, proc: subprocess.Popen, uri: str, log: Path, deadline: float) -> None:
+        self.proc, self.uri, self.log, self.deadline = proc, uri, log, deadline
+
+    def ready(self) -> str:
+        while True:
+            try:
+                urllib.request.urlopen(f"{self.uri}/health", timeout=2).close()
+                return self.uri
+            except OSError:
+                if self.proc.poll() is not None or time.time() > self.deadline:
+                    raise RuntimeError(f"the MLflow server did not start; see {self.log}") from None
+                time.sleep(0.3)
+
+    def stop_soon(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+
+
 @contextmanager
-def private_server(store: Path, timeout: float = 120.0) -> Iterator[Callable[[], str]]:
+def private_server(store: Path, timeout: float = 120.0) -> Iterator[PrivateServer]:
     """An ``mlflow server`` on 127.0.0.1 over the embedded store, for worker processes
     that log runs themselves: one process owns the SQLite file, so concurrent trials do
     not meet SQLite's "database is locked". Stopped on exit.
 
-    Yields ``ready``, which waits until the server answers and gives its URI: it takes
-    seconds to start, time the caller can spend starting something else."""
+    It takes seconds to start, time the caller can spend starting something else before
+    asking ``ready()`` for its URI."""
     store.mkdir(parents=True, exist_ok=True)
     port = free_port()
     cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
@@ -87,21 +110,8 @@ def private_server(store: Path, timeout: float = 120.0) -> Iterator[Callable[[],
     proc = subprocess.Popen(
         cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True, preexec_fn=_die_with_parent
     )
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.time() + timeout
-
-    def ready() -> str:
-        while True:
-            try:
-                urllib.request.urlopen(f"{uri}/health", timeout=2).close()
-                return uri
-            except OSError:
-                if proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(f"the MLflow server did not start; see {store / 'mlflow-server.log'}") from None
-                time.sleep(0.3)
-
     try:
-        yield ready
+        yield PrivateServer(proc, f"http://127.0.0.1:{port}", store / "mlflow-server.log", time.time() + timeout)
     finally:
         _end(proc)
         log.close()

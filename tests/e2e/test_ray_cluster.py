@@ -91,8 +91,8 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    with private_server(tmp_path_factory.mktemp("mlflow")) as ready:
-        yield ready()
+    with private_server(tmp_path_factory.mktemp("mlflow")) as started:
+        yield started.ready()
 
 
 def _spec(folder: Path, name: str, address: str, uri: str, trials: int, epochs: int = 2, retries: int = 2) -> Path:

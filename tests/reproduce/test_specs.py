@@ -16,7 +16,7 @@ from search.spec.arch import to_arch
 ROOT = Path(__file__).resolve().parents[2]
 SPECS = sorted((ROOT / "spaces").rglob("*.yaml"))
 REPRODUCE = sorted((ROOT / "spaces" / "reproduce").glob("*.yaml"))
-# Table 4's smoke run is checked on both backends by tests/e2e/test_ray_local.py.
+# Table 4's smoke run is checked on the Ray backend by tests/e2e/test_ray_local.py.
 SMOKE_HERE = [p for p in REPRODUCE if p.stem != "vix_table4"]
 
 

@@ -296,7 +296,9 @@ class RaySweep(Sweep):
             self._set_aside(self.amendment.archive if self.amendment else f"{self.spec.name}~{len(self.earlier)}")
         server = None if self.spec.tracking_uri else self.stack.enter_context(private_server(self.store))
         self.stack.enter_context(runtime(self.spec.backend))  # while the server starts: both take seconds
-        self.uri = self.spec.tracking_uri or server()
+        if server is not None:  # on close: the server's shutdown while Ray's runs (a second each)
+            self.stack.callback(server.stop_soon)
+        self.uri = self.spec.tracking_uri or server.ready()
         self.open_tracking(self.uri)
 
     def close(self) -> None:
