@@ -71,7 +71,7 @@ def test_persistent_failures_are_recorded_and_the_sweep_says_partial(workdir, mo
 
 def test_a_hung_trial_is_ended_by_its_timeout(workdir, monkeypatch):
     inject(monkeypatch, workdir, [{"trial": 2, "epoch": 0, "kind": "hang"}])
-    spec = write_spec(workdir, backend={"trial_timeout": 10})
+    spec = write_spec(workdir, backend={"trial_timeout": 5})  # a trial here takes well under a second
     started = time.monotonic()
     assert main.main(["run", str(spec)]) == 3
     assert time.monotonic() - started < 120  # the hang did not stall the sweep
@@ -131,7 +131,7 @@ def test_a_driver_killed_three_times_still_ends_with_exactly_the_requested_trial
     command = [sys.executable, str(ROOT / "main.py"), "run", str(spec)]
     for _ in range(3):
         proc = subprocess.Popen(command, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(4, 9))  # a random point: setting up, between trials or inside one
+        time.sleep(rng.uniform(3, 7))  # a random point: setting up, between trials or inside one
         spawned = _children_of(proc.pid)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
