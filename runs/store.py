@@ -58,8 +58,13 @@ def writable(store: Path) -> bool:
 def check_intact(db: Path) -> None:
     """Raise ``sqlite3.DatabaseError`` when ``db`` is damaged (SQLite's quick_check: its
     pages and indexes, in a fraction of a second for a sweep's store), before a sweep or
-    a reader relies on it: a damaged page would otherwise surface mid-sweep."""
-    with closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)) as con:
+    a reader relies on it: a damaged page would otherwise surface mid-sweep.
+
+    Opened for writing where the store can be written: a process killed inside a write
+    leaves a hot journal, which SQLite rolls back on opening, and which a read-only
+    connection refuses as "attempt to write a readonly database"."""
+    mode = "rw" if writable(db.parent) else "ro"
+    with closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode={mode}", uri=True)) as con:
         found = [row[0] for row in con.execute("PRAGMA quick_check(1)")]
     if found != ["ok"]:
         raise sqlite3.DatabaseError(f"{db}: database disk image is malformed (SQLite's quick_check)")

@@ -1,13 +1,16 @@
 """The embedded MLflow store survives its creator being killed."""
 
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 
+from runs.store import check_intact
 from runs.tracking import Tracker, embedded_store
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,3 +75,38 @@ def _locations(db: Path) -> list[tuple[str, str, str]]:
 
     with sqlite3.connect(db) as con:
         return [(t, c, v) for t, c in LOCATIONS for (v,) in con.execute(f"SELECT {c} FROM {t}") if v]
+
+
+KILLED_MID_WRITE = """
+import os, sqlite3, sys
+con = sqlite3.connect(sys.argv[1], isolation_level=None)
+con.execute("PRAGMA cache_size=1")  # pages spill to the file: the journal is hot
+con.execute("BEGIN IMMEDIATE")
+for step in range(5000):
+    con.execute("INSERT INTO metrics (key, value, timestamp, step, run_uuid) VALUES ('x', 1, 0, ?, 'r')", (step,))
+print("mid-write", flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.slow
+def test_a_store_whose_writer_was_killed_mid_transaction_is_rolled_back_and_opens(tmp_path):
+    """A driver SIGKILLed inside a write to the store leaves a hot journal: the next run
+    opens the store (it used to stop with "attempt to write a readonly database", exit 4)
+    and finds what was committed, not the half-written transaction."""
+    store = tmp_path / "store"
+    embedded_store(store)
+    db = store / "mlflow.db"
+    writer = subprocess.Popen(
+        [sys.executable, "-c", KILLED_MID_WRITE, str(db)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert writer.stdout.readline() == b"mid-write\n"
+    writer.kill()
+    writer.wait()
+    assert (store / "mlflow.db-journal").exists()
+    check_intact(db)  # it used to raise here
+    tracker = Tracker(embedded_store(store), "after-a-kill", artifacts=store / "artifacts")
+    run_id = tracker.client.create_run(tracker.experiment_id).info.run_id
+    assert tracker.client.get_run(run_id).info.status == "RUNNING"
+    with closing(sqlite3.connect(db)) as con:
+        assert con.execute("SELECT count(*) FROM metrics").fetchone() == (0,)  # the killed transaction: gone
