@@ -15,7 +15,7 @@ from typing import Any
 
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
-from blocks import check
+from blocks import ArchError, build
 from blocks.cost import counted_cost
 from runs.data import geometry
 from search.samplers import Described, Exact, Knowledge
@@ -123,9 +123,11 @@ def knowledge(spec: Spec, counted_before: Mapping[str, Mapping[str, float]] | No
 def _counted(model_json: str, shape: tuple, metrics: tuple[str, ...]) -> dict[str, float] | None:
     """The counted costs of a model config (None when the builder refuses it), once per process."""
     arch = to_arch(json.loads(model_json), *shape)
-    if check(arch):
+    try:  # building on the meta device is the builder's check (blocks.check) and the count's model at once
+        meta = build(arch, device="meta")
+    except (ArchError, TypeError, OverflowError, RuntimeError):  # check's refusals; torch's on meta too
         return None
     if not metrics:
         return {}
-    costs = counted_cost(arch)
+    costs = counted_cost(arch, meta=meta)
     return {m: float(costs[m]) for m in metrics}
