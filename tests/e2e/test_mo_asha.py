@@ -142,15 +142,22 @@ def _assert_the_rules_decisions(journal: optuna.Study, table) -> None:
 
 @pytest.mark.ray
 def test_a_trained_sweep_prunes_at_rungs_keeps_its_front_and_continues_amended(tmp_path, monkeypatch):
-    """Real training on both backends: trials pruned at rungs, the front made of complete
-    trials only and equal to the front of the runs' own metrics. Then the sweep continues
+    """Real training on both backends (the quickstart's space on digits at their own 8 x 8
+    pixels, not upsampled: pruning is the subject here, not accuracy): trials pruned at
+    rungs, the front made of complete trials only and equal to the front of the runs' own metrics. Then the sweep continues
     with an amended space (a removed positional encoding, a new mixer choice, a wider
     learning rate): the earlier trials kept or outside, none trained again. Halving alone
     decides (the forecast's protection, which would keep most of six trials going, is
     tested on replays: tests/search/pruners/test_forecast.py)."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("search.pruners.mo_asha.PROTECT", None)
-    overrides = ["search.pruner=mo_asha", "search.min_epochs=1", "search.reduction_factor=3", "search.trials=6"]
+    overrides = [
+        "data.image_size=8",
+        "search.pruner=mo_asha",
+        "search.min_epochs=1",
+        "search.reduction_factor=3",
+        "search.trials=6",
+    ]
     overrides += ["train.epochs=3", "name=moasha"]
     amended = [*overrides[:-3], "search.trials=8", "train.epochs=3", "name=moasha"]
     amended += ["model.positional={choice: [learned, sincos, rope]}", "train.lr={float: [5.0e-4, 5.0e-3], log: true}"]
