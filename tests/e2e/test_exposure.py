@@ -102,7 +102,9 @@ def auth_server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("server")
     config = folder / "auth.ini"
     config.write_text(
-        "[mlflow]\ndefault_permission = READ\n"
+        # MLflow's credential cache (off by default): a password hash checked once, not on
+        # each of a sweep's requests (a quarter of a second each)
+        "[mlflow]\ndefault_permission = READ\nauth_cache_ttl_seconds = 600\n"
         f"database_uri = sqlite:///{folder / 'auth.db'}\nadmin_username = admin\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
     )
