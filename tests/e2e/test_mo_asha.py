@@ -144,8 +144,8 @@ def _assert_the_rules_decisions(journal: optuna.Study, table) -> None:
 def test_a_trained_sweep_prunes_at_rungs_keeps_its_front_and_continues_amended(tmp_path, monkeypatch):
     """Real training on both backends (the quickstart's space on digits at their own 8 x 8
     pixels, not upsampled: pruning is the subject here, not accuracy): trials pruned at
-    rungs, the front made of complete trials only and equal to the front of the runs' own metrics. Then the sweep continues
-    with an amended space (a removed positional encoding, a new mixer choice, a wider
+    rungs, the front made of complete trials only and equal to the front of the runs' own
+    metrics. Then the sweep continues with an amended space (a removed positional encoding, a new mixer choice, a wider
     learning rate): the earlier trials kept or outside, none trained again. Halving alone
     decides (the forecast's protection, which would keep most of six trials going, is
     tested on replays: tests/search/pruners/test_forecast.py)."""
