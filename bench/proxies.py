@@ -89,10 +89,12 @@ def predictors(table, spec, trained: tuple[int, ...] = TRAINED, seeds: int = SEE
     known, grid = spec_knowledge(spec), study.grid_space(spec)
     settings = {"surrogate": (), "surrogate+proxies": PROXY_METRICS}
     settings |= {f"surrogate+{p}": (p,) for p in PROXY_METRICS}
-    data = {name: surrogate._architectures(known, table, grid, extra) for name, extra in settings.items()}
+    walked = surrogate._walked(known, table, grid)
+    data = {name: surrogate._architectures(known, table, grid, extra, walked) for name, extra in settings.items()}
+    data["+params"] = surrogate._architectures(known, table, grid, ("params",), walked)
     rows = []
     for n in trained:
-        taus = {"+params": _params_alone(surrogate._architectures(known, table, grid, ("params",)), n, seeds)}
+        taus = {"+params": _params_alone(data["+params"], n, seeds)}
         taus |= {name: surrogate.split_taus(data[name], n, seeds) for name in settings}
         base = np.array(taus["surrogate"][0])
         for name, (overall, within) in taus.items():

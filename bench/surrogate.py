@@ -22,22 +22,33 @@ TRAINED = (20, 50, 100, 200, 400)
 DRAWS = 5
 
 
-def _architectures(
-    known: Knowledge, table, grid: dict[str, list], extra: tuple[str, ...] = ()
-) -> list[tuple[np.ndarray, float, float]]:
-    """(features, final accuracy, cost) of every row of ``table``, from a walk of ``grid``;
-    the row's costs named in ``extra`` (zero-cost proxies) appended to the features as
-    they are (NaN where a row lacks one: the forest routes missing values)."""
-    features = Features(known.distributions, [m for m, _ in known.objectives if m != "val_accuracy"], known.features)
+def _walked(known: Knowledge, table, grid: dict[str, list]) -> list[tuple]:
+    """(description, row) of every row of ``table`` that a walk of ``grid`` reaches, once
+    each, in the walk's order (describing every point of the grid is the slow part: walk
+    once, then build features for each setting with ``_architectures``)."""
     rows, out = table.by_key(), {}
     for combo in itertools.product(*grid.values()):
         described = known.describe(dict(zip(grid, combo, strict=True)))
         row = rows.get(described.key)
         if row is not None and described.key not in out:
-            cost = next(v for k, v in row.costs.items() if k in features.costs)
-            added = [row.costs.get(n, math.nan) for n in extra]
-            out[described.key] = (np.append(features(described.active, row.costs), added), row.curve[-1], cost)
+            out[described.key] = (described, row)
     return list(out.values())
+
+
+def _architectures(
+    known: Knowledge, table, grid: dict[str, list], extra: tuple[str, ...] = (), walked: list | None = None
+) -> list[tuple[np.ndarray, float, float]]:
+    """(features, final accuracy, cost) of every row of ``table``, from a walk of ``grid``
+    (or the ``_walked`` one given); the row's costs named in ``extra`` (zero-cost proxies)
+    appended to the features as they are (NaN where a row lacks one: the forest routes
+    missing values)."""
+    features = Features(known.distributions, [m for m, _ in known.objectives if m != "val_accuracy"], known.features)
+    out = []
+    for described, row in _walked(known, table, grid) if walked is None else walked:
+        cost = next(v for k, v in row.costs.items() if k in features.costs)
+        added = [row.costs.get(n, math.nan) for n in extra]
+        out.append((np.append(features(described.active, row.costs), added), row.curve[-1], cost))
+    return out
 
 
 def ranking(
