@@ -32,12 +32,16 @@ browser:
 	@command -v chromium >/dev/null || apt-get install -y --no-install-recommends chromium >/dev/null 2>&1 \
 		|| echo "no Chromium (apt-get needs root): the MLflow UI browser test will be skipped"
 
+# Two pytest-xdist workers, a test file's tests on one of them; tests/conftest.py keeps the
+# files that start Ray, and those that read the quickstart's sweep, on one worker together.
+XDIST := -n 2 --dist loadfile
+
 test: lint browser
-	$(PY) -m pytest
+	$(PY) -m pytest $(XDIST)
 
 # The quick tier while working: no test marked slow (over about 3 s), ray or e2e (pyproject.toml).
 test-fast: setup
-	$(PY) -m pytest -m "not slow and not ray and not e2e"
+	$(PY) -m pytest $(XDIST) -m "not slow and not ray and not e2e"
 
 format: setup
 	$(VENV)/bin/ruff format .
