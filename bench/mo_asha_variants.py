@@ -11,7 +11,7 @@ One process, one replay at a time (20-90 s each on a CPU core); writes
 ``out/bench/search/mo_asha_variants.csv`` and prints the table. Per variant, medians
 [quartiles, without interpolation] over seeds of: the epochs until the sweep's completed
 trials reach the same seed's unpruned final hypervolume, as a share of the unpruned
-sweep's epochs (inf: never within the budget); the epochs until 99% of the exact
+sweep's epochs (inf: never within the budget), and to 99.5% of that hypervolume; the epochs until 99% of the exact
 hypervolume; the most exact-front members one sweep left pruned (pruned and never
 completed); the final hypervolume share and the epochs spent."""
 
@@ -97,6 +97,11 @@ VARIANTS = {
     "4,2": ("(4,2), protect at 1 spread; imputed; continued at 1 spread, per epoch", (4, 2), {}),
 }
 BUDGET = 250
+# Within half a percent of the unpruned final HV: the digits front's member at 0.000300
+# GMACs (0.32% of the HV) is 0.0028 above its neighbour on one seed's luck (the same
+# layout with a learned position: 0.975), predicted below the front by the sampler's
+# forest and found last by every sweep; this column reads the rest of the front.
+NEAR = 0.995
 
 
 @contextmanager
@@ -144,16 +149,20 @@ def run(names: list[str], seeds: int, out: Path, say=print) -> list[dict]:
         if name == "unpruned":
             unpruned = curves
         last = [c[-1] for c in curves.values()]
-        shares = [
-            search._reached(c, unpruned[s][-1]["hv_ratio"], "epochs") / unpruned[s][-1]["epochs"]
-            for s, c in curves.items()
-        ]
+        shares = {
+            near: [
+                search._reached(c, near * unpruned[s][-1]["hv_ratio"], "epochs") / unpruned[s][-1]["epochs"]
+                for s, c in curves.items()
+            ]
+            for near in (1.0, NEAR)
+        }
         rows.append(
             {
                 "variant": name,
                 "what": what,
                 "seeds": seeds,
-                "epochs_to_unpruned_hv": _cell(shares, 2),
+                "epochs_to_unpruned_hv": _cell(shares[1.0], 2),
+                "epochs_to_near_unpruned_hv": _cell(shares[NEAR], 2),
                 "epochs_to_0.99": _cell([search._reached(c, 0.99, "epochs") for c in curves.values()]),
                 "max_front_pruned": max(r["front_pruned"] for r in last),
                 "final_hv_ratio": f"{search._quartiles([r['hv_ratio'] for r in last])[1]:.4f}",
@@ -161,12 +170,20 @@ def run(names: list[str], seeds: int, out: Path, say=print) -> list[dict]:
             }
         )
     write_csv(out / "mo_asha_variants.csv", rows, Env.current("cpu", 1))
-    columns = ("epochs to the unpruned final HV (share)", "epochs to 99%", "front pruned (max)", "final HV", "epochs")
+    columns = (
+        "epochs to the unpruned final HV (share)",
+        f"to {NEAR:.1%} of it",
+        "epochs to 99%",
+        "front pruned (max)",
+        "final HV",
+        "epochs",
+    )
     say(f"| variant | seeds | {' | '.join(columns)} |")
-    say("|---|---|---|---|---|---|---|")
+    say("|---|---|---|---|---|---|---|---|")
     for r in rows:
         say(
-            f"| {r['what']} (`{r['variant']}`) | {r['seeds']} | {r['epochs_to_unpruned_hv']} | {r['epochs_to_0.99']} "
+            f"| {r['what']} (`{r['variant']}`) | {r['seeds']} | {r['epochs_to_unpruned_hv']} "
+            f"| {r['epochs_to_near_unpruned_hv']} | {r['epochs_to_0.99']} "
             f"| {r['max_front_pruned']} | {r['final_hv_ratio']} | {r['final_epochs']} |"
         )
     return rows
