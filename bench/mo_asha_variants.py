@@ -6,6 +6,7 @@ unpruned frontier sweep of the same seed.
 
     PYTHONPATH=. .venv/bin/python -m bench.mo_asha_variants                  # every variant, 10 seeds
     PYTHONPATH=. .venv/bin/python -m bench.mo_asha_variants default before --seeds 3
+    PYTHONPATH=. .venv/bin/python -m bench.mo_asha_variants --early   # the quickstart's size: 16 trials
 
 One process, one replay at a time (20-90 s each on a CPU core); writes
 ``out/bench/search/mo_asha_variants.csv`` and prints the table. Per variant, medians
@@ -26,6 +27,7 @@ from pathlib import Path
 from bench import search
 from bench.common import Env, write_csv
 from search.pruners import mo_asha
+from search.results.pareto import hypervolume_at
 from search.samplers.frontier import sampler as frontier
 
 JUDGE, SAMPLER = mo_asha.__name__, frontier.__name__
@@ -94,6 +96,11 @@ VARIANTS = {
         {f"{SAMPLER}.PER_EPOCH": False},
     ),
     "default": ("(5,2), protect at 1 spread; imputed; continued at 1 spread, per epoch (the defaults)", (5, 2), {}),
+    "impute-0.5": ("(5,2) defaults; imputed at 0.5 spread better", (5, 2), {f"{SAMPLER}.IMPUTED_OPTIMISM": 0.5}),
+    "impute-1": ("(5,2) defaults; imputed at 1 spread better", (5, 2), {f"{SAMPLER}.IMPUTED_OPTIMISM": 1.0}),
+    "5,3": ("(5,3), protect at 1 spread; imputed; continued at 1 spread, per epoch", (5, 3), {}),
+    "3,3": ("(3,3), protect at 1 spread; imputed; continued at 1 spread, per epoch", (3, 3), {}),
+    "3,2": ("(3,2), protect at 1 spread; imputed; continued at 1 spread, per epoch", (3, 2), {}),
     "4,2": ("(4,2), protect at 1 spread; imputed; continued at 1 spread, per epoch", (4, 2), {}),
 }
 BUDGET = 250
@@ -102,6 +109,7 @@ BUDGET = 250
 # layout with a learned position: 0.975), predicted below the front by the sampler's
 # forest and found last by every sweep; this column reads the rest of the front.
 NEAR = 0.995
+EARLY = 16  # the real quickstart's trials
 
 
 @contextmanager
@@ -189,12 +197,54 @@ def run(names: list[str], seeds: int, out: Path, say=print) -> list[dict]:
     return rows
 
 
+def _at_epochs(records, budget: float, objectives, ref, exact: float) -> tuple[float, int, int]:
+    """(HV ratio of the completed trials, epochs spent, trials completed) of a replayed
+    sweep stopped before the trial that would take it past ``budget`` epochs."""
+    done, epochs = [], 0
+    for state, trained, metrics, _ in records:
+        if epochs + trained > budget:
+            break
+        epochs += trained
+        if state == "complete":
+            done.append(metrics)
+    return (hypervolume_at(done, objectives, ref) / exact if done else 0.0), epochs, len(done)
+
+
+def early(seeds: int, say=print) -> list[dict]:
+    """The real quickstart's setting on the table: 16 evaluations unpruned against the
+    pruned sweep (the defaults, halving (5, 2)) stopped at half their epochs, and the
+    unpruned sweep itself stopped there."""
+    tables = search._tables(False)
+    _, objectives, ref, exact, *_ = tables["digits"]
+    rows = []
+    for seed in range(seeds):
+        records, _ = search._replay("digits", tables, "frontier", None, seed, EARLY)
+        hv, epochs, done = _at_epochs(records, math.inf, objectives, ref, exact)
+        pruned, _ = search._replay("digits", tables, "frontier", (5, 2), seed, 2 * EARLY)
+        row = {"seed": seed, "unpruned": hv, "epochs": epochs}
+        row["pruned_half"], row["pruned_epochs"], row["pruned_done"] = _at_epochs(
+            pruned, epochs / 2, objectives, ref, exact
+        )
+        row["first_pruned"] = next((i for i, r in enumerate(pruned) if r[0] == "pruned"), None)
+        row["unpruned_half"], *_ = _at_epochs(records, epochs / 2, objectives, ref, exact)
+        say(row)
+        rows.append(row)
+    for column in ("unpruned", "pruned_half", "unpruned_half"):
+        q1, med, q3 = search._quartiles([r[column] for r in rows])
+        say(f"{column}: HV ratio {med:.3f} [{q1:.3f}-{q3:.3f}]")
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", help=f"variants (default: all): {', '.join(VARIANTS)}")
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--out", default="out/bench/search")
+    parser.add_argument("--early", action="store_true", help=f"the quickstart's setting: {EARLY} evaluations")
     args = parser.parse_args()
+    if args.early:
+        early(args.seeds)
+        return
     if unknown := [n for n in args.names if n not in VARIANTS]:
         parser.error(f"unknown variant {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
     run(args.names or list(VARIANTS), args.seeds, Path(args.out))

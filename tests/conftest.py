@@ -26,6 +26,8 @@ FIRST = list(dict.fromkeys(TOGETHER.values()))
 def pytest_configure(config):
     """Under xdist, one torch thread per worker and per sweep it starts: two workers on two
     cores, each with two threads, would wait on each other's threads."""
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(_Scheduling())
     if os.environ.get("PYTEST_XDIST_WORKER"):
         os.environ["OMP_NUM_THREADS"] = "1"
         torch.set_num_threads(1)
@@ -46,11 +48,15 @@ class _Together(LoadFileScheduling):
         return TOGETHER.get(file, file)
 
 
-def pytest_xdist_make_scheduler(config, log):
-    if config.getoption("dist") == "loadfile":
-        config.option.loadscopereorder = False  # the order is the collection's: TOGETHER's first
-        return _Together(config, log)
-    return None
+class _Scheduling:
+    """xdist's hook, registered only when xdist is loaded (``-p no:xdist`` runs serially)."""
+
+    @staticmethod
+    def pytest_xdist_make_scheduler(config, log):
+        if config.getoption("dist") == "loadfile":
+            config.option.loadscopereorder = False  # the order is the collection's: TOGETHER's first
+            return _Together(config, log)
+        return None
 
 
 def pytest_collection_modifyitems(config, items):
