@@ -131,7 +131,6 @@ def test_search_curves_count_evaluations_epochs_and_the_front_found():
     assert _reached(curve[:3], 0.99, "evaluations") == float("inf")
 
 
-
 def test_a_sweep_cut_at_an_epoch_budget_keeps_only_what_fits():
     from bench.mo_asha_variants import _at_epochs
     from runs.metrics import Objective
@@ -143,6 +142,7 @@ def test_a_sweep_cut_at_an_epoch_budget_keeps_only_what_fits():
     assert _at_epochs(records, 34, objectives, (0.0, 10.0), exact) == (pytest.approx(4.0 / exact), 20, 1)
     assert _at_epochs(records, 35, objectives, (0.0, 10.0), exact) == (pytest.approx(1.0), 35, 2)
     assert _at_epochs(records, 14, objectives, (0.0, 10.0), exact) == (0.0, 0, 0)
+
 
 @pytest.mark.parametrize("name", ["pymoo-smsemoa", "pymoo-nsga2"])
 def test_the_peers_search_a_spec_space_and_count_distinct_evaluations(name):
