@@ -98,6 +98,7 @@ VARIANTS = {
     "default": ("(5,2), protect at 1 spread; imputed; continued at 1 spread, per epoch (the defaults)", (5, 2), {}),
     "impute-0.5": ("(5,2) defaults; imputed at 0.5 spread better", (5, 2), {f"{SAMPLER}.IMPUTED_OPTIMISM": 0.5}),
     "impute-1": ("(5,2) defaults; imputed at 1 spread better", (5, 2), {f"{SAMPLER}.IMPUTED_OPTIMISM": 1.0}),
+    "widen-imputed": ("the defaults; imputed results narrow the prior", (5, 2), {f"{SAMPLER}.WIDEN_IMPUTED": True}),
     "5,3": ("(5,3), protect at 1 spread; imputed; continued at 1 spread, per epoch", (5, 3), {}),
     "3,3": ("(3,3), protect at 1 spread; imputed; continued at 1 spread, per epoch", (3, 3), {}),
     "3,2": ("(3,2), protect at 1 spread; imputed; continued at 1 spread, per epoch", (3, 2), {}),
