@@ -314,7 +314,6 @@ def test_a_cost_no_result_shares_is_as_uncertain_as_the_prior():
     assert spread[costs >= 5].min() > 0.9 and spread[costs <= 3].max() <= 0.5, (costs, spread)
 
 
-
 @pytest.mark.parametrize("unit", [1.0, 1e-4])
 def test_a_cost_twice_every_result_s_is_as_uncertain_as_the_prior_in_any_unit(unit):
     """Costs are near on a log scale: in GMACs (values of 1e-4 to 1e-2), log1p of the raw
@@ -330,6 +329,7 @@ def test_a_cost_twice_every_result_s_is_as_uncertain_as_the_prior_in_any_unit(un
     spread = sampler._widened(np.zeros((len(costs), 1)), candidates, known, ["cost"])[:, 0]
     assert spread[0] < 0.6 and spread[3] < 0.75  # two results near 1.1, one at 100
     assert spread[1] > 0.99 and spread[2] > 0.99, spread  # none near 2 or 3
+
 
 # -- pruned trials: imputed, and candidates again --------------------------------------------
 
