@@ -52,7 +52,7 @@ VARIANTS = {
     "halving-0.5-per-epoch": (
         "(2,2), halving alone; imputed; continued at 0.5 spread, per epoch",
         (2, 2),
-        {f"{JUDGE}.PROTECT": None, f"{SAMPLER}.CONTINUE_OPTIMISM": 0.5},
+        {f"{JUDGE}.PROTECT": None, f"{SAMPLER}.CONTINUE_OPTIMISM": 0.5, f"{SAMPLER}.PER_EPOCH": True},
     ),
     "stop-1": (
         "(2,2), halving and the converse at 1 spread; imputed; continued at the mean",
@@ -69,7 +69,11 @@ VARIANTS = {
         (2, 2),
         {f"{SAMPLER}.PER_EPOCH": False},
     ),
-    "protect-1-2,2-per-epoch": ("(2,2), protect at 1 spread; imputed; continued at 1 spread, per epoch", (2, 2), {}),
+    "protect-1-2,2-per-epoch": (
+        "(2,2), protect at 1 spread; imputed; continued at 1 spread, per epoch",
+        (2, 2),
+        {f"{SAMPLER}.PER_EPOCH": True},
+    ),
     "protect-1-no-continuation": (
         "(5,2), protect at 1 spread; imputed; continued at the mean",
         (5, 2),
@@ -95,14 +99,47 @@ VARIANTS = {
         (5, 2),
         {f"{SAMPLER}.PER_EPOCH": False},
     ),
-    "default": ("(5,2), protect at 1 spread; imputed; continued at 1 spread, per epoch (the defaults)", (5, 2), {}),
-    "impute-0.5": ("(5,2) defaults; imputed at 0.5 spread better", (5, 2), {f"{SAMPLER}.IMPUTED_OPTIMISM": 0.5}),
-    "impute-1": ("(5,2) defaults; imputed at 1 spread better", (5, 2), {f"{SAMPLER}.IMPUTED_OPTIMISM": 1.0}),
-    "widen-imputed": ("the defaults; imputed results narrow the prior", (5, 2), {f"{SAMPLER}.WIDEN_IMPUTED": True}),
-    "5,3": ("(5,3), protect at 1 spread; imputed; continued at 1 spread, per epoch", (5, 3), {}),
-    "3,3": ("(3,3), protect at 1 spread; imputed; continued at 1 spread, per epoch", (3, 3), {}),
-    "3,2": ("(3,2), protect at 1 spread; imputed; continued at 1 spread, per epoch", (3, 2), {}),
-    "4,2": ("(4,2), protect at 1 spread; imputed; continued at 1 spread, per epoch", (4, 2), {}),
+    "per-epoch": (
+        "(5,2), protect at 1 spread; imputed; continued at 1 spread, per epoch",
+        (5, 2),
+        {f"{SAMPLER}.PER_EPOCH": True},
+    ),
+    "default": ("(5,2), protect at 1 spread; imputed; continued at 1 spread (the defaults)", (5, 2), {}),
+    "impute-0.5": (
+        "(5,2) per epoch; imputed at 0.5 spread better",
+        (5, 2),
+        {f"{SAMPLER}.PER_EPOCH": True, f"{SAMPLER}.IMPUTED_OPTIMISM": 0.5},
+    ),
+    "impute-1": (
+        "(5,2) per epoch; imputed at 1 spread better",
+        (5, 2),
+        {f"{SAMPLER}.PER_EPOCH": True, f"{SAMPLER}.IMPUTED_OPTIMISM": 1.0},
+    ),
+    "widen-imputed": (
+        "(5,2) per epoch; imputed results narrow the prior",
+        (5, 2),
+        {f"{SAMPLER}.PER_EPOCH": True, f"{SAMPLER}.WIDEN_IMPUTED": True},
+    ),
+    "5,3": (
+        "(5,3), protect at 1 spread; imputed; continued at 1 spread, per epoch",
+        (5, 3),
+        {f"{SAMPLER}.PER_EPOCH": True},
+    ),
+    "3,3": (
+        "(3,3), protect at 1 spread; imputed; continued at 1 spread, per epoch",
+        (3, 3),
+        {f"{SAMPLER}.PER_EPOCH": True},
+    ),
+    "3,2": (
+        "(3,2), protect at 1 spread; imputed; continued at 1 spread, per epoch",
+        (3, 2),
+        {f"{SAMPLER}.PER_EPOCH": True},
+    ),
+    "4,2": (
+        "(4,2), protect at 1 spread; imputed; continued at 1 spread, per epoch",
+        (4, 2),
+        {f"{SAMPLER}.PER_EPOCH": True},
+    ),
 }
 BUDGET = 250
 # Within half a percent of the unpruned final HV: the digits front's member at 0.000300
