@@ -173,6 +173,16 @@ def _stop_now(signum, frame) -> None:
 _trial_folder = "t{0.config[number]:03d}_{0.trial_id}".format
 
 
+def _saved_results(tuner: tune.Tuner) -> list:
+    """The trials' results a restored Tuner read from its saved state, or none where Tune
+    could not read them (its ExperimentAnalysis failed: seen once in CI after a SIGKILL;
+    Tune's own resume reads the saved state again and says what it cannot restore)."""
+    try:
+        return list(tuner.get_results())
+    except RuntimeError:  # "Can't return results as experiment has not been run, yet"
+        return []
+
+
 def _restore_deleted_checkpoint(result) -> None:
     """Tune's saved state can name a checkpoint that ``num_to_keep`` has already deleted:
     the state reaches storage after the deletion, asynchronously, so a driver killed in
@@ -395,7 +405,7 @@ class RaySweep(Sweep):
         path = str(self.experiment_path)
         if self.restoring:  # the driver stopped mid-sweep: Tune's state and the searcher's
             tuner = tune.Tuner.restore(path, trainable=self._trainable(), resume_unfinished=True, resume_errored=False)
-            for result in tuner.get_results():  # what the saved state names, before anything runs
+            for result in _saved_results(tuner):  # what the saved state names, before anything runs
                 _restore_deleted_checkpoint(result)
             self.judge = study.rung_judge(self.spec, self._saved_study().get_trials(deepcopy=False))
             _reattach(tuner, self._scheduler(), [_Bookkeeper(self)], self.spec)
