@@ -113,10 +113,29 @@ def gmacs_of(flops: float) -> float:
     return flops / 2e9
 
 
-def flops_per_image(arch: ArchSpec) -> int:
-    """Forward FLOPs for one image, counted on a meta-device model (nothing allocated)."""
-    model = build(arch, device="meta")
-    return count_flops(model, torch.empty(1, arch.in_channels, *arch.image_size, device="meta"))
+# Counting runs the model once. On the meta device every op runs a Python meta kernel (a
+# quickstart model: 53 ms); on the CPU, zeros through C++ kernels take 15 ms and count the
+# same FLOPs, since the formulas read shapes only (tests/blocks/test_cost.py holds the two
+# equal for every mixer). A model this small is counted on the CPU (the frontier sampler
+# costs up to 48 new architectures per ask); a larger one, a paper's preset at 224 pixels,
+# on the meta device, where nothing is allocated.
+CPU_COUNT_PARAMS = 4_000_000
+CPU_COUNT_PIXELS = 32 * 32
+
+
+def flops_per_image(arch: ArchSpec, meta: nn.Module | None = None) -> int:
+    """Forward FLOPs for one image of ``arch``, from ``meta`` (``arch`` built on the meta
+    device; built here when None), which a small model leaves moved to the CPU with its
+    uninitialised weights zeroed: a caller passes one it does not use again."""
+    meta = build(arch, device="meta") if meta is None else meta
+    h, w = arch.image_size
+    if h * w > CPU_COUNT_PIXELS or count_params(meta)[0] > CPU_COUNT_PARAMS:
+        return count_flops(meta, torch.empty(1, arch.in_channels, h, w, device="meta"))
+    model = meta.to_empty(device="cpu")  # no initialisation: the global random state is left as it was
+    with torch.no_grad():
+        for tensor in (*model.parameters(), *model.buffers()):
+            tensor.zero_()
+    return count_flops(model, torch.zeros(1, arch.in_channels, h, w))
 
 
 # -- latency -----------------------------------------------------------------------------
@@ -353,10 +372,11 @@ def train_step_ms(model: nn.Module, images: torch.Tensor, *, repeats: int = 5, w
 def counted_cost(arch: ArchSpec, model: nn.Module | None = None, *, meta: nn.Module | None = None) -> dict[str, float]:
     """The cost metrics known without running anything: params and params_trainable (of
     ``model``, or of ``arch`` built on the meta device), gflops and gmacs per image.
-    ``meta``: ``arch`` already built on the meta device (building is a fifth of the time)."""
+    ``meta``: ``arch`` already built on the meta device (building is a fifth of the time),
+    which the count may move to the CPU (``flops_per_image``)."""
     meta = build(arch, device="meta") if meta is None else meta
-    flops = count_flops(meta, torch.empty(1, arch.in_channels, *arch.image_size, device="meta"))
     total, trainable = count_params(meta if model is None else model)
+    flops = flops_per_image(arch, meta)
     return {
         "params": float(total),
         "params_trainable": float(trainable),

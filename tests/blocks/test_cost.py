@@ -1,11 +1,12 @@
 """Cost measurement against hand-derived formulas and the papers' published counts."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 
-from blocks import ArchSpec, EmbeddingSpec, MixerSpec, StageSpec, build, presets
+from blocks import ArchSpec, EmbeddingSpec, MixerSpec, StageSpec, build, cost, presets
 from blocks.cost import (
     LATENCY_SPREAD_LIMIT,
     LATENCY_WAIT_LIMIT,
@@ -71,10 +72,21 @@ def test_fourier_mixing_is_counted_not_zero():
 
 
 @pytest.mark.parametrize("name", sorted(MIXERS))
-def test_meta_count_equals_real_count(name):
+def test_meta_count_equals_real_count(name, monkeypatch):
     arch = small_arch(name)
     real = count_flops(build(arch), torch.randn(1, 3, 16, 16))
-    assert flops_per_image(arch) == real > 0
+    on_cpu = flops_per_image(arch)  # small enough: zeros through the CPU kernels
+    monkeypatch.setattr(cost, "CPU_COUNT_PIXELS", 0)
+    assert flops_per_image(arch) == on_cpu == real > 0  # and on the meta device
+
+
+def test_a_count_leaves_the_random_state_and_a_large_model_on_the_meta_device():
+    state = torch.get_rng_state()
+    flops_per_image(small_arch("attention"))
+    assert torch.equal(torch.get_rng_state(), state)  # a trial seeds, counts, then builds its model
+    large = replace(small_arch("attention"), image_size=(64, 64))
+    meta = build(large, device="meta")
+    assert flops_per_image(large, meta) > 0 and next(meta.parameters()).is_meta
 
 
 VIX_TABLES = {  # (mixer, hybrid): parameters as Tables 1 and 2 print them
