@@ -7,6 +7,7 @@ unpruned frontier sweep of the same seed.
     PYTHONPATH=. .venv/bin/python -m bench.mo_asha_variants                  # every variant, 10 seeds
     PYTHONPATH=. .venv/bin/python -m bench.mo_asha_variants default before --seeds 3
     PYTHONPATH=. .venv/bin/python -m bench.mo_asha_variants --early   # the quickstart's size: 16 trials
+    PYTHONPATH=. .venv/bin/python -m bench.mo_asha_variants protect-2 --budget 100  # to 99% only: quicker
 
 One process, one replay at a time (20-90 s each on a CPU core); writes
 ``out/bench/search/mo_asha_variants.csv`` and prints the table. Per variant, medians
@@ -135,6 +136,23 @@ VARIANTS = {
         (3, 2),
         {f"{SAMPLER}.PER_EPOCH": True},
     ),
+    "protect-1.5": ("(5,2), protect at 1.5 spreads; imputed; continued at 1 spread", (5, 2), {f"{JUDGE}.PROTECT": 1.5}),
+    "protect-2": ("(5,2), protect at 2 spreads; imputed; continued at 1 spread", (5, 2), {f"{JUDGE}.PROTECT": 2.0}),
+    "stop-2": (
+        "(5,2), protect at 1 spread, stop at 2 spreads; imputed; continued at 1 spread",
+        (5, 2),
+        {f"{JUDGE}.STOP": 2.0},
+    ),
+    "continue-2": (
+        "(5,2), protect at 1 spread; imputed; continued at 2 spreads",
+        (5, 2),
+        {f"{SAMPLER}.CONTINUE_OPTIMISM": 2.0},
+    ),
+    "not-rejudged": (
+        "(5,2), protect at 1 spread; imputed; continued at 1 spread, to its end",
+        (5, 2),
+        {f"{JUDGE}.REJUDGE": False},
+    ),
     "4,2": (
         "(4,2), protect at 1 spread; imputed; continued at 1 spread, per epoch",
         (4, 2),
@@ -168,11 +186,11 @@ def _settings(settings: dict):
             setattr(module, name, value)
 
 
-def curve(tables: dict, halving, settings: dict, seed: int) -> list[dict]:
+def curve(tables: dict, halving, settings: dict, seed: int, budget: int = BUDGET) -> list[dict]:
     """One replayed sweep's curve (``bench.search._curve``: a row at every front move)."""
     _, objectives, ref, exact, front_keys, _ = tables["digits"]
     with _settings(settings):
-        records, _ = search._replay("digits", tables, "frontier", halving, seed, BUDGET)
+        records, _ = search._replay("digits", tables, "frontier", halving, seed, budget)
     return search._curve(records, objectives, ref, exact, front_keys)
 
 
@@ -182,7 +200,7 @@ def _cell(values, digits: int = 0) -> str:
     return f"{text(med)} [{text(q1)}-{text(q3)}]"
 
 
-def run(names: list[str], seeds: int, out: Path, say=print) -> list[dict]:
+def run(names: list[str], seeds: int, out: Path, say=print, budget: int = BUDGET) -> list[dict]:
     tables = search._tables(False)
     unpruned, rows = {}, []
     for name in ["unpruned", *[n for n in names if n != "unpruned"]]:
@@ -190,8 +208,12 @@ def run(names: list[str], seeds: int, out: Path, say=print) -> list[dict]:
         curves = {}
         for seed in range(seeds):
             started = time.perf_counter()
-            curves[seed] = curve(tables, halving, settings, seed)
-            say(f"  {name} seed {seed}: {curves[seed][-1]['hv_ratio']:.4f} ({time.perf_counter() - started:.0f} s)")
+            curves[seed] = curve(tables, halving, settings, seed, budget)
+            to_99 = search._reached(curves[seed], 0.99, "epochs")
+            say(
+                f"  {name} seed {seed}: {curves[seed][-1]['hv_ratio']:.4f}, 99% after {to_99:.0f} epochs"
+                f" ({time.perf_counter() - started:.0f} s)"
+            )
         if name == "unpruned":
             unpruned = curves
         last = [c[-1] for c in curves.values()]
@@ -278,6 +300,9 @@ def main() -> None:
     parser.add_argument("names", nargs="*", help=f"variants (default: all): {', '.join(VARIANTS)}")
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--out", default="out/bench/search")
+    parser.add_argument(
+        "--budget", type=int, default=BUDGET, help="distinct evaluations per sweep (fewer: quicker, for 99%% only)"
+    )
     parser.add_argument("--early", action="store_true", help=f"the quickstart's setting: {EARLY} evaluations")
     args = parser.parse_args()
     if args.early:
@@ -285,7 +310,7 @@ def main() -> None:
         return
     if unknown := [n for n in args.names if n not in VARIANTS]:
         parser.error(f"unknown variant {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
-    run(args.names or list(VARIANTS), args.seeds, Path(args.out))
+    run(args.names or list(VARIANTS), args.seeds, Path(args.out), budget=args.budget)
 
 
 if __name__ == "__main__":

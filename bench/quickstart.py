@@ -3,7 +3,8 @@ its own (``out/bench/quickstart/<setting>``), then each front is read back from 
 store (``main.py show``'s reading) and their hypervolumes are taken at one reference
 point, the joint front's nadir moved out by 1% of its range. A setting is a sampler, with
 ``+pruner`` for a pruned sweep; the epochs each sweep trained are read from its study
-(a continued trial counts only the epochs it trained on top of the pruned one).
+(a continued trial counts only the epochs it trained on top of the pruned one). Each
+setting starts from an empty store (until 2026-12-07 a second run resumed the first's).
 
     .venv/bin/python -m bench.quickstart nsga2 frontier            # two real sweeps: minutes
     .venv/bin/python -m bench.quickstart frontier frontier+mo_asha  # pruned against unpruned
@@ -11,6 +12,8 @@ point, the joint front's nadir moved out by 1% of its range. A setting is a samp
 
 from __future__ import annotations
 
+import re
+import shutil
 import subprocess
 import sys
 import time
@@ -50,8 +53,14 @@ def epochs_trained(store: Path) -> tuple[int, dict[str, int]]:
 def compare(settings: list[str], out: Path = ROOT / "out" / "bench" / "quickstart") -> list[dict]:
     fronts, rows = {}, []
     for setting in settings:
+        if not re.fullmatch(r"[a-z0-9_]+(\+[a-z0-9_]+)?", setting):
+            raise SystemExit(f"a setting is a sampler, with +pruner for a pruned sweep (frontier+mo_asha): {setting!r}")
         sampler, _, pruner = setting.partition("+")
         store = out / setting
+        # A fresh store: a sweep run again resumes its store, which would keep trials an
+        # earlier run (and earlier code) drew. Only the bench's own folder is removed.
+        if store.is_dir() and not store.is_symlink():
+            shutil.rmtree(store)
         started = time.perf_counter()
         overrides = [f"search.sampler={sampler}", f"search.pruner={pruner or 'none'}", f"tracking.dir={store}"]
         command = [sys.executable, str(ROOT / "main.py"), "run", str(ROOT / "spaces" / "quickstart.yaml")]

@@ -167,3 +167,19 @@ def test_the_peers_search_a_spec_space_and_count_distinct_evaluations(name):
         assert (state == "complete") == (first[row] == i) and (epochs == 0) == (state == "duplicate")
     assert peers.replay(name, rows, choices, key, spec.objectives, seed=0, evaluations=60) == records
     assert peers.replay(name, rows, choices, key, spec.objectives, seed=1, evaluations=60) != records
+
+
+def test_costing_compares_the_meta_count_with_the_cpu_count_on_the_same_architectures():
+    from bench import costing
+
+    row = costing.run("spaces/quickstart.yaml", archs=4, rounds=1, say=lambda _: None)
+    assert row["architectures"] == 4 and row["differing_counts"] == 0
+    assert row["meta_ms"] > 0 and row["cpu_ms"] > 0
+
+
+def test_forecast_errors_are_read_on_the_architectures_not_fitted():
+    from bench import forecast
+
+    (row,) = forecast.run(rungs=(10,), fitted=(40,), splits=1, say=lambda _: None)
+    assert set(row) >= {"map", "map+residual", "forest+rung", "forest", "blend"}
+    assert 0 < row["map"] < row["forest"]  # after 10 of 15 epochs the rung value says more than the layout
