@@ -10,6 +10,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 FORKED_TRIAL = textwrap.dedent(
@@ -28,6 +30,7 @@ FORKED_TRIAL = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # 4 s: torch imported in a fresh process
 def test_a_trial_forked_after_the_warm_up_runs_parallel_cpu_kernels():
     process = subprocess.Popen([sys.executable, "-c", FORKED_TRIAL], cwd=ROOT, start_new_session=True)
     try:
