@@ -178,6 +178,9 @@ def test_a_killed_driver_is_resumed_to_exactly_the_requested_trials(tmp_path, cl
     finally:
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()
+    # Ray ends a dead driver's trial actors seconds later; until then they still write
+    # checkpoints, which the renaming below would race with (seen: an empty checkpoint folder)
+    _wait_for(lambda: not _trial_workers(cluster), 60, "the killed driver's trial workers to end")
     # The race a killed driver can lose: a trial's next checkpoint replaced its last one
     # (num_to_keep=1) before Tune's saved state, which names the last one, reached storage.
     for newest in _unfinished_checkpoints(experiment):
@@ -200,6 +203,16 @@ def test_a_killed_driver_is_resumed_to_exactly_the_requested_trials(tmp_path, cl
     assert {r.info.status for r in children} == {"FINISHED"}
     run_ids = {t.user_attrs["mlflow_run_id"] for t in study.trials}
     assert run_ids == {r.info.run_id for r in children}
+
+
+def _trial_workers(address: str) -> list:
+    """The cluster's processes running a Tune trial (Ray titles them after the trainable)."""
+    workers = []
+    for proc in _processes_of(address):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if " ".join(proc.cmdline()).startswith("ray::ImplicitFunc"):
+                workers.append(proc)
+    return workers
 
 
 def _unfinished_checkpoints(experiment: Path) -> list[Path]:
