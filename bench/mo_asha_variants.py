@@ -153,6 +153,8 @@ VARIANTS = {
         (5, 2),
         {f"{JUDGE}.REJUDGE": False},
     ),
+    "10,2": ("(10,2): one rung at 10 of 15 epochs; protect at 1 spread; continued at 1 spread", (10, 2), {}),
+    "7,2": ("(7,2): rungs at 7 and 14 of 15 epochs; protect at 1 spread; continued at 1 spread", (7, 2), {}),
     "4,2": (
         "(4,2), protect at 1 spread; imputed; continued at 1 spread, per epoch",
         (4, 2),

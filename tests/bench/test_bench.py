@@ -183,3 +183,4 @@ def test_forecast_errors_are_read_on_the_architectures_not_fitted():
     (row,) = forecast.run(rungs=(10,), fitted=(40,), splits=1, say=lambda _: None)
     assert set(row) >= {"map", "map+residual", "forest+rung", "forest", "blend"}
     assert 0 < row["map"] < row["forest"]  # after 10 of 15 epochs the rung value says more than the layout
+    assert row["front_spreads"] > 1  # the front's members end above the map: more than a spread, for one
