@@ -249,16 +249,26 @@ def test_on_ray_repeats_are_free_and_the_sweep_ends_when_the_space_is_exhausted_
     On Ray as locally, the repeats are Tune trials answered free, and the searcher ends the
     experiment (num_samples=-1) once the eighth architecture is tried, with the same
     trials, the same reason said and kept on the parent run. (Run again, nothing is drawn:
-    the frontier sampler's test below.)"""
+    the frontier sampler's test below.) Tune's snapshots of the searcher after its first
+    fail here (Tune logs that and goes on): the sweep's trials and runs are all kept."""
     from optuna.trial import TrialState
 
     from runs.tags import STOPPED_TAG
+    from search.sweep.ray.searcher import ArchSearch
     from search.sweep.study import counted, state_of
     from search.tables.table import save
     from tests.e2e.test_mo_asha import _journal
     from tests.made_up import DIGITS_SPEC, digits_table
 
     monkeypatch.chdir(tmp_path)
+    saves, first_save = [], ArchSearch.save
+
+    def only_the_first(searcher, path):  # the copy on disk stays as the experiment began
+        if not saves:
+            first_save(searcher, path)
+        saves.append(path)
+
+    monkeypatch.setattr(ArchSearch, "save", only_the_first)
     save(digits_table()[1], tmp_path / "made-up.jsonl.gz")
     cut = ["model.embedding=patch", "model.patch_size=2", "model.positional=none", "model.stages[0].depth=1"]
     cut += ["model.stages[1].depth=0", "search.sampler=random", "search.trials=20", "backend.max_concurrent=1"]
@@ -277,6 +287,7 @@ def test_on_ray_repeats_are_free_and_the_sweep_ends_when_the_space_is_exhausted_
         assert parents[0].data.tags[STOPPED_TAG] == why and len(children) == len(trials)
         seen[kind] = [(t.params, state_of(t), t.user_attrs.get("duplicate_of")) for t in trials]
     assert seen["ray"] == seen["local"] and any(state == "duplicate" for _, state, _ in seen["ray"])
+    assert len(saves) > 1  # Tune did try to snapshot the searcher again
 
 
 def test_the_frontier_sampler_on_ray_asks_distinct_architectures_and_its_saved_state_restores(

@@ -197,13 +197,13 @@ def _restore_deleted_checkpoint(result) -> None:
         newer[-1].rename(named)
 
 
-def _reattach(tuner: tune.Tuner, scheduler, callbacks: list, spec: Spec | None = None) -> None:
+def _reattach(tuner: tune.Tuner, scheduler, callbacks: list, spec: Spec | None = None) -> ArchSearch | None:
     """A restored Tuner runs with the scheduler and callbacks its saved state held, which
     left out their handles on the sweep (``_Portable._unsaved``): this driver's take their
     place; and its searcher with this driver's ``spec`` (its budget: the saved one is the
     first driver's; Tune's restore of the searcher's state leaves the spec as it finds it).
     Tune has no public way to give a restored Tuner either (the only reach into Tuner's
-    internals here)."""
+    internals here). Returns that searcher: Tune restores its state in place when it runs."""
     internal = tuner._local_tuner
     internal._tune_config.scheduler = scheduler or FIFOScheduler()
     internal._run_config.callbacks = callbacks
@@ -211,6 +211,7 @@ def _reattach(tuner: tune.Tuner, scheduler, callbacks: list, spec: Spec | None =
     searcher = getattr(searcher, "searcher", searcher)  # inside a ConcurrencyLimiter
     if spec is not None and isinstance(searcher, ArchSearch):
         searcher.spec = spec
+    return searcher if isinstance(searcher, ArchSearch) else None
 
 
 @contextmanager
@@ -282,6 +283,7 @@ class RaySweep(Sweep):
         self.experiment_path = Path(self.storage) / spec.name
         self.stack = ExitStack()
         self.judge: RungJudge | None = None  # MO-ASHA's, for the scheduler and the bookkeeper (_tuner)
+        self.searcher: ArchSearch | None = None  # the one Tune runs (_tuner): its study is the sweep's
 
     def resumable(self) -> bool:
         return tune.Tuner.can_restore(str(self.experiment_path))
@@ -408,11 +410,12 @@ class RaySweep(Sweep):
             for result in _saved_results(tuner):  # what the saved state names, before anything runs
                 _restore_deleted_checkpoint(result)
             self.judge = study.rung_judge(self.spec, self._saved_study().get_trials(deepcopy=False))
-            _reattach(tuner, self._scheduler(), [_Bookkeeper(self)], self.spec)
+            self.searcher = _reattach(tuner, self._scheduler(), [_Bookkeeper(self)], self.spec)
             return tuner
         spec, b = self.spec, self.spec.backend
         searcher = ArchSearch(spec, self.earlier)
         searcher.mirror = str(self.experiment_path / SEARCHER_COPY)
+        self.searcher = searcher
         if spec.search.warm_start and not any(study.counted(t) for t in self.earlier):
             given, queued, outside = warm.start(searcher.study, spec)
             line = f"{given} given as completed, {queued} queued to train, {outside} outside this space"
@@ -490,12 +493,14 @@ class RaySweep(Sweep):
         os._exit(RUNTIME_LOST)
 
     def _record(self, grid) -> bool:
-        """The searcher's study (restored from Tune's saved state) becomes the sweep's
-        journal study, with the reasons of failed trials; MLflow runs of trials that Tune
-        lost with a killed driver (created after its last saved state) are removed, since
-        those trials ran again under the same number. True when trials were left unfinished
-        (by Ctrl-C or the time budget: they run again on the next run)."""
-        source = self._saved_study()
+        """The searcher's study becomes the sweep's journal study, with the reasons of failed
+        trials; MLflow runs of trials that Tune lost with a killed driver (created after its
+        last saved state) are removed, since those trials ran again under the same number.
+        True when trials were left unfinished (by Ctrl-C or the time budget: they run again
+        on the next run). The study is the searcher's in this process, not Tune's saved copy
+        of it: Tune logs a failed last snapshot and goes on, and an older copy would lose
+        the trials after it, and their runs with them."""
+        source = self.searcher.study if self.searcher is not None else self._saved_study()
         reasons = {r.config["number"]: _reason(r.error) for r in grid if r.error is not None and r.config}
         ran = {r.config["number"] for r in grid if r.config}  # by this Tune experiment
         self.last_checkpoints = {r.config["number"]: r.checkpoint for r in grid if r.checkpoint and r.config}
