@@ -6,14 +6,21 @@ place. The store keeps the artifacts URI its records were written for (the table
 ``archsweep_store``) and, opened at another place, rewrites them to where it now is.
 A store this process cannot write (read-only, another user's) is read through a copy
 of its database, rewritten the same way. No mlflow import here: plain SQLite.
+
+A new store's database starts as a copy of the user's template for the installed MLflow
+(an empty store as MLflow's sixty-odd migrations leave it, 2-7 s to build), rewritten by
+the same means to where the new store is.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import sqlite3
+import stat
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
@@ -142,3 +149,59 @@ def _recorded(con: sqlite3.Connection) -> str | None:
 def _write_record(con: sqlite3.Connection, uri: str) -> None:
     con.execute("CREATE TABLE IF NOT EXISTS archsweep_store (key TEXT PRIMARY KEY, value TEXT)")
     con.execute("INSERT OR REPLACE INTO archsweep_store VALUES ('artifacts', ?)", (uri,))
+
+
+TEMPLATE_LIMIT = 16 * 2**20  # an empty store's database is under 1 MB
+
+
+def template_path(mlflow_version: str) -> Path:
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "archsweep" / f"mlflow-{mlflow_version}-empty.db"
+
+
+def from_template(mlflow_version: str, side: Path, uri: str) -> bool:
+    """Write into ``side`` an empty database for artifacts at ``uri``, copied from the
+    template; False (and no ``side``) where there is no sound one: a regular file within
+    TEMPLATE_LIMIT, intact, holding the schema's version, the default experiment and the
+    record of its artifacts URI, and nothing else."""
+    try:
+        fd = os.open(template_path(mlflow_version), os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        with os.fdopen(fd, "rb") as source:
+            found = os.fstat(source.fileno())
+            if not stat.S_ISREG(found.st_mode) or found.st_size > TEMPLATE_LIMIT:
+                return False
+            with open(side, "wb") as target:
+                shutil.copyfileobj(source, target)
+        check_intact(side)
+        with closing(sqlite3.connect(side)) as con, con:
+            if _rows(con, "alembic_version") != 1 or _rows(con, "experiments") != 1 or _recorded(con) is None:
+                raise sqlite3.DatabaseError("not an empty store")
+            if _rows(con, "runs") != 0:
+                raise sqlite3.DatabaseError("not an empty store")
+            now = int(time.time() * 1000)  # the default experiment's, made now as MLflow would make it
+            con.execute("UPDATE experiments SET creation_time = ?, last_update_time = ?", (now, now))
+        relocate(side, uri)
+    except (OSError, sqlite3.DatabaseError):
+        side.unlink(missing_ok=True)
+        return False
+    return True
+
+
+def keep_as_template(mlflow_version: str, built: Path) -> None:
+    """Keep a copy of ``built``, an empty store's database just made, as the template:
+    complete or not at all (renamed into place); where the cache cannot be written, none."""
+    path = template_path(mlflow_version)
+    part = path.with_name(f"{path.name}.{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(built, part)
+        os.replace(part, path)
+    except OSError:
+        part.unlink(missing_ok=True)
+
+
+def _rows(con: sqlite3.Connection, table: str) -> int:
+    return con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # the caller's constant

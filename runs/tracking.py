@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import importlib.metadata
 import logging
 import os
 import re
@@ -98,8 +99,9 @@ def embedded_store(store: Path) -> str:
     MLflow builds a new database's schema by some sixty Alembic migrations, committed one
     by one over seconds: a process killed among them leaves a database no later run can open
     ("table _alembic_tmp_experiments already exists"). So the schema is built in a side
-    file and linked into place, which is atomic and never replaces a database another
-    process made meanwhile; the store's lock makes the others wait for it."""
+    file (or copied there from the user's template: runs.store) and linked into place,
+    which is atomic and never replaces a database another process made meanwhile; the
+    store's lock makes the others wait for it."""
     db = store / "mlflow.db"
     store.mkdir(parents=True, exist_ok=True)
     with stores.locked(store):
@@ -126,13 +128,16 @@ def _build(store: Path, db: Path) -> None:
             stale.unlink(missing_ok=True)
     side = store / f"mlflow.db.init-{os.getpid()}"
     side.unlink(missing_ok=True)
-    _mlflow()
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore  # sqlalchemy: only when building
+    version = importlib.metadata.version("mlflow")
+    if not stores.from_template(version, side, stores.artifacts_uri(store)):
+        _mlflow()
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore  # sqlalchemy: only when building
 
-    side_uri = f"sqlite:///{side.resolve()}"
-    SqlAlchemyStore(side_uri, stores.artifacts_uri(store))
-    SqlAlchemyStore._engine_map.pop(side_uri).dispose()  # nothing keeps the side file open once linked
-    stores.record(side, stores.artifacts_uri(store))
+        side_uri = f"sqlite:///{side.resolve()}"
+        SqlAlchemyStore(side_uri, stores.artifacts_uri(store))
+        SqlAlchemyStore._engine_map.pop(side_uri).dispose()  # nothing keeps the side file open once linked
+        stores.record(side, stores.artifacts_uri(store))
+        stores.keep_as_template(version, side)
     try:
         os.link(side, db)  # unlike a rename, never replaces a database
     except FileExistsError:

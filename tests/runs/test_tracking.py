@@ -1,4 +1,5 @@
-"""The embedded MLflow store survives its creator being killed."""
+"""The embedded MLflow store: made from the template or by MLflow's migrations, moved, and
+surviving its creator being killed."""
 
 import signal
 import sqlite3
@@ -18,7 +19,8 @@ BUILD = "import sys, pathlib, runs.tracking; runs.tracking.embedded_store(pathli
 
 
 @pytest.mark.slow
-def test_a_store_whose_creator_was_killed_mid_schema_opens_and_takes_runs(tmp_path):
+def test_a_store_whose_creator_was_killed_mid_schema_opens_and_takes_runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # no template: the schema is built
     store = tmp_path / "store"
     proc = subprocess.Popen([sys.executable, "-c", BUILD, str(store)], cwd=ROOT)
     deadline = time.time() + 60
@@ -110,3 +112,68 @@ def test_a_store_whose_writer_was_killed_mid_transaction_is_rolled_back_and_open
     assert tracker.client.get_run(run_id).info.status == "RUNNING"
     with closing(sqlite3.connect(db)) as con:
         assert con.execute("SELECT count(*) FROM metrics").fetchone() == (0,)  # the killed transaction: gone
+
+
+def _schema(db: Path) -> dict[str, list[str]]:
+    """Each table's and index's definition, its lines sorted: MLflow's migrations write a
+    table's constraints in an order that differs from one build to the next."""
+    with closing(sqlite3.connect(db)) as con:
+        rows = con.execute("SELECT name, sql FROM sqlite_master WHERE name != 'marker'").fetchall()
+    return {name: sorted(line.strip(" ,") for line in (sql or "").splitlines()) for name, sql in rows}
+
+
+def _tables(db: Path) -> set[str]:
+    with closing(sqlite3.connect(db)) as con:
+        return {name for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+def _bad_template(template: Path, sound: Path, how: str) -> None:
+    """``template``: ``sound`` with a table ``marker`` (which a store copied from it would
+    carry), made unusable ``how``."""
+    target = template.with_name("target.db") if how == "a link" else template
+    target.write_bytes(sound.read_bytes())
+    with closing(sqlite3.connect(target)) as con, con:
+        con.execute("CREATE TABLE marker (x)")
+        if how == "too large":
+            con.execute("INSERT INTO marker VALUES (zeroblob(17 * 1048576))")
+        if how == "holding a run":
+            con.execute("INSERT INTO runs (run_uuid, experiment_id, lifecycle_stage) VALUES ('r', 0, 'active')")
+    if how == "a link":
+        template.symlink_to(target)
+    if how == "damaged":
+        data = bytearray(target.read_bytes())
+        data[4096:8192] = b"x" * 4096  # a page of the schema's tables overwritten
+        target.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("how", [None, "a link", "too large", "holding a run", "damaged"])
+def test_a_new_store_is_the_template_rewritten_for_its_place_and_a_bad_template_is_not_used(tmp_path, monkeypatch, how):
+    """The first store built by MLflow's migrations leaves the template; the next is a copy
+    of it with MLflow's schema, its default experiment's artifacts in its own folder, and
+    runs that log. A template that is a link, too large, holding a run or damaged is not
+    read: the store is built as before."""
+    import importlib.metadata
+
+    from runs import store as stores
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    template = stores.template_path(importlib.metadata.version("mlflow"))
+    first = tmp_path / "first"
+    embedded_store(first)
+    assert template.is_file() and _schema(template) == _schema(first / "mlflow.db")
+    template.unlink()
+    _bad_template(template, first / "mlflow.db", how or "")
+
+    store = tmp_path / "second"
+    tracker = Tracker(embedded_store(store), "second", artifacts=store / "artifacts")
+    db = store / "mlflow.db"
+    assert ("marker" in _tables(db)) == (how is None)  # the template was copied only when sound
+    assert _schema(db) == _schema(first / "mlflow.db")
+    default = tracker.client.get_experiment("0")
+    assert default.artifact_location == f"{stores.artifacts_uri(store)}/0"
+    assert abs(default.creation_time / 1000 - time.time()) < 60
+    run_id = tracker.client.create_run(tracker.experiment_id).info.run_id
+    tracker.log_text(run_id, "hello", "note.txt")
+    assert (store / "artifacts" / run_id / "artifacts" / "note.txt").read_text() == "hello"
+    assert len(tracker.client.search_runs(["0", tracker.experiment_id])) == 1
+    assert sorted(p.name for p in store.iterdir()) == [".archsweep.lock", "artifacts", "mlflow.db"]
