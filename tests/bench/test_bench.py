@@ -184,3 +184,14 @@ def test_forecast_errors_are_read_on_the_architectures_not_fitted():
     assert set(row) >= {"map", "map+residual", "forest+rung", "forest", "blend"}
     assert 0 < row["map"] < row["forest"]  # after 10 of 15 epochs the rung value says more than the layout
     assert row["front_spreads"] > 1  # the front's members end above the map: more than a spread, for one
+
+
+def test_store_times_built_and_copied_stores_that_mlflow_opens(monkeypatch):
+    import os
+
+    from bench import store
+
+    monkeypatch.setenv("XDG_CACHE_HOME", "/nonexistent-before")
+    row = store.run(stores=1, say=lambda _: None)  # each store made takes a run, or this raises
+    assert row["stores"] == 1 and row["built_s"] > 0 and row["copied_s"] > 0
+    assert os.environ["XDG_CACHE_HOME"] == "/nonexistent-before"  # the caller's, given back
