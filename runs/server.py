@@ -1,12 +1,11 @@
 """The MLflow servers archsweep starts and talks to, from the outside: a private
-``mlflow server`` over a sweep's embedded store (``private_server``), ``mlflow ui`` for
+MLflow tracking server over a sweep's embedded store (``private_server``), ``mlflow ui`` for
 ``main.py ui`` (``serve_ui``), free and taken ports on 127.0.0.1, and whether a tracking
 server answers (``check_server``).
 
-No mlflow import here: a server is ``python -m mlflow`` in a process of its own, started
-with the environment of runs.tracking.mlflow_environment (telemetry off), and is reached
-over HTTP. With runs.tracking (the client, the only module that imports mlflow) this is
-the MLflow adapter.
+No mlflow import here: a server is a process of its own, started with the environment of
+runs.tracking.mlflow_environment (telemetry off), and is reached over HTTP. With
+runs.tracking (the client, the only module that imports mlflow) this is the MLflow adapter.
 """
 
 from __future__ import annotations
@@ -60,7 +59,7 @@ def free_port() -> int:
 
 def _die_with_parent() -> None:
     """In the server's process: SIGTERM when the sweep's process dies, even by SIGKILL
-    (``mlflow server`` forwards it to its web server), so no server outlives its sweep."""
+    (``mlflow ui`` passes it on to its web server), so no server outlives its sweep."""
     if sys.platform == "linux":
         import ctypes
 
@@ -68,7 +67,7 @@ def _die_with_parent() -> None:
 
 
 class PrivateServer:
-    """A started ``mlflow server`` (``private_server``): ``ready`` waits until it answers
+    """A started tracking server (``private_server``): ``ready`` waits until it answers
     and gives its URI; ``stop_soon`` asks it to stop without waiting (its context waits),
     so that its second of shutdown passes while the caller stops something else."""
 
@@ -90,9 +89,26 @@ class PrivateServer:
             os.killpg(self.proc.pid, signal.SIGTERM)
 
 
+# A private server is MLflow's own web app (the one ``mlflow server`` starts) under uvicorn,
+# in one process. ``mlflow server`` is two: its command line imports all of mlflow only to
+# start the same app in a second process (5 s of CPU a sweep). The app reads its stores
+# from the variables named in mlflow.server.constants, as ``mlflow server`` passes them.
+_SERVE = """
+import os, sys
+from pathlib import Path
+from mlflow.server import constants
+store, artifacts, port = sys.argv[1:4]
+os.environ[constants.BACKEND_STORE_URI_ENV_VAR] = os.environ[constants.REGISTRY_STORE_URI_ENV_VAR] = store
+os.environ[constants.ARTIFACT_ROOT_ENV_VAR] = artifacts
+import mlflow.server, uvicorn
+log_config = str(Path(mlflow.server.__file__).with_name("uvicorn_log_config.yaml"))
+uvicorn.run("mlflow.server.fastapi_app:app", host="127.0.0.1", port=int(port), workers=1, log_config=log_config)
+"""
+
+
 @contextmanager
 def private_server(store: Path, timeout: float = 120.0) -> Iterator[PrivateServer]:
-    """An ``mlflow server`` on 127.0.0.1 over the embedded store, for worker processes
+    """MLflow's tracking server on 127.0.0.1 over the embedded store, for worker processes
     that log runs themselves: one process owns the SQLite file, so concurrent trials do
     not meet SQLite's "database is locked". Stopped on exit.
 
@@ -100,9 +116,8 @@ def private_server(store: Path, timeout: float = 120.0) -> Iterator[PrivateServe
     asking ``ready()`` for its URI."""
     store.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
     artifacts = (store / "artifacts").resolve().as_uri()
-    cmd += ["--backend-store-uri", embedded_store(store), "--default-artifact-root", artifacts]
+    cmd = [sys.executable, "-c", _SERVE, embedded_store(store), artifacts, str(port)]
     log = open(store / "mlflow-server.log", "ab")  # noqa: SIM115 (closed below)
     mlflow_environment()  # telemetry off, in the server too
     # No job runner (GenAI evaluation jobs: a dozen processes this store never uses).

@@ -40,7 +40,7 @@ BLOCKS = Path(__file__).resolve().parents[1] / "blocks"  # travels with a logged
 
 def mlflow_environment() -> None:
     """Set what MLflow reads from the environment, each as a default a user may override:
-    in this process before mlflow is imported (``_mlflow``), and in the ``mlflow server``
+    in this process before mlflow is imported (``_mlflow``), and in the tracking server
     and ``mlflow ui`` processes runs.server starts, which inherit it."""
     # MLflow 3 sends usage telemetry unless told not to (it looks up config.mlflow-telemetry.io
     # and keeps an installation id in ~/.config/mlflow): a sweep talks to loopback only. Read

@@ -1,5 +1,5 @@
 """The ray backend on a real two-node Ray cluster on this machine: a head on 127.0.0.2 and
-a worker on 127.0.0.3 (token authentication on), logging to a real `mlflow server` over
+a worker on 127.0.0.3 (token authentication on), logging to a real MLflow tracking server over
 a SQL store on 127.0.0.1. The cluster is stopped at the end even when a test fails, and
 stopping it leaves alone another Ray runtime of the user's beside it."""
 
