@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Protocol
 
 from search.spec.yamlio import join
@@ -59,6 +60,7 @@ class FloatRange:
 DIMENSIONS = (Choice, IntRange, FloatRange)
 
 
+@lru_cache(maxsize=4096)  # a space has a few dozen paths; a sampler names them thousands of times an ask
 def param(path: str) -> str:
     """The parameter name of a key path, in Optuna and MLflow alike: list indices as dots
     (``model.stages[0].width`` -> ``model.stages.0.width``), since MLflow's names cannot

@@ -97,7 +97,13 @@ def knowledge(spec: Spec, counted_before: Mapping[str, Mapping[str, float]] | No
         return model_cfg, train_cfg, reading.asked
 
     def describe(params) -> Described:
-        model_cfg, train_cfg, asked = read(params)
+        return described(tuple(sorted((n, type(v).__name__, v) for n, v in params.items())))  # 1 is not True
+
+    # The frontier sampler describes the same parameter sets ask after ask (every trial
+    # known, the proposals around the same parents, a small space enumerated whole).
+    @lru_cache(maxsize=2**14)
+    def described(items: tuple) -> Described:
+        model_cfg, train_cfg, asked = read({n: v for n, _, v in items})
         stages = model_cfg.get("stages") or []
         left_out = tuple(f"model.stages.{i}." for i, s in enumerate(stages) if s.get("depth") == 0)
         active = {n: v for n, v in asked.items() if not (n.startswith(left_out) and not n.endswith(".depth"))}
