@@ -82,17 +82,13 @@ def _measure(start, store: Path) -> tuple[float, float]:
 
 
 def _log_a_sweep(uri: str) -> None:
-    from mlflow.entities import Metric
-
-    client = tracking._mlflow().MlflowClient(uri)
-    experiment = client.get_experiment_by_name("Default").experiment_id
+    tracker = tracking.Tracker(uri, "bench-server")
     for _ in range(RUNS):
-        run = client.create_run(experiment).info.run_id
-        client.set_tag(run, "archsweep.trial", "0")
+        run = tracker.client.create_run(tracker.experiment_id).info.run_id
+        tracker.set_tags(run, {"archsweep.trial": "0"})
         for epoch in range(EPOCHS):
-            now = int(time.time() * 1000)
-            client.log_batch(run, [Metric("val_accuracy", 0.5, now, epoch), Metric("train_loss", 1.0, now, epoch)])
-        client.set_terminated(run)
+            tracker.log_metrics(run, {"val_accuracy": 0.5, "train_loss": 1.0}, step=epoch)
+        tracker.client.set_terminated(run)
 
 
 def run(rounds: int, say=print) -> dict:
